@@ -1,0 +1,40 @@
+# probe: build, test, demo. Run as root for the kernel and testbed parts.
+GO      ?= go
+BIN     := bin
+
+.PHONY: all build test demo generate vmlinux check-generate lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/probe ./cmd/probe
+	$(GO) build -o $(BIN)/estimate ./cmd/estimate
+
+# The one test command: README and .ci/run both use it. Tests that need root
+# or a kernel feature say why when they skip.
+test:
+	$(GO) test -count=1 ./...
+
+# Build, bring up a two-namespace testbed shaped to 20 Mbit/s, run the agent in
+# one namespace, measure from the other, tear down.
+demo: build
+	./scripts/demo.sh
+
+# Rebuild the eBPF objects from bpf/*.c (needs clang-16, llvm-16, libbpf-dev).
+generate:
+	cd bpf && $(GO) generate
+
+# Regenerate bpf/headers/vmlinux.h from the running kernel's BTF (bpftool).
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
+
+# Fails when the committed objects do not match their sources.
+check-generate: generate
+	git diff --exit-code --stat -- bpf/
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,285 @@
+package collector
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/probe-dev/probe/collector/dump"
+	"golang.org/x/sys/unix"
+)
+
+// stampFlags asks the kernel for software receive and transmit timestamps and
+// for hardware ones where the NIC has them enabled; OPT_ID numbers transmitted
+// datagrams so their timestamps can be matched, OPT_TSONLY keeps the payload
+// off the error queue.
+const stampFlags = unix.SOF_TIMESTAMPING_RX_SOFTWARE | unix.SOF_TIMESTAMPING_TX_SOFTWARE |
+	unix.SOF_TIMESTAMPING_SOFTWARE | unix.SOF_TIMESTAMPING_RX_HARDWARE |
+	unix.SOF_TIMESTAMPING_TX_HARDWARE | unix.SOF_TIMESTAMPING_RAW_HARDWARE |
+	unix.SOF_TIMESTAMPING_OPT_ID | unix.SOF_TIMESTAMPING_OPT_TSONLY
+
+// Conn is a UDP socket whose datagrams carry kernel timestamps: Recv returns
+// the software (and hardware) receive timestamps with a user-space one, and
+// TxStamps drains the transmit timestamps from the error queue. One goroutine
+// may Recv while another sends; TxStamps must not run concurrently with itself.
+type Conn struct {
+	uc   *net.UDPConn
+	rc   syscall.RawConn
+	sent uint32 // datagrams sent so far, i.e. the OPT_ID key of the next one
+
+	rx struct {
+		msg   unix.Msghdr
+		iov   unix.Iovec
+		name  unix.RawSockaddrAny
+		oob   [256]byte
+		n     int
+		errno syscall.Errno
+		fn    func(fd uintptr) bool
+	}
+	eq struct {
+		msg unix.Msghdr
+		iov unix.Iovec
+		buf [64]byte
+		oob [256]byte
+	}
+}
+
+// Datagram is what Recv read.
+type Datagram struct {
+	N      int
+	From   netip.AddrPort
+	Stamps dump.Stamps // sw, hw when present, user always
+}
+
+// ListenUDP opens a timestamping UDP socket bound to laddr.
+func ListenUDP(ctx context.Context, laddr netip.AddrPort) (*Conn, error) {
+	lc := net.ListenConfig{Control: enableStamps}
+	pc, err := lc.ListenPacket(ctx, "udp", laddr.String())
+	if err != nil {
+		return nil, fmt.Errorf("listen udp %s: %w", laddr, err)
+	}
+	return newConn(pc.(*net.UDPConn))
+}
+
+// DialUDP opens a timestamping UDP socket connected to raddr.
+func DialUDP(ctx context.Context, raddr netip.AddrPort) (*Conn, error) {
+	d := net.Dialer{Control: enableStamps}
+	c, err := d.DialContext(ctx, "udp", raddr.String())
+	if err != nil {
+		return nil, fmt.Errorf("dial udp %s: %w", raddr, err)
+	}
+	return newConn(c.(*net.UDPConn))
+}
+
+func enableStamps(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPING, stampFlags)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("enable SO_TIMESTAMPING: %w", err)
+	}
+	return nil
+}
+
+func newConn(uc *net.UDPConn) (*Conn, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		uc.Close()
+		return nil, err
+	}
+	c := &Conn{uc: uc, rc: rc}
+	c.rx.fn = c.recvmsg
+	return c, nil
+}
+
+// UDP returns the underlying socket, for options and deadlines.
+func (c *Conn) UDP() *net.UDPConn { return c.uc }
+
+// LocalAddr is the bound address.
+func (c *Conn) LocalAddr() netip.AddrPort { return c.uc.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Close closes the socket; a blocked Recv returns.
+func (c *Conn) Close() error { return c.uc.Close() }
+
+// SetReadDeadline bounds Recv.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
+
+// Send writes one datagram (to the connected peer when to is not valid) and
+// returns the key its transmit timestamps will carry and the user-space
+// monotonic time just before the syscall.
+func (c *Conn) Send(b []byte, to netip.AddrPort) (key uint32, user int64, err error) {
+	user = MonotonicNow()
+	if to.IsValid() {
+		_, err = c.uc.WriteToUDPAddrPort(b, to)
+	} else {
+		_, err = c.uc.Write(b)
+	}
+	if err != nil {
+		return 0, user, err
+	}
+	key = c.sent
+	c.sent++
+	return key, user, nil
+}
+
+// Recv reads one datagram into b without allocating.
+func (c *Conn) Recv(b []byte) (Datagram, error) {
+	r := &c.rx
+	r.iov.Base = unsafe.SliceData(b)
+	r.iov.SetLen(len(b))
+	r.msg.Name = (*byte)(unsafe.Pointer(&r.name))
+	r.msg.Namelen = uint32(unsafe.Sizeof(r.name))
+	r.msg.Iov = &r.iov
+	r.msg.SetIovlen(1)
+	r.msg.Control = &r.oob[0]
+	r.msg.SetControllen(len(r.oob))
+	r.msg.Flags = 0
+	if err := c.rc.Read(r.fn); err != nil {
+		return Datagram{}, err
+	}
+	var d Datagram
+	d.Stamps[dump.SourceUser] = MonotonicNow()
+	if r.errno != 0 {
+		return d, fmt.Errorf("recvmsg: %w", r.errno)
+	}
+	d.N = r.n
+	d.From = sockaddrAddrPort(&r.name)
+	eachCmsg(r.oob[:r.msg.Controllen], func(level, typ int32, data []byte) {
+		if level == unix.SOL_SOCKET && typ == unix.SCM_TIMESTAMPING {
+			putScmStamps(&d.Stamps, data)
+		}
+	})
+	return d, nil
+}
+
+func (c *Conn) recvmsg(fd uintptr) bool {
+	n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.rx.msg)), 0)
+	if errno == unix.EAGAIN {
+		return false // wait for the poller
+	}
+	c.rx.n, c.rx.errno = int(n), errno
+	return true
+}
+
+// TxStamps drains the transmit timestamps queued so far, without blocking,
+// and calls fn with the key Send returned and the kernel timestamps.
+func (c *Conn) TxStamps(fn func(key uint32, s dump.Stamps)) (int, error) {
+	count := 0
+	var rerr error
+	err := c.rc.Control(func(fd uintptr) {
+		q := &c.eq
+		for {
+			q.iov.Base = &q.buf[0]
+			q.iov.SetLen(len(q.buf))
+			q.msg = unix.Msghdr{Iov: &q.iov, Control: &q.oob[0]}
+			q.msg.SetIovlen(1)
+			q.msg.SetControllen(len(q.oob))
+			_, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&q.msg)),
+				unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+			if errno == unix.EAGAIN {
+				return
+			}
+			if errno != 0 {
+				rerr = fmt.Errorf("read error queue: %w", errno)
+				return
+			}
+			var st dump.Stamps
+			var key uint32
+			isStamp := false
+			eachCmsg(q.oob[:q.msg.Controllen], func(level, typ int32, data []byte) {
+				switch {
+				case level == unix.SOL_SOCKET && typ == unix.SCM_TIMESTAMPING:
+					putScmStamps(&st, data)
+				case (level == unix.SOL_IP && typ == unix.IP_RECVERR) ||
+					(level == unix.SOL_IPV6 && typ == unix.IPV6_RECVERR):
+					if len(data) >= int(unsafe.Sizeof(unix.SockExtendedErr{})) {
+						ee := (*unix.SockExtendedErr)(unsafe.Pointer(&data[0]))
+						if ee.Origin == unix.SO_EE_ORIGIN_TIMESTAMPING {
+							key, isStamp = ee.Data, true
+						}
+					}
+				}
+			})
+			if isStamp {
+				fn(key, st)
+				count++
+			}
+		}
+	})
+	if err == nil {
+		err = rerr
+	}
+	return count, err
+}
+
+// Sent is the number of datagrams sent, i.e. the keys handed out so far.
+func (c *Conn) Sent() uint32 { return c.sent }
+
+// putScmStamps reads struct scm_timestamping: ts[0] software, ts[2] raw hardware.
+func putScmStamps(st *dump.Stamps, data []byte) {
+	if len(data) < 3*int(unsafe.Sizeof(unix.Timespec{})) {
+		return
+	}
+	ts := (*[3]unix.Timespec)(unsafe.Pointer(&data[0]))
+	if ns := ts[0].Nano(); ns != 0 {
+		st[dump.SourceSW] = ns
+	}
+	if ns := ts[2].Nano(); ns != 0 {
+		st[dump.SourceHW] = ns
+	}
+}
+
+// eachCmsg walks control messages without allocating.
+func eachCmsg(oob []byte, fn func(level, typ int32, data []byte)) {
+	hdrLen := unix.CmsgLen(0)
+	for len(oob) >= hdrLen {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdrLen || l > len(oob) {
+			return
+		}
+		fn(h.Level, h.Type, oob[hdrLen:l])
+		next := unix.CmsgSpace(l - hdrLen)
+		if next > len(oob) {
+			return
+		}
+		oob = oob[next:]
+	}
+}
+
+func sockaddrAddrPort(sa *unix.RawSockaddrAny) netip.AddrPort {
+	switch sa.Addr.Family {
+	case unix.AF_INET:
+		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&p.Port))[:])
+		return netip.AddrPortFrom(netip.AddrFrom4(p.Addr), port)
+	case unix.AF_INET6:
+		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&p.Port))[:])
+		return netip.AddrPortFrom(netip.AddrFrom16(p.Addr).Unmap(), port)
+	}
+	return netip.AddrPort{}
+}
+
+// MonotonicNow reads CLOCK_MONOTONIC, the clock of eBPF and user timestamps.
+func MonotonicNow() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// IsTimeout reports whether err is a deadline expiry.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,101 @@
+package collector
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/probe-dev/probe/collector/dump"
+)
+
+// Datagrams over loopback carry software receive timestamps and every send
+// gets its transmit timestamp back under the key Send returned.
+func TestConnStamps(t *testing.T) {
+	ctx := context.Background()
+	srv, err := ListenUDP(ctx, netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := DialUDP(ctx, srv.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+
+	const n = 20
+	buf := make([]byte, 64)
+	sentAt := make([]int64, n)
+	for i := range n {
+		before := time.Now().UnixNano()
+		key, user, err := cli.Send(buf, netip.AddrPort{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if key != uint32(i) || user == 0 {
+			t.Fatalf("send %d: key %d user %d", i, key, user)
+		}
+		sentAt[i] = before
+	}
+	srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for i := range n {
+		d, err := srv.Recv(buf)
+		if err != nil {
+			t.Fatalf("recv %d: %v", i, err)
+		}
+		if d.N != 64 || d.From != cli.LocalAddr() {
+			t.Fatalf("recv %d: n=%d from %v, want 64 from %v", i, d.N, d.From, cli.LocalAddr())
+		}
+		sw := d.Stamps[dump.SourceSW]
+		if sw < sentAt[i] || sw > time.Now().UnixNano() {
+			t.Fatalf("recv %d: sw stamp %d outside [%d, now]", i, sw, sentAt[i])
+		}
+		if d.Stamps[dump.SourceUser] == 0 {
+			t.Fatalf("recv %d: no user stamp", i)
+		}
+	}
+
+	got := make(map[uint32]int64)
+	deadline := time.Now().Add(2 * time.Second)
+	for len(got) < n && time.Now().Before(deadline) {
+		if _, err := cli.TxStamps(func(key uint32, s dump.Stamps) { got[key] = s[dump.SourceSW] }); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if len(got) != n {
+		t.Fatalf("got %d tx stamps, want %d", len(got), n)
+	}
+	for k, ts := range got {
+		if k >= n || ts < sentAt[k] {
+			t.Fatalf("tx stamp key %d at %d, sent at %d", k, ts, sentAt[k])
+		}
+	}
+}
+
+func TestRecvDoesNotAllocate(t *testing.T) {
+	ctx := context.Background()
+	srv, err := ListenUDP(ctx, netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := DialUDP(ctx, srv.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	buf := make([]byte, 64)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, _, err := cli.Send(buf, netip.AddrPort{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.Recv(buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("send+recv allocates %.1f times", allocs)
+	}
+}

@@ -1,0 +1,119 @@
+package probe
+
+import (
+	"context"
+	"crypto/hmac"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// DefaultPort is the agent's control port.
+const DefaultPort = 7323
+
+// ClientConfig configures a client.
+type ClientConfig struct {
+	Key     []byte        // pre-shared key; empty: none
+	Stamper Stamper       // nil: no eBPF timestamps on this side
+	Timeout time.Duration // connect and handshake; default 10 s
+}
+
+// Client is one control connection to an agent.
+type Client struct {
+	cfg    ClientConfig
+	conn   net.Conn
+	fc     *frameConn
+	limits Limits
+}
+
+// Dial connects to the agent at addr (host or host:port) and completes the
+// handshake.
+func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(addr, fmt.Sprint(DefaultPort))
+	}
+	d := net.Dialer{Timeout: cfg.Timeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		var dnsErr *net.DNSError
+		switch {
+		case errors.As(err, &dnsErr):
+			return nil, fmt.Errorf("unknown host %s", dnsErr.Name)
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return nil, fmt.Errorf("connect to %s: connection refused (is `probe serve` running there?)", addr)
+		}
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	c := &Client{cfg: cfg, conn: conn, fc: newFrameConn(conn)}
+	conn.SetDeadline(time.Now().Add(cfg.Timeout))
+	if err := c.handshake(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("handshake with %s: %w", addr, err)
+	}
+	conn.SetDeadline(time.Time{})
+	return c, nil
+}
+
+func (c *Client) handshake() error {
+	nonce := newNonce()
+	if err := c.fc.write(&Message{Hello: &Hello{Version: ProtocolVersion, Client: "probe", Nonce: nonce}}); err != nil {
+		return err
+	}
+	m, err := c.expect("challenge")
+	if err != nil {
+		return err
+	}
+	ch := m.Challenge
+	auth := &Auth{}
+	if ch.AuthRequired {
+		if len(c.cfg.Key) == 0 {
+			return errors.New("the agent requires a key: give it with --key-file")
+		}
+		auth.MAC = clientMAC(c.cfg.Key, ch.Nonce, nonce)
+	}
+	if err := c.fc.write(&Message{Auth: auth}); err != nil {
+		return err
+	}
+	m, err = c.expect("welcome")
+	if err != nil {
+		return err
+	}
+	if ch.AuthRequired && !hmac.Equal(m.Welcome.MAC, agentMAC(c.cfg.Key, ch.Nonce, nonce)) {
+		return errors.New("the agent failed to prove it knows the key")
+	}
+	c.limits = m.Welcome.Limits
+	return nil
+}
+
+// expect reads the next frame and returns it if it is of the wanted kind; an
+// Error frame from the agent becomes the returned error.
+func (c *Client) expect(kind string) (*Message, error) {
+	m, err := c.fc.read()
+	if err != nil {
+		return nil, err
+	}
+	if m.Error != nil {
+		return nil, fmt.Errorf("agent refused: %w", m.Error)
+	}
+	if m.kind() != kind {
+		return nil, fmt.Errorf("agent sent %s, expected %s", m.kind(), kind)
+	}
+	return m, nil
+}
+
+// Limits are the agent's per-session limits.
+func (c *Client) Limits() Limits { return c.limits }
+
+// AgentAddr is the agent's address on the control connection.
+func (c *Client) AgentAddr() netip.Addr {
+	return c.conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+}
+
+// Close hangs up; the agent frees the session's resources.
+func (c *Client) Close() error { return c.conn.Close() }

@@ -1,0 +1,137 @@
+package probe
+
+import (
+	"time"
+
+	"github.com/probe-dev/probe/collector/dump"
+)
+
+// ProtocolVersion is bumped on every incompatible change of the control
+// protocol; client and agent must speak the same one.
+const ProtocolVersion = 1
+
+// Message is one control frame: exactly one of its fields is set.
+type Message struct {
+	Hello     *Hello     `msgpack:"hello,omitempty"`
+	Challenge *Challenge `msgpack:"challenge,omitempty"`
+	Auth      *Auth      `msgpack:"auth,omitempty"`
+	Welcome   *Welcome   `msgpack:"welcome,omitempty"`
+	Open      *Open      `msgpack:"open,omitempty"`
+	Opened    *Opened    `msgpack:"opened,omitempty"`
+	Finish    *Finish    `msgpack:"finish,omitempty"`
+	Stamps    *Stamps    `msgpack:"stamps,omitempty"`
+	Done      *Done      `msgpack:"done,omitempty"`
+	Error     *Error     `msgpack:"error,omitempty"`
+}
+
+func (m *Message) kind() string {
+	switch {
+	case m.Hello != nil:
+		return "hello"
+	case m.Challenge != nil:
+		return "challenge"
+	case m.Auth != nil:
+		return "auth"
+	case m.Welcome != nil:
+		return "welcome"
+	case m.Open != nil:
+		return "open"
+	case m.Opened != nil:
+		return "opened"
+	case m.Finish != nil:
+		return "finish"
+	case m.Stamps != nil:
+		return "stamps"
+	case m.Done != nil:
+		return "done"
+	case m.Error != nil:
+		return "error"
+	}
+	return ""
+}
+
+// Hello opens the handshake (client -> agent).
+type Hello struct {
+	Version int    `msgpack:"version"`
+	Client  string `msgpack:"client"`
+	Nonce   []byte `msgpack:"nonce"`
+}
+
+// Challenge answers Hello (agent -> client) with a fresh nonce.
+type Challenge struct {
+	Version      int    `msgpack:"version"`
+	Agent        string `msgpack:"agent"`
+	Nonce        []byte `msgpack:"nonce"`
+	AuthRequired bool   `msgpack:"auth_required"`
+}
+
+// Auth proves the client knows the key (client -> agent).
+type Auth struct {
+	MAC []byte `msgpack:"mac"`
+}
+
+// Welcome ends the handshake (agent -> client); with a key, MAC proves the
+// agent knows it too.
+type Welcome struct {
+	MAC    []byte `msgpack:"mac,omitempty"`
+	Limits Limits `msgpack:"limits"`
+}
+
+// Limits bound what one session may ask of the agent.
+type Limits struct {
+	MaxSessions   int           `msgpack:"max_sessions"`    // concurrent sessions, whole agent
+	MaxDuration   time.Duration `msgpack:"max_duration"`    // per session
+	MaxPackets    int           `msgpack:"max_packets"`     // per session
+	MaxPacketSize int           `msgpack:"max_packet_size"` // UDP payload bytes
+	MaxRate       int           `msgpack:"max_rate"`        // packets per second, per session
+}
+
+// Open asks for a session (client -> agent).
+type Open struct {
+	Mode string      `msgpack:"mode"`
+	Echo *EchoParams `msgpack:"echo,omitempty"`
+}
+
+// EchoParams describe an echo session.
+type EchoParams struct {
+	Count    int           `msgpack:"count"`    // packets
+	Size     int           `msgpack:"size"`     // UDP payload bytes
+	Interval time.Duration `msgpack:"interval"` // between sends
+}
+
+// Opened grants a session (agent -> client).
+type Opened struct {
+	Session uint32 `msgpack:"session"`
+	Port    uint16 `msgpack:"port"`
+	// Sources the agent stamps with, best first.
+	Sources []string `msgpack:"sources"`
+}
+
+// Finish ends the session's traffic and asks for the agent's records.
+type Finish struct{}
+
+// Stamps is a batch of the agent's per-packet timestamps.
+type Stamps struct {
+	Records []AgentStamp `msgpack:"records"`
+}
+
+// AgentStamp is what the agent saw of one echoed packet.
+type AgentStamp struct {
+	Seq uint32      `msgpack:"seq"`
+	Rx  dump.Stamps `msgpack:"rx"`
+	Tx  dump.Stamps `msgpack:"tx"`
+}
+
+// Done closes a session's results.
+type Done struct {
+	Received int `msgpack:"received"` // probes accepted
+	Ignored  int `msgpack:"ignored"`  // datagrams not answered (foreign, malformed, over the limit)
+}
+
+// Error refuses a request; the agent hangs up after protocol faults.
+type Error struct {
+	Code    string `msgpack:"code"`
+	Message string `msgpack:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
