@@ -1,0 +1,36 @@
+// Command probe is the agent (probe serve), its client (probe measure), and
+// the embedded network-namespace testbed (probe testbed).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	if err := app().Run(os.Args); err != nil {
+		code := 1
+		if ec, ok := err.(cli.ExitCoder); ok {
+			code = ec.ExitCode() // e.g. testbed exec passes its command's code on
+		}
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintf(os.Stderr, "probe: %s\n", msg)
+		}
+		os.Exit(code)
+	}
+}
+
+func app() *cli.App {
+	// -h names the host, as in every measurement tool since ping.
+	cli.HelpFlag = &cli.BoolFlag{Name: "help", Usage: "show help"}
+	return &cli.App{
+		Name:                 "probe",
+		Usage:                "measure network paths with kernel timestamps",
+		HideHelpCommand:      true,
+		EnableBashCompletion: true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // main prints errors, once
+		Commands:             []*cli.Command{serveCommand(), measureCommand(), testbedCommand()},
+	}
+}

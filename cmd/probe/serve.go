@@ -1,0 +1,111 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/probe"
+	"github.com/urfave/cli/v2"
+)
+
+func serveCommand() *cli.Command {
+	d := probe.DefaultLimits()
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the agent: answer measurement sessions from clients",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Value: fmt.Sprintf(":%d", probe.DefaultPort), Usage: "control address"},
+			keyFileFlag(),
+			ebpfFlag(),
+			&cli.IntFlag{Name: "max-sessions", Value: d.MaxSessions, Usage: "concurrent sessions, whole agent"},
+			&cli.DurationFlag{Name: "max-duration", Value: d.MaxDuration, Usage: "longest session"},
+			&cli.IntFlag{Name: "max-packets", Value: d.MaxPackets, Usage: "most packets in one session"},
+			&cli.IntFlag{Name: "max-rate", Value: d.MaxRate, Usage: "most packets per second in one session"},
+		},
+		Action: func(c *cli.Context) error {
+			key, err := readKey(c)
+			if err != nil {
+				return err
+			}
+			cfg := probe.ServerConfig{
+				Key: key,
+				Limits: probe.Limits{
+					MaxSessions: c.Int("max-sessions"), MaxDuration: c.Duration("max-duration"),
+					MaxPackets: c.Int("max-packets"), MaxRate: c.Int("max-rate"),
+				},
+				Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+			}
+			ts, err := openStamper(c.String("ebpf"), cfg.Logger)
+			if err != nil {
+				return err
+			}
+			if ts != nil {
+				defer ts.Close() // detaches every program
+				cfg.Stamper = ts
+			}
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			ln, err := net.Listen("tcp", c.String("listen"))
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w", c.String("listen"), err)
+			}
+			cfg.Logger.Info("agent listening", "addr", ln.Addr().String(), "ebpf", ts != nil, "auth", len(key) > 0)
+			err = probe.NewServer(cfg).Serve(ctx, ln)
+			cfg.Logger.Info("agent stopped")
+			return err
+		},
+	}
+}
+
+func keyFileFlag() cli.Flag {
+	return &cli.StringFlag{Name: "key-file", EnvVars: []string{"PROBE_KEY_FILE"},
+		Usage: "pre-shared key file: sessions are authenticated with HMAC-SHA256"}
+}
+
+func readKey(c *cli.Context) ([]byte, error) {
+	path := c.String("key-file")
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	if len(b) < 16 {
+		return nil, fmt.Errorf("key file %s holds %d bytes; use at least 16 (e.g. head -c 32 /dev/urandom > %s)", path, len(b), path)
+	}
+	return b, nil
+}
+
+func ebpfFlag() cli.Flag {
+	return &cli.StringFlag{Name: "ebpf", Value: "auto",
+		Usage: "eBPF timestamps: auto (use when the kernel allows, say so otherwise), on (required), off"}
+}
+
+// openStamper loads the TC timestamper as the --ebpf mode asks; nil means
+// software timestamps only.
+func openStamper(mode string, log *slog.Logger) (*collector.Timestamper, error) {
+	switch mode {
+	case "off":
+		return nil, nil
+	case "auto", "on":
+	default:
+		return nil, fmt.Errorf("--ebpf %q: want auto, on or off", mode)
+	}
+	ts, err := collector.NewTimestamper()
+	if err == nil {
+		return ts, nil
+	}
+	if mode == "on" {
+		return nil, err
+	}
+	if log != nil {
+		log.Warn("eBPF timestamps off, software timestamps only", "reason", err)
+	}
+	return nil, nil
+}
