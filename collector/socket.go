@@ -283,3 +283,31 @@ func IsTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// HoldRxStamps turns software receive timestamping on for the whole host and
+// keeps it on until the returned socket is closed. The kernel switches it on
+// lazily, from a work queue, when the first socket asks, so the first
+// datagrams after that can arrive unstamped; this waits, by sending datagrams
+// to itself over loopback, until one arrives stamped.
+func HoldRxStamps(ctx context.Context) (*Conn, error) {
+	c, err := ListenUDP(ctx, netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		return nil, fmt.Errorf("hold rx timestamps: %w", err)
+	}
+	buf := make([]byte, 1)
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if _, _, err := c.Send(buf, c.LocalAddr()); err != nil {
+			break
+		}
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		d, err := c.Recv(buf)
+		if err == nil && d.Stamps.Has(dump.SourceSW) {
+			c.SetReadDeadline(time.Time{})
+			return c, nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	return nil, errors.New("hold rx timestamps: the kernel did not start stamping received datagrams within 1 s")
+}

@@ -13,6 +13,11 @@ import (
 // gets its transmit timestamp back under the key Send returned.
 func TestConnStamps(t *testing.T) {
 	ctx := context.Background()
+	hold, err := HoldRxStamps(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
 	srv, err := ListenUDP(ctx, netip.MustParseAddrPort("127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)

@@ -5,10 +5,13 @@ import (
 	"crypto/hmac"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"syscall"
 	"time"
+
+	"github.com/probe-dev/probe/collector"
 )
 
 // DefaultPort is the agent's control port.
@@ -24,6 +27,7 @@ type ClientConfig struct {
 // Client is one control connection to an agent.
 type Client struct {
 	cfg    ClientConfig
+	hold   io.Closer // keeps receive timestamps on
 	conn   net.Conn
 	fc     *frameConn
 	limits Limits
@@ -50,10 +54,15 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		}
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
-	c := &Client{cfg: cfg, conn: conn, fc: newFrameConn(conn)}
+	hold, err := collector.HoldRxStamps(ctx)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	c := &Client{cfg: cfg, conn: conn, fc: newFrameConn(conn), hold: hold}
 	conn.SetDeadline(time.Now().Add(cfg.Timeout))
 	if err := c.handshake(); err != nil {
-		conn.Close()
+		c.Close()
 		return nil, fmt.Errorf("handshake with %s: %w", addr, err)
 	}
 	conn.SetDeadline(time.Time{})
@@ -116,4 +125,9 @@ func (c *Client) AgentAddr() netip.Addr {
 }
 
 // Close hangs up; the agent frees the session's resources.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error {
+	if c.hold != nil {
+		c.hold.Close()
+	}
+	return c.conn.Close()
+}

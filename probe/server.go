@@ -90,6 +90,11 @@ func NewServer(cfg ServerConfig) *Server {
 // Serve accepts control connections on ln until ctx ends, then closes every
 // connection, waits for their sessions to clean up, and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hold, err := collector.HoldRxStamps(ctx)
+	if err != nil {
+		return err
+	}
+	defer hold.Close()
 	stop := context.AfterFunc(ctx, func() {
 		ln.Close()
 		s.mu.Lock()
@@ -137,6 +142,10 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	fc := newFrameConn(conn)
 	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if err := s.handshake(fc); err != nil {
+		if errors.Is(err, io.EOF) {
+			log.Debug("connection closed before the handshake") // e.g. a port check
+			return
+		}
 		log.Info("handshake refused", "err", err)
 		s.tell(fc, err)
 		return

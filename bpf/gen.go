@@ -1,0 +1,13 @@
+// Package bpf holds the eBPF programs of the collector and their generated
+// Go bindings. The generated *_bpfel.go and *.o files are committed so that
+// `go build` needs no clang.
+//
+// Regenerate (needs clang-16 and llvm-strip-16) with:
+//
+//	cd bpf && go generate
+//
+// Output is deterministic: running it twice gives byte-identical files.
+package bpf
+
+//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target amd64 -type probe_event -type session -type probe_stats Probe probe.c -- -I./headers -Wall -Werror
+//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target amd64 -type switch_counts Sched sched.c -- -I./headers -Wall -Werror

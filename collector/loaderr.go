@@ -1,0 +1,51 @@
+package collector
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+)
+
+// needs says what an eBPF object requires of the host, for error messages.
+type needs struct {
+	caps   string // capabilities besides root, e.g. "CAP_BPF, CAP_NET_ADMIN"
+	kernel string // oldest kernel with every feature used, e.g. "5.8"
+	what   string // the feature that sets that version
+	btf    bool   // needs the kernel's own BTF
+}
+
+// describedError keeps err in the chain (errors.Is/As still work) while
+// Error reads as one sentence saying what the host lacks.
+type describedError struct {
+	msg string
+	err error
+}
+
+func (e *describedError) Error() string { return e.msg }
+func (e *describedError) Unwrap() error { return e.err }
+
+// loadError explains a failure to load or attach: doing names the step,
+// e.g. "load probe objects".
+func loadError(doing string, n needs, err error) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.As(err, &ve):
+		// %+v prints the whole verifier log, which is what one needs to fix it.
+		return &describedError{fmt.Sprintf("%s: verifier rejected the program: %+v", doing, ve), err}
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return &describedError{fmt.Sprintf("%s: needs root (%s): %v", doing, n.caps, err), err}
+	case n.btf && errors.Is(err, ebpf.ErrNotSupported) && !haveKernelBTF():
+		return &describedError{fmt.Sprintf("%s: needs kernel BTF (CONFIG_DEBUG_INFO_BTF=y, /sys/kernel/btf/vmlinux): %v", doing, err), err}
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return &describedError{fmt.Sprintf("%s: needs Linux %s or later (%s): %v", doing, n.kernel, n.what, err), err}
+	}
+	return fmt.Errorf("%s: %w", doing, err)
+}
+
+func haveKernelBTF() bool {
+	_, err := btf.LoadKernelSpec()
+	return err == nil
+}
