@@ -36,7 +36,9 @@ func loadError(doing string, n needs, err error) error {
 		// %+v prints the whole verifier log, which is what one needs to fix it.
 		return &describedError{fmt.Sprintf("%s: verifier rejected the program: %+v", doing, ve), err}
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
-		return &describedError{fmt.Sprintf("%s: needs root (%s): %v", doing, n.caps, err), err}
+		// The library's own text (map create: operation not permitted, with
+		// a memlock hint that is wrong on current kernels) adds nothing.
+		return &describedError{fmt.Sprintf("%s: permission denied: run as root (needs %s)", doing, n.caps), err}
 	case n.btf && errors.Is(err, ebpf.ErrNotSupported) && !haveKernelBTF():
 		return &describedError{fmt.Sprintf("%s: needs kernel BTF (CONFIG_DEBUG_INFO_BTF=y, /sys/kernel/btf/vmlinux): %v", doing, err), err}
 	case errors.Is(err, ebpf.ErrNotSupported):

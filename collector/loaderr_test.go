@@ -18,7 +18,7 @@ func TestLoadErrorMessages(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"not root", fmt.Errorf("map create: %w", unix.EPERM), "load probe objects: needs root (CAP_BPF, CAP_NET_ADMIN): "},
+		{"not root", fmt.Errorf("map create: %w", unix.EPERM), "load probe objects: permission denied: run as root (needs CAP_BPF, CAP_NET_ADMIN)"},
 		{"old kernel", fmt.Errorf("map create: %w", ebpf.ErrNotSupported), "load probe objects: needs Linux 5.8 or later (BPF ring buffer): "},
 		{"other", unix.ENOMEM, "load probe objects: cannot allocate memory"},
 	}

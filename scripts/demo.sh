@@ -16,7 +16,7 @@ fi
 "$probe" testbed up --name "$name" --rate 20mbit
 agent=
 cleanup() {
-	[ -n "$agent" ] && kill -INT "$agent" 2>/dev/null && wait "$agent" 2>/dev/null
+	[ -n "$agent" ] && kill -TERM "$agent" 2>/dev/null && wait "$agent" 2>/dev/null
 	"$probe" testbed down --name "$name"
 }
 trap cleanup EXIT

@@ -31,6 +31,10 @@ func app() *cli.App {
 		HideHelpCommand:      true,
 		EnableBashCompletion: true,
 		ExitErrHandler:       func(*cli.Context, error) {}, // main prints errors, once
-		Commands:             []*cli.Command{serveCommand(), measureCommand(), testbedCommand()},
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(os.Stderr, "probe: unknown command %q: see probe --help\n", name)
+			os.Exit(1)
+		},
+		Commands: []*cli.Command{serveCommand(), measureCommand(), testbedCommand()},
 	}
 }

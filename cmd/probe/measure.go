@@ -26,7 +26,7 @@ func measureCommand() *cli.Command {
 			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: 10 * time.Millisecond, Usage: "time between probes"},
 			&cli.DurationFlag{Name: "wait", Value: time.Second, Usage: "how long to wait for replies after the last probe"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto (best available), hw, ebpf, sw, user"},
-			&cli.StringFlag{Name: "write", Aliases: []string{"w"}, Usage: "write every record to this dump file (msgpack), for `estimate -r`"},
+			&cli.StringFlag{Name: "write", Aliases: []string{"w"}, Usage: "write every record to this dump file (msgpack), for estimate -r"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			keyFileFlag(),
 			ebpfFlag(),

@@ -102,7 +102,7 @@ func openStamper(mode string, log *slog.Logger) (*collector.Timestamper, error) 
 		return ts, nil
 	}
 	if mode == "on" {
-		return nil, err
+		return nil, fmt.Errorf("%w; or use --ebpf auto to fall back to software timestamps", err)
 	}
 	if log != nil {
 		log.Warn("eBPF timestamps off, software timestamps only", "reason", err)

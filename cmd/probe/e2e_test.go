@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/probe-dev/probe/testbed"
+)
+
+// The binaries under test, built once by TestMain.
+var probeBin, estimateBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "probe-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	probeBin, estimateBin = filepath.Join(dir, "probe"), filepath.Join(dir, "estimate")
+	for bin, pkg := range map[string]string{probeBin: ".", estimateBin: "../estimate"} {
+		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run runs a command to its end and returns stdout, stderr and exit code.
+func run(t *testing.T, cmd *exec.Cmd) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startAgent starts `probe serve` and waits until it accepts connections.
+func startAgent(t *testing.T, start func(*exec.Cmd) error, dial func() (net.Conn, error), args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(probeBin, append([]string{"serve"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("agent stderr:\n%s", stderr.String())
+		}
+	})
+	for i := 0; ; i++ {
+		c, err := dial()
+		if err == nil {
+			c.Close()
+			return cmd
+		}
+		if i == 100 {
+			t.Fatalf("agent not listening: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Bad input: one line on stderr saying what is wrong, exit status 1, no panic.
+func TestCLIErrors(t *testing.T) {
+	dir := t.TempDir()
+	key1, key2, garbage := filepath.Join(dir, "k1"), filepath.Join(dir, "k2"), filepath.Join(dir, "garbage")
+	os.WriteFile(key1, []byte("the first key, 32 bytes long...."), 0o600)
+	os.WriteFile(key2, []byte("the other key, 32 bytes long...."), 0o600)
+	os.WriteFile(garbage, []byte("not a dump at all"), 0o600)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	startAgent(t, (*exec.Cmd).Start, func() (net.Conn, error) { return net.Dial("tcp", addr) },
+		"--listen", addr, "--key-file", key1, "--ebpf", "off")
+
+	cases := []struct {
+		bin  string
+		args []string
+		want string
+	}{
+		{probeBin, []string{"measure", "--ebpf", "off"}, `"host" not set`},
+		{probeBin, []string{"measure", "-h", "no-such-host.invalid", "--ebpf", "off"}, "unknown host no-such-host.invalid"},
+		{probeBin, []string{"measure", "-h", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--ebpf", "off"}, "connection refused"},
+		{probeBin, []string{"measure", "-h", addr, "--ebpf", "off", "--key-file", key2}, "wrong key"},
+		{probeBin, []string{"measure", "-h", addr, "--ebpf", "off"}, "requires a key"},
+		{probeBin, []string{"measure", "-h", addr, "--ebpf", "off", "--key-file", filepath.Join(dir, "none")}, "read key"},
+		{probeBin, []string{"measure", "-h", addr, "--ebpf", "off", "--key-file", key1, "-n", "2000000"}, "packet count 2000000 outside"},
+		{probeBin, []string{"measure", "-h", addr, "--mode", "warp"}, `--mode "warp"`},
+		{probeBin, []string{"measure", "-h", addr, "--ts-source", "sundial"}, `unknown timestamp source "sundial"`},
+		{probeBin, []string{"measure", "-h", addr, "--ebpf", "maybe"}, `--ebpf "maybe"`},
+		{probeBin, []string{"serve", "--listen", "127.0.0.1:99999", "--ebpf", "off"}, "listen on 127.0.0.1:99999"},
+		{estimateBin, []string{"-r", filepath.Join(dir, "none")}, "no such file"},
+		{estimateBin, []string{"-r", garbage}, "not a probe dump"},
+		{estimateBin, []string{}, `"read" not set`},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, stderr, code := run(t, exec.Command(tc.bin, tc.args...))
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			last := lines[len(lines)-1]
+			if code != 1 || !strings.Contains(last, tc.want) || strings.Contains(stderr, "panic") {
+				t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 and a line containing %q", code, stderr, tc.want)
+			}
+		})
+	}
+}
+
+func parseEcho(t *testing.T, s string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		t.Fatalf("%v in %q", err, s)
+	}
+	return m
+}
+
+// attachedTCX counts the TCX programs on ifindex, in the caller's netns.
+func attachedTCX(ifindex int) (int, error) {
+	n := 0
+	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+		r, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at})
+		if err != nil {
+			return 0, err
+		}
+		n += len(r.Programs)
+	}
+	return n, nil
+}
+
+// The whole path on the testbed: agent in namespace a, client in b, eBPF on
+// both ends, the dump re-estimated offline to the same report, and a clean
+// agent shutdown that leaves no program attached.
+func TestEchoAcrossTestbed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and loads eBPF")
+	}
+	tb, err := testbed.Up(testbed.Config{Name: fmt.Sprintf("e2e%d", os.Getpid()), Rate: 20_000_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tb.Down(); err != nil {
+			t.Error(err)
+		}
+	})
+	agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
+	agent := startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
+		err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
+		return c, err
+	}, "--listen", agentAddr, "--ebpf", "on")
+
+	dumpPath := filepath.Join(t.TempDir(), "echo.msgpack")
+	measure := func(args ...string) (string, string, int) {
+		cmd := exec.Command(probeBin, append([]string{"measure", "-h", tb.A.Addr.String(), "--ebpf", "on"}, args...)...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := tb.B.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return out.String(), errb.String(), code
+	}
+	out, stderr, code := measure("-n", "100", "-i", "2ms", "-s", "200", "--json", "-w", dumpPath)
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	m := parseEcho(t, out)
+	rtt, user := m["rtt"].(map[string]any), m["user_rtt"].(map[string]any)
+	if m["received"] != 100.0 || rtt["source"] != "ebpf" || rtt["n"] != 100.0 {
+		t.Fatalf("want 100 replies timed with eBPF on both ends, got %s", out)
+	}
+	// Kernel RTT leaves out both hosts' stacks above TC and the agent's
+	// turnaround: it must be positive and below the user-space RTT.
+	if min, med := rtt["min_us"].(float64), rtt["median_us"].(float64); min <= 0 || med > user["median_us"].(float64) {
+		t.Fatalf("kernel rtt min %v median %v, user median %v", min, med, user["median_us"])
+	}
+
+	// The dump reproduces the report exactly, and re-runs with another source.
+	again, stderr, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json"))
+	if code != 0 || again != out {
+		t.Fatalf("estimate -r: exit %d %s\ngot  %s\nwant %s", code, stderr, again, out)
+	}
+	sw, _, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json", "--ts-source", "sw"))
+	if code != 0 || parseEcho(t, sw)["rtt"].(map[string]any)["source"] != "sw" {
+		t.Fatalf("estimate --ts-source sw: exit %d %s", code, sw)
+	}
+
+	// A long session is under way when the agent is told to stop: it must
+	// detach its programs and exit 0, and the client must say what happened.
+	ifindex, err := tb.A.Ifindex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := exec.Command(probeBin, "measure", "-h", tb.A.Addr.String(), "--ebpf", "on", "-n", "3000", "-i", "1ms")
+	var longErr bytes.Buffer
+	long.Stderr = &longErr
+	if err := tb.B.Start(long); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var n int
+		err := tb.A.Do(func() (err error) { n, err = attachedTCX(ifindex); return err })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent never attached its programs (%d attached)", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	agent.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- agent.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("agent exit: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("agent did not stop within 5 s of SIGTERM")
+	}
+	var n int
+	if err := tb.A.Do(func() (err error) { n, err = attachedTCX(ifindex); return err }); err != nil || n != 0 {
+		t.Fatalf("after shutdown: %d programs attached (%v)", n, err)
+	}
+	if err := long.Wait(); err == nil {
+		t.Fatal("client reported success although the agent went away")
+	}
+	if s := longErr.String(); strings.Count(strings.TrimSpace(s), "\n") != 0 || strings.Contains(s, "panic") {
+		t.Fatalf("client stderr is not one line:\n%s", s)
+	}
+}
+
+// Ctrl-C during a measurement keeps what was measured: the report of the
+// probes sent so far, and a dump of them.
+func TestInterruptKeepsResults(t *testing.T) {
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	startAgent(t, (*exec.Cmd).Start, func() (net.Conn, error) { return net.Dial("tcp", addr) },
+		"--listen", addr, "--ebpf", "off")
+	dumpPath := filepath.Join(t.TempDir(), "part.msgpack")
+	cmd := exec.Command(probeBin, "measure", "-h", addr, "--ebpf", "off", "-n", "10000", "-i", "1ms", "--json", "-w", dumpPath)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("measure after Ctrl-C: %v\n%s", err, errb.String())
+	}
+	m := parseEcho(t, out.String())
+	sent := m["sent"].(float64)
+	if sent < 100 || sent >= 10000 || m["received"].(float64) < sent-1 {
+		t.Fatalf("after 0.5 s of 1 ms probes: %s", out.String())
+	}
+	if !strings.Contains(errb.String(), "interrupted after") {
+		t.Fatalf("no word of the interruption: %s", errb.String())
+	}
+	again, _, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json"))
+	if code != 0 || parseEcho(t, again)["sent"] != sent {
+		t.Fatalf("dump after Ctrl-C: exit %d, %s", code, again)
+	}
+}
