@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
+	"golang.org/x/sync/errgroup"
 )
 
 // startAgent runs an agent on loopback for the test's lifetime.
@@ -315,5 +317,34 @@ func TestSessionAnswersOnlyItsClient(t *testing.T) {
 			t.Fatal("session still running after its client left")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Several clients measure at once; each gets its own session and its own
+// replies (iperf3's one-test-at-a-time server is what users complain of).
+func TestConcurrentClients(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	var g errgroup.Group
+	for range 8 {
+		g.Go(func() error {
+			c, err := Dial(context.Background(), addr, ClientConfig{})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.Echo(context.Background(), EchoParams{Count: 200, Size: 64, Interval: 200 * time.Microsecond}, time.Second)
+			if err != nil {
+				return err
+			}
+			for _, r := range res.Records {
+				if r.Replies != 1 || !r.AgentRx.Has(dump.SourceSW) {
+					return fmt.Errorf("probe %d: %d replies, agent stamps %v", r.Seq, r.Replies, r.AgentRx)
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
 	}
 }
