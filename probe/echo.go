@@ -241,7 +241,7 @@ func (e *agentEcho) onTx(key uint32, s dump.Stamps) {
 // holding at most a tenth of a second's worth.
 type bucket struct {
 	rate, tokens, max float64
-	last             int64 // monotonic ns
+	last              int64 // monotonic ns
 }
 
 func newBucket(perSecond int) *bucket {
