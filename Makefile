@@ -13,7 +13,7 @@ build:
 # The one test command: README and .ci/run both use it. Tests that need root
 # or a kernel feature say why when they skip.
 test:
-	$(GO) test -count=1 ./...
+	GO=$(GO) ./scripts/test.sh
 
 # Build, bring up a two-namespace testbed shaped to 20 Mbit/s, run the agent in
 # one namespace, measure from the other, tear down.
