@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin
 
-.PHONY: all build test demo generate vmlinux check-generate lint clean
+.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity
 
 all: build
 
@@ -38,3 +38,7 @@ lint:
 
 clean:
 	rm -rf $(BIN)
+
+# The capacity benchmark: one table of estimates against the testbed's truth.
+bench-capacity: build
+	$(GO) run ./bench/capacity

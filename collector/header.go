@@ -25,8 +25,10 @@ const (
 type Kind uint8
 
 const (
-	KindRequest Kind = 1
-	KindReply   Kind = 2
+	KindRequest Kind = 1 // echo probe, client to agent
+	KindReply   Kind = 2 // its echo
+	KindTrain   Kind = 3 // packet of a capacity train; Index is its position
+	KindHello   Kind = 4 // tells the agent where to send trains; echoed as is
 )
 
 // ProbeHeader is the decoded probe header.

@@ -124,6 +124,11 @@ func (c *Client) AgentAddr() netip.Addr {
 	return c.conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 }
 
+// LocalAddr is this end's address on the control connection.
+func (c *Client) LocalAddr() netip.Addr {
+	return c.conn.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+}
+
 // Close hangs up; the agent frees the session's resources.
 func (c *Client) Close() error {
 	if c.hold != nil {

@@ -19,9 +19,15 @@ type Message struct {
 	Open      *Open      `msgpack:"open,omitempty"`
 	Opened    *Opened    `msgpack:"opened,omitempty"`
 	Finish    *Finish    `msgpack:"finish,omitempty"`
-	Stamps    *Stamps    `msgpack:"stamps,omitempty"`
-	Done      *Done      `msgpack:"done,omitempty"`
-	Error     *Error     `msgpack:"error,omitempty"`
+
+	SendTrains     *SendTrains     `msgpack:"send_trains,omitempty"`
+	TrainsSent     *TrainsSent     `msgpack:"trains_sent,omitempty"`
+	Collect        *Collect        `msgpack:"collect,omitempty"`
+	TrainsReceived *TrainsReceived `msgpack:"trains_received,omitempty"`
+
+	Stamps *Stamps `msgpack:"stamps,omitempty"`
+	Done   *Done   `msgpack:"done,omitempty"`
+	Error  *Error  `msgpack:"error,omitempty"`
 }
 
 func (m *Message) kind() string {
@@ -40,6 +46,14 @@ func (m *Message) kind() string {
 		return "opened"
 	case m.Finish != nil:
 		return "finish"
+	case m.SendTrains != nil:
+		return "send_trains"
+	case m.TrainsSent != nil:
+		return "trains_sent"
+	case m.Collect != nil:
+		return "collect"
+	case m.TrainsReceived != nil:
+		return "trains_received"
 	case m.Stamps != nil:
 		return "stamps"
 	case m.Done != nil:
@@ -90,6 +104,43 @@ type Limits struct {
 type Open struct {
 	Mode string      `msgpack:"mode"`
 	Echo *EchoParams `msgpack:"echo,omitempty"`
+	// Capacity opens a capacity session; trains then go either way, as
+	// the client asks with SendTrains (agent sends) or Collect (agent
+	// received).
+	Capacity *CapacityParams `msgpack:"capacity,omitempty"`
+}
+
+// CapacityParams describe a capacity session.
+type CapacityParams struct {
+	Reverse bool `msgpack:"reverse"` // the client sends, the agent receives
+}
+
+// SendTrains asks the agent to send a batch of trains to the client.
+type SendTrains struct {
+	Trains []TrainSpec `msgpack:"trains"`
+}
+
+// TrainsSent returns the agent's transmit timestamps of a batch.
+type TrainsSent struct {
+	Trains []SentTrain `msgpack:"trains"`
+}
+
+// SentTrain is the sender's view of one train.
+type SentTrain struct {
+	ID uint32        `msgpack:"id"`
+	Tx []dump.Stamps `msgpack:"tx"`
+}
+
+// Collect asks the agent for what it received of a batch the client sent,
+// waiting up to Wait for packets still on their way.
+type Collect struct {
+	Trains []TrainSpec   `msgpack:"trains"`
+	Wait   time.Duration `msgpack:"wait"`
+}
+
+// TrainsReceived answers Collect.
+type TrainsReceived struct {
+	Trains []RecvTrain `msgpack:"trains"`
 }
 
 // EchoParams describe an echo session.

@@ -256,6 +256,11 @@ func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *O
 			return refusal("bad-request", "echo session without parameters")
 		}
 		return s.serveEcho(ctx, conn, fc, *o.Echo)
+	case "capacity":
+		if o.Capacity == nil {
+			return refusal("bad-request", "capacity session without parameters")
+		}
+		return s.serveCapacity(ctx, conn, fc, *o.Capacity)
 	}
 	return refusal("bad-request", "unknown mode %q", o.Mode)
 }

@@ -153,3 +153,54 @@ func rootQdisc(nh *netlink.Handle, l netlink.Link) (netlink.Qdisc, error) {
 	}
 	return nil, nil
 }
+
+// ShapeHTB shapes the bottleneck egress with an htb class of rate bit/s
+// (rate = ceil, the kernel's default buffer) instead of tbf. htb lets a
+// couple of packets through back to back before it paces, so it is the
+// testbed's example of a shaper that packet pairs misread.
+func (tb *Testbed) ShapeHTB(rate uint64) error {
+	if err := CheckPrivileges(); err != nil {
+		return err
+	}
+	for _, h := range tb.Hosts() {
+		for _, ifc := range h.Ifaces {
+			if !ifc.Bottleneck {
+				continue
+			}
+			if err := htbIface(h.NS, ifc.Name, rate); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func htbIface(ns, ifname string, rate uint64) error {
+	nh, err := handleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer nh.Close()
+	l, err := nh.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", ifname, ns, err)
+	}
+	if root, err := rootQdisc(nh, l); err != nil {
+		return fmt.Errorf("in %s: %w", ns, err)
+	} else if root != nil && root.Type() != "noqueue" {
+		if err := nh.QdiscDel(root); err != nil {
+			return fmt.Errorf("remove %s from %s in %s: %w", root.Type(), ifname, ns, err)
+		}
+	}
+	q := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT})
+	q.Defcls = 1
+	if err := nh.QdiscAdd(q); err != nil {
+		return fmt.Errorf("set htb on %s in %s: %w", ifname, ns, err)
+	}
+	class := netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.MakeHandle(1, 0), Handle: netlink.MakeHandle(1, 1)},
+		netlink.HtbClassAttrs{Rate: rate, Ceil: rate}) // bit/s: netlink divides
+	if err := nh.ClassAdd(class); err != nil {
+		return fmt.Errorf("add htb class %s on %s in %s: %w", FormatRate(rate), ifname, ns, err)
+	}
+	return nil
+}

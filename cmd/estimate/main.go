@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 
 	"github.com/probe-dev/probe/cmd/internal/report"
 	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/estimator"
 	"github.com/urfave/cli/v2"
 )
 
 func main() {
+	// estimate reads a dump once and keeps it all: collect garbage rarely.
+	debug.SetGCPercent(400)
 	if err := app().Run(os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "estimate: %v\n", err)
 		os.Exit(1)
@@ -24,13 +28,16 @@ func app() *cli.App {
 	return &cli.App{
 		Name:            "estimate",
 		Usage:           "estimate from a probe dump, offline",
-		UsageText:       "estimate -r dump.msgpack [--ts-source SOURCE] [--json]",
+		UsageText:       "estimate -r dump.msgpack [-b BINWIDTH] [--ts-source SOURCE] [-f FORMAT] [--json] [--plot FILE]",
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {},
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "read", Aliases: []string{"r"}, Required: true, Usage: "dump file written by probe measure -w"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto, hw, ebpf, sw, user"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.Float64Flag{Name: "bin-width", Aliases: []string{"b"}, Usage: "capacity: histogram bin width, Mbit/s (default: from the preliminary trains)"},
+			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "capacity: print through this format: " + report.FormatTokens},
+			&cli.StringFlag{Name: "plot", Usage: "capacity: draw the dispersion histogram to this .png or .svg"},
 		},
 		Action: estimate,
 	}
@@ -52,26 +59,51 @@ func estimate(c *cli.Context) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	h := r.Header()
-	if h.Mode != "echo" {
-		return fmt.Errorf("%s: a %q dump; this build estimates echo dumps only", path, h.Mode)
+	var echoes []dump.EchoRecord
+	var trains []dump.Train
+	if st, err := f.Stat(); err == nil {
+		// A train record takes ~40 bytes: size the slice once rather than
+		// copying a million trains as it grows.
+		trains = make([]dump.Train, 0, st.Size()/40)
 	}
-	var recs []dump.EchoRecord
+	var end *dump.End
 	for {
 		rec, err := r.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		if errors.Is(err, dump.ErrTruncated) && len(recs) > 0 {
+		if errors.Is(err, dump.ErrTruncated) && len(echoes)+len(trains) > 0 {
 			// What was read is still a measurement; say what is missing.
-			fmt.Fprintf(os.Stderr, "estimate: %s: %v; estimating from the %d records read\n", path, err, len(recs))
+			fmt.Fprintf(os.Stderr, "estimate: %s: %v; estimating from the records read\n", path, err)
 			break
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		if rec.Echo != nil {
-			recs = append(recs, *rec.Echo)
+		switch {
+		case rec.Echo != nil:
+			echoes = append(echoes, *rec.Echo)
+		case rec.Train != nil:
+			trains = append(trains, *rec.Train)
+		case rec.End != nil:
+			end = rec.End
 		}
 	}
-	return report.Echo(os.Stdout, report.EchoInfoFromMeta(h.Meta), recs, src, c.Bool("json"))
+	switch h.Mode {
+	case "echo":
+		return report.Echo(os.Stdout, report.EchoInfoFromMeta(h.Meta), echoes, src, c.Bool("json"))
+	case "capacity":
+		info := report.CapacityInfoFromMeta(h.Meta)
+		if end == nil {
+			fmt.Fprintf(os.Stderr, "estimate: %s: the run was cut short (no closing record); estimating from its %d trains\n", path, len(trains))
+		} else {
+			info.Duration, info.Interrupted = end.Duration, end.Interrupted
+		}
+		est, err := estimator.EstimateCapacity(trains, estimator.CapacityOptions{Source: src, BinWidth: c.Float64("bin-width") * 1e6})
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return report.Capacity(os.Stdout, c.String("format"), c.Bool("json"), c.String("plot"), info, est)
+	}
+	return fmt.Errorf("%s: a %q dump; this build reads echo and capacity dumps", path, h.Mode)
 }

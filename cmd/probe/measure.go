@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/probe-dev/probe/cmd/internal/report"
 	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/estimator"
 	"github.com/probe-dev/probe/probe"
 	"github.com/urfave/cli/v2"
 )
@@ -17,35 +19,42 @@ func measureCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "measure",
 		Usage:     "measure the path to an agent",
-		UsageText: "probe measure -h HOST[:PORT] [--mode echo] [options]",
+		UsageText: "probe measure -h HOST[:PORT] [--mode echo|capacity] [options]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "host", Aliases: []string{"h"}, Required: true, Usage: "agent address, host or host:port"},
-			&cli.StringFlag{Name: "mode", Aliases: []string{"m"}, Value: "echo", Usage: "what to measure: echo"},
-			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 100, Usage: "probes to send"},
-			&cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: 64, Usage: "UDP payload bytes per probe"},
-			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: 10 * time.Millisecond, Usage: "time between probes"},
-			&cli.DurationFlag{Name: "wait", Value: time.Second, Usage: "how long to wait for replies after the last probe"},
+			&cli.StringFlag{Name: "mode", Aliases: []string{"m"}, Value: "echo", Usage: "what to measure: echo, capacity"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto (best available), hw, ebpf, sw, user"},
 			&cli.StringFlag{Name: "write", Aliases: []string{"w"}, Usage: "write every record to this dump file (msgpack), for estimate -r"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			keyFileFlag(),
 			ebpfFlag(),
+
+			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 100, Usage: "echo: probes to send"},
+			&cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: 64, Usage: "echo: UDP payload bytes per probe"},
+			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: 10 * time.Millisecond, Usage: "echo: time between probes"},
+			&cli.DurationFlag{Name: "wait", Value: time.Second, Usage: "echo: how long to wait for replies after the last probe"},
+
+			&cli.BoolFlag{Name: "reverse", Aliases: []string{"R"}, Usage: "capacity: measure from this host to the agent"},
+			&cli.BoolFlag{Name: "quick", Usage: "capacity: preliminary trains and a short check of the sustained rate only"},
+			&cli.Float64Flag{Name: "budget", Value: 0.1, Usage: "capacity: average probing rate as a fraction of the estimate"},
+			&cli.IntFlag{Name: "ip-size", Value: 1500, Usage: "capacity: full-size packets, IP bytes"},
+			&cli.IntFlag{Name: "max-train", Value: 50, Usage: "capacity: longest train to try"},
+			&cli.Float64Flag{Name: "bin-width", Aliases: []string{"b"}, Usage: "capacity: histogram bin width, Mbit/s (default: from the preliminary trains)"},
+			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "capacity: print through this format: " + report.FormatTokens},
+			&cli.StringFlag{Name: "plot", Usage: "capacity: draw the dispersion histogram to this .png or .svg"},
 		},
 		Action: measure,
 	}
 }
 
 func measure(c *cli.Context) error {
-	if c.String("mode") != "echo" {
-		return fmt.Errorf("--mode %q: this build measures echo only", c.String("mode"))
+	mode := c.String("mode")
+	if mode != "echo" && mode != "capacity" {
+		return fmt.Errorf("--mode %q: want echo or capacity", mode)
 	}
 	src, err := report.ParseTSSource(c.String("ts-source"))
 	if err != nil {
 		return err
-	}
-	p := probe.EchoParams{Count: c.Int("count"), Size: c.Int("size"), Interval: c.Duration("interval")}
-	if p.Count < 1 {
-		return fmt.Errorf("--count %d: send at least one probe", p.Count)
 	}
 	key, err := readKey(c)
 	if err != nil {
@@ -55,20 +64,29 @@ func measure(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	cfg := probe.ClientConfig{Key: key}
 	if ts != nil {
 		defer ts.Close()
+		cfg.Stamper = ts
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg := probe.ClientConfig{Key: key}
-	if ts != nil {
-		cfg.Stamper = ts
-	}
 	cl, err := probe.Dial(ctx, c.String("host"), cfg)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	if mode == "capacity" {
+		return measureCapacity(ctx, c, cl, src)
+	}
+	return measureEcho(ctx, c, cl, src)
+}
+
+func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source) error {
+	p := probe.EchoParams{Count: c.Int("count"), Size: c.Int("size"), Interval: c.Duration("interval")}
+	if p.Count < 1 {
+		return fmt.Errorf("--count %d: send at least one probe", p.Count)
+	}
 	res, err := cl.Echo(ctx, p, c.Duration("wait"))
 	if err != nil {
 		return err
@@ -83,6 +101,67 @@ func measure(c *cli.Context) error {
 		fmt.Fprintf(os.Stderr, "probe: interrupted after %d of %d probes; reporting those\n", len(res.Records), p.Count)
 	}
 	return report.Echo(os.Stdout, info, res.Records, src, c.Bool("json"))
+}
+
+func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source) error {
+	cfg := probe.CapacityConfig{
+		Reverse: c.Bool("reverse"), Quick: c.Bool("quick"), Budget: c.Float64("budget"),
+		Size: c.Int("ip-size"), MaxTrain: c.Int("max-train"), Source: src,
+	}
+	here := cl.LocalAddr().String()
+	info := report.CapacityInfo{From: cl.AgentAddr().String(), To: here, Path: "agent -> client", Size: cfg.Size, Quick: cfg.Quick}
+	if cfg.Reverse {
+		info.From, info.To, info.Path = here, cl.AgentAddr().String(), "client -> agent"
+	}
+	var w *dump.Writer
+	if path := c.String("write"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("write dump: %w", err)
+		}
+		defer f.Close()
+		if w, err = dump.NewWriter(f, dump.Header{Mode: "capacity", Created: time.Now(), Meta: info.Meta()}); err != nil {
+			return err
+		}
+		// Each train reaches the file as soon as it is measured, so that the
+		// dump holds everything up to a crash or Ctrl-C.
+		cfg.OnTrain = func(t *dump.Train) error {
+			if err := w.Write(&dump.Record{Train: t}); err != nil {
+				return err
+			}
+			return w.Flush()
+		}
+	}
+	prog := newProgress()
+	cfg.OnProgress = prog.update
+	res, err := cl.Capacity(ctx, cfg)
+	prog.stop()
+	if res != nil {
+		info.Duration, info.Interrupted = res.Duration, res.Interrupted
+		if w != nil {
+			w.Write(&dump.Record{End: &dump.End{Duration: res.Duration, Interrupted: res.Interrupted}})
+			if ferr := w.Flush(); ferr != nil && err == nil {
+				err = fmt.Errorf("write dump: %w", ferr)
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if res.Interrupted {
+		fmt.Fprintf(os.Stderr, "probe: interrupted after %d trains; estimating from those\n", len(res.Trains))
+	}
+	return printCapacity(c, info, res.Trains, src)
+}
+
+// printCapacity estimates from trains and prints the report the flags ask
+// for; estimate -r shares it, so both print the same.
+func printCapacity(c *cli.Context, info report.CapacityInfo, trains []dump.Train, src dump.Source) error {
+	est, err := estimator.EstimateCapacity(trains, estimator.CapacityOptions{Source: src, BinWidth: c.Float64("bin-width") * 1e6})
+	if err != nil {
+		return err
+	}
+	return report.Capacity(os.Stdout, c.String("format"), c.Bool("json"), c.String("plot"), info, est)
 }
 
 func writeEchoDump(path string, info report.EchoInfo, recs []dump.EchoRecord) error {

@@ -27,9 +27,76 @@ type Header struct {
 	Meta    map[string]string `msgpack:"meta,omitempty"` // free-form: host, parameters
 }
 
-// Record is one entry of a dump: exactly one field is set.
+// Record is one entry of a dump: exactly one field is set. Trains are coded
+// by hand, for speed; the rest by reflection.
 type Record struct {
-	Echo *EchoRecord `msgpack:"echo,omitempty"`
+	Echo  *EchoRecord `msgpack:"echo,omitempty"`
+	Train *Train      `msgpack:"train,omitempty"`
+	End   *End        `msgpack:"end,omitempty"`
+}
+
+// A record is written as [kind, value]; kind names the field that is set.
+const (
+	recordEcho  = 1
+	recordTrain = 2
+	recordEnd   = 3
+)
+
+// EncodeMsgpack implements msgpack.CustomEncoder.
+func (r *Record) EncodeMsgpack(enc *msgpack.Encoder) error {
+	var kind int
+	var v any
+	switch {
+	case r.Echo != nil:
+		kind, v = recordEcho, r.Echo
+	case r.Train != nil:
+		kind, v = recordTrain, r.Train
+	case r.End != nil:
+		kind, v = recordEnd, r.End
+	default:
+		return errors.New("empty dump record")
+	}
+	if err := enc.EncodeArrayLen(2); err != nil {
+		return err
+	}
+	if err := enc.EncodeInt(int64(kind)); err != nil {
+		return err
+	}
+	return enc.Encode(v)
+}
+
+// decodeRecord reads what Record.EncodeMsgpack wrote into r.rec.
+func (r *Reader) decodeRecord() (err error) {
+	defer func() {
+		if p := recover(); p != nil { // the library panics on some damage
+			err = fmt.Errorf("%w: %v", errWire, p)
+		}
+	}()
+	w := &r.wire
+	n, err := w.arrayLen()
+	if err != nil {
+		return err
+	}
+	if n != 2 {
+		return fmt.Errorf("%w: record of %d values, want 2", errWire, n)
+	}
+	kind, err := w.int64()
+	if err != nil {
+		return err
+	}
+	r.rec = Record{}
+	switch kind {
+	case recordEcho:
+		r.echo, r.rec.Echo = EchoRecord{}, &r.echo
+		return r.dec.Decode(&r.echo) // the decoder reads w's buffer too
+	case recordTrain:
+		r.rec.Train = &r.train
+		return w.train(&r.train)
+	case recordEnd:
+		r.end, r.rec.End = End{}, &r.end
+		return r.dec.Decode(&r.end)
+	}
+	return fmt.Errorf("%w: unknown record kind %d", errWire, kind)
 }
 
 // ErrTruncated says the dump ends inside a record.
@@ -67,15 +134,22 @@ func (w *Writer) Flush() error { return w.bw.Flush() }
 type Reader struct {
 	br     *bufio.Reader
 	dec    *msgpack.Decoder
+	wire   wireReader
 	header Header
 	n      int
+
+	// Next hands these out, refilled on every call.
+	rec   Record
+	train Train
+	echo  EchoRecord
+	end   End
 }
 
 // NewReader reads and checks the header.
 func NewReader(r io.Reader) (*Reader, error) {
 	br := bufio.NewReader(r)
 	dec := msgpack.NewDecoder(br) // reads br directly: it is an io.ByteScanner
-	dr := &Reader{br: br, dec: dec}
+	dr := &Reader{br: br, dec: dec, wire: wireReader{br: br}}
 	if err := decode(dec, &dr.header); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, fmt.Errorf("not a probe dump: %w before the header ended", ErrTruncated)
@@ -95,22 +169,23 @@ func NewReader(r io.Reader) (*Reader, error) {
 func (r *Reader) Header() Header { return r.header }
 
 // Next returns the next record, io.EOF at a clean end, and an error wrapping
-// ErrTruncated when the dump ends inside a record.
+// ErrTruncated when the dump ends inside a record. The record and what it
+// points to are valid until the next call: copy what you keep (the stamp
+// slices of a train are not reused and may be kept).
 func (r *Reader) Next() (*Record, error) {
 	// A clean end has no byte left before the next record; EOF inside a
 	// record is a cut.
 	if _, err := r.br.Peek(1); errors.Is(err, io.EOF) {
 		return nil, io.EOF
 	}
-	rec := new(Record)
-	if err := decode(r.dec, rec); err != nil {
+	if err := r.decodeRecord(); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, fmt.Errorf("%w after %d records", ErrTruncated, r.n)
 		}
 		return nil, fmt.Errorf("record %d: %w", r.n+1, err)
 	}
 	r.n++
-	return rec, nil
+	return &r.rec, nil
 }
 
 // decode guards against the msgpack library's panics on some malformed

@@ -34,28 +34,50 @@ func sampleDump(t testing.TB) ([]byte, []EchoRecord) {
 			t.Fatal(err)
 		}
 	}
+	for _, r := range []*Record{{Train: sampleTrain()}, {End: &End{Duration: 1500 * time.Millisecond, Interrupted: true}}} {
+		if err := w.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes(), recs
 }
 
+// sampleTrain is a 3-packet train: the second packet lost, negative and large
+// values to pin the integer coding.
+func sampleTrain() *Train {
+	return &Train{ID: 70000, Phase: PhaseOne, Size: 600, Dups: 1,
+		Tx: []Stamps{{SourceUser: 5, SourceEBPF: 1 << 40}, {SourceUser: 5}, {SourceUser: 5, SourceSW: -3}},
+		Rx: []Stamps{{SourceEBPF: 1<<62 + 1, SourceHW: 255}, {}, {SourceSW: 65536}}}
+}
+
 func readAll(data []byte) (Header, []EchoRecord, error) {
+	h, recs, _, err := readAllTrains(data)
+	return h, recs, err
+}
+
+func readAllTrains(data []byte) (Header, []EchoRecord, []Train, error) {
 	r, err := NewReader(bytes.NewReader(data))
 	if err != nil {
-		return Header{}, nil, err
+		return Header{}, nil, nil, err
 	}
 	var recs []EchoRecord
+	var trains []Train
 	for {
 		rec, err := r.Next()
 		if errors.Is(err, io.EOF) {
-			return r.Header(), recs, nil
+			return r.Header(), recs, trains, nil
 		}
 		if err != nil {
-			return r.Header(), recs, err
+			return r.Header(), recs, trains, err
 		}
-		if rec.Echo != nil {
+		switch {
+		case rec.Echo != nil:
 			recs = append(recs, *rec.Echo)
+		case rec.Train != nil:
+			trains = append(trains, *rec.Train)
 		}
 	}
 }
@@ -76,9 +98,12 @@ func TestGoldenEchoDump(t *testing.T) {
 	if !bytes.Equal(g, data) {
 		t.Fatalf("encoding changed from %s; bump Version if that is intended, then -update", golden)
 	}
-	h, got, err := readAll(g)
+	h, got, trains, err := readAllTrains(g)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(trains) != 1 || !reflect.DeepEqual(trains[0], *sampleTrain()) {
+		t.Fatalf("train round trip:\n got %+v\nwant %+v", trains, sampleTrain())
 	}
 	if h.Mode != "echo" || h.Version != Version || h.Meta["agent"] != "10.77.0.1" {
 		t.Fatalf("header %+v", h)
@@ -90,10 +115,10 @@ func TestGoldenEchoDump(t *testing.T) {
 
 func TestTruncatedDump(t *testing.T) {
 	data, _ := sampleDump(t)
-	// Cut inside the second record: the first survives, the cut is reported.
-	_, recs, err := readAll(data[:len(data)-3])
-	if !errors.Is(err, ErrTruncated) || len(recs) != 1 {
-		t.Fatalf("cut in record 2: %d records, err %v", len(recs), err)
+	// Cut inside the last record: the ones before survive, the cut is reported.
+	_, recs, trains, err := readAllTrains(data[:len(data)-3])
+	if !errors.Is(err, ErrTruncated) || len(recs) != 2 || len(trains) != 1 {
+		t.Fatalf("cut in the last record: %d echoes %d trains, err %v", len(recs), len(trains), err)
 	}
 	if _, _, err := readAll(data[:5]); err == nil || !strings.Contains(err.Error(), "not a probe dump") {
 		t.Fatalf("cut in header: %v", err)
@@ -110,7 +135,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(data)
 	f.Add(data[:len(data)/2])
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, recs, err := readAll(b)
+		h, recs, trains, err := readAllTrains(b)
 		if err != nil {
 			return
 		}
@@ -122,9 +147,12 @@ func FuzzReader(f *testing.F) {
 		for i := range recs {
 			w.Write(&Record{Echo: &recs[i]})
 		}
+		for i := range trains {
+			w.Write(&Record{Train: &trains[i]})
+		}
 		w.Flush()
-		_, again, err := readAll(buf.Bytes())
-		if err != nil || !reflect.DeepEqual(again, recs) {
+		_, again, againTrains, err := readAllTrains(buf.Bytes())
+		if err != nil || !reflect.DeepEqual(again, recs) || !reflect.DeepEqual(againTrains, trains) {
 			t.Fatalf("re-encoding changed the records: %v", err)
 		}
 	})

@@ -1,0 +1,249 @@
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/probe-dev/probe/estimator"
+)
+
+// CapacityInfo says what was measured.
+type CapacityInfo struct {
+	From, To    string        `json:"-"`
+	Path        string        `json:"path"` // "agent -> client" or the reverse
+	Size        int           `json:"size"` // full-size packets, IP bytes
+	Quick       bool          `json:"quick"`
+	Duration    time.Duration `json:"-"`
+	Interrupted bool          `json:"interrupted,omitempty"`
+}
+
+// Meta stores info in a dump header.
+func (i CapacityInfo) Meta() map[string]string {
+	return map[string]string{
+		"from": i.From, "to": i.To, "path": i.Path, "size": strconv.Itoa(i.Size),
+		"quick": strconv.FormatBool(i.Quick), "duration": i.Duration.String(),
+	}
+}
+
+// CapacityInfoFromMeta reads what Meta stored.
+func CapacityInfoFromMeta(m map[string]string) CapacityInfo {
+	i := CapacityInfo{From: m["from"], To: m["to"], Path: m["path"]}
+	i.Size, _ = strconv.Atoi(m["size"])
+	i.Quick, _ = strconv.ParseBool(m["quick"])
+	i.Duration, _ = time.ParseDuration(m["duration"])
+	return i
+}
+
+func mbit(bps float64) float64 { return bps / 1e6 }
+
+// CapacityText prints a capacity estimate for people.
+func CapacityText(w io.Writer, i CapacityInfo, c estimator.Capacity) {
+	fmt.Fprintf(w, "capacity %s -> %s (%s), at the IP layer (IP and UDP headers counted), %d-byte packets\n",
+		i.From, i.To, i.Path, i.Size)
+	bounds := fmt.Sprintf("[%.2f, %.2f]", mbit(c.Lower), mbit(c.Upper))
+	if c.Upper == 0 {
+		bounds = fmt.Sprintf("[%.2f, unknown]", mbit(c.Lower))
+	}
+	fmt.Fprintf(w, "  estimate      %8.2f Mbit/s  %s  verdict: %s\n", mbit(c.Estimate), bounds, c.Verdict)
+	if c.Sustained > 0 {
+		fmt.Fprintf(w, "  sustained     %8.2f Mbit/s  (long trains, tail rate)\n", mbit(c.Sustained))
+	}
+	if c.Peak > 0 {
+		fmt.Fprintf(w, "  peak          %8.2f Mbit/s  (short trains: a shaper's burst passes at this rate)\n", mbit(c.Peak))
+	}
+	fmt.Fprintf(w, "  preliminary   %8.2f ± %.2f Mbit/s, bin width %.3f Mbit/s\n", mbit(c.PrelimMean), mbit(c.PrelimStd), mbit(c.BinWidth))
+	if len(c.Modes) > 0 {
+		parts := make([]string, len(c.Modes))
+		for k, m := range c.Modes {
+			parts[k] = fmt.Sprintf("%.2f (%d samples, merit %.2f)", mbit(m.Value), m.Count, m.Merit)
+			if k == c.Chosen {
+				parts[k] += " chosen"
+			}
+		}
+		fmt.Fprintf(w, "  modes         %s\n", strings.Join(parts, "; "))
+	}
+	if c.Overhead > 0 {
+		fmt.Fprintf(w, "  link overhead %8.1f B per packet, fitted over packet sizes\n", c.Overhead)
+	}
+	fmt.Fprintf(w, "  timestamps    %s at the receiver; noise floor %s, min dispersion %s", c.Source, dur(c.NoiseFloor), dur(c.MinDispersion))
+	if c.KernelToUser > 0 {
+		fmt.Fprintf(w, ", kernel-to-user %s", dur(c.KernelToUser))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  trains        %d used (%d samples)%s in %.1f s\n", c.Trains, c.Samples, discarded(c.Discarded), i.Duration.Seconds())
+	if i.Interrupted {
+		fmt.Fprintln(w, "  note          interrupted: estimated from the trains measured until then")
+	}
+}
+
+func dur(d time.Duration) string { return fmt.Sprintf("%.1fµs", float64(d)/1e3) }
+
+func discarded(m map[string]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for k, key := range keys {
+		parts[k] = fmt.Sprintf("%d %s", m[key], key)
+	}
+	return ", discarded " + strings.Join(parts, ", ")
+}
+
+type modeJSON struct {
+	Value, Low, High float64
+	Count            int
+	Kurtosis, Merit  float64
+}
+
+// CapacityJSON prints a capacity estimate as one JSON object, rates in Mbit/s.
+func CapacityJSON(w io.Writer, i CapacityInfo, c estimator.Capacity) error {
+	modes := make([]modeJSON, len(c.Modes))
+	for k, m := range c.Modes {
+		modes[k] = modeJSON{mbit(m.Value), mbit(m.Low), mbit(m.High), m.Count, m.Kurtosis, m.Merit}
+	}
+	out := struct {
+		CapacityInfo
+		From         string         `json:"from"`
+		To           string         `json:"to"`
+		DurationS    float64        `json:"duration_s"`
+		Unit         string         `json:"unit"`
+		Estimate     float64        `json:"estimate"`
+		Lower        float64        `json:"lower"`
+		Upper        float64        `json:"upper"`
+		Sustained    float64        `json:"sustained"`
+		Peak         float64        `json:"peak"`
+		BinWidth     float64        `json:"bin_width"`
+		Verdict      string         `json:"verdict"`
+		PrelimMean   float64        `json:"prelim_mean"`
+		PrelimStd    float64        `json:"prelim_std"`
+		Modes        []modeJSON     `json:"modes"`
+		Chosen       int            `json:"chosen"`
+		Overhead     float64        `json:"link_overhead_bytes"`
+		Source       string         `json:"ts_source"`
+		NoiseFloor   float64        `json:"noise_floor_us"`
+		MinDisp      float64        `json:"min_dispersion_us"`
+		KernelToUser float64        `json:"kernel_to_user_us"`
+		Trains       int            `json:"trains"`
+		Samples      int            `json:"samples"`
+		Discarded    map[string]int `json:"discarded"`
+	}{
+		i, i.From, i.To, i.Duration.Seconds(), "Mbit/s at the IP layer",
+		mbit(c.Estimate), mbit(c.Lower), mbit(c.Upper), mbit(c.Sustained), mbit(c.Peak), mbit(c.BinWidth),
+		c.Verdict.String(), mbit(c.PrelimMean), mbit(c.PrelimStd), modes, c.Chosen, c.Overhead, c.Source.String(),
+		usf(c.NoiseFloor), usf(c.MinDispersion), usf(c.KernelToUser), c.Trains, c.Samples, c.Discarded,
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func usf(d time.Duration) float64 { return float64(d) / 1e3 }
+
+// FormatTokens lists the -f tokens: loco's, and probe's own.
+const FormatTokens = `%be estimate, %bl lower bound, %bu upper bound, %bw bin width, %bs sustained rate,
+%bp peak rate, %pm/%ps preliminary mean/std (all Mbit/s at the IP layer); %am verdict number,
+%AM verdict text; %pd minimum dispersion, %ul kernel-to-user latency, %nf noise floor (µs);
+%ts timestamp source; %lo link overhead (B); %du duration (s); %nt trains used; %%; \n \t`
+
+// CapacityFormat prints c through a loco-style format string.
+func CapacityFormat(w io.Writer, format string, i CapacityInfo, c estimator.Capacity) error {
+	var b strings.Builder
+	for k := 0; k < len(format); k++ {
+		ch := format[k]
+		if ch == '\\' && k+1 < len(format) {
+			switch format[k+1] {
+			case 'n':
+				b.WriteByte('\n')
+				k++
+				continue
+			case 't':
+				b.WriteByte('\t')
+				k++
+				continue
+			}
+		}
+		if ch != '%' {
+			b.WriteByte(ch)
+			continue
+		}
+		if k+1 < len(format) && format[k+1] == '%' {
+			b.WriteByte('%')
+			k++
+			continue
+		}
+		if k+2 >= len(format) {
+			return fmt.Errorf("format %q: %q at the end is not a token (%s)", format, format[k:], "see --help")
+		}
+		tok := format[k+1 : k+3]
+		k += 2
+		f := func(v float64) { b.WriteString(strconv.FormatFloat(v, 'f', 2, 64)) }
+		switch tok {
+		case "be":
+			f(mbit(c.Estimate))
+		case "bl":
+			f(mbit(c.Lower))
+		case "bu":
+			f(mbit(c.Upper))
+		case "bw":
+			f(mbit(c.BinWidth))
+		case "bs":
+			f(mbit(c.Sustained))
+		case "bp":
+			f(mbit(c.Peak))
+		case "pm":
+			f(mbit(c.PrelimMean))
+		case "ps":
+			f(mbit(c.PrelimStd))
+		case "am":
+			b.WriteString(strconv.Itoa(int(c.Verdict)))
+		case "AM":
+			b.WriteString(c.Verdict.String())
+		case "pd":
+			f(usf(c.MinDispersion))
+		case "ul":
+			f(usf(c.KernelToUser))
+		case "nf":
+			f(usf(c.NoiseFloor))
+		case "ts":
+			b.WriteString(c.Source.String())
+		case "lo":
+			f(c.Overhead)
+		case "du":
+			f(i.Duration.Seconds())
+		case "nt":
+			b.WriteString(strconv.Itoa(c.Trains))
+		default:
+			return fmt.Errorf("format %q: unknown token %%%s; known: %s", format, tok, strings.ReplaceAll(FormatTokens, "\n", " "))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// Capacity prints est as the flags ask: through format, as JSON, or as text;
+// and draws the histogram to plotPath when given.
+func Capacity(w io.Writer, format string, asJSON bool, plotPath string, i CapacityInfo, est estimator.Capacity) error {
+	if plotPath != "" {
+		if err := PlotCapacity(plotPath, i, est); err != nil {
+			return err
+		}
+	}
+	switch {
+	case format != "":
+		return CapacityFormat(w, format, i, est)
+	case asJSON:
+		return CapacityJSON(w, i, est)
+	}
+	CapacityText(w, i, est)
+	return nil
+}

@@ -1,0 +1,105 @@
+package report
+
+import (
+	"fmt"
+	"image/color"
+	"math"
+	"path/filepath"
+	"strings"
+
+	"github.com/probe-dev/probe/estimator"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// PlotCapacity draws the histogram of the dispersion samples (Phase I, or
+// the preliminary trains) and of the Phase II tail rates, with every mode
+// marked and the chosen one in red, to a .png or .svg file.
+func PlotCapacity(path string, i CapacityInfo, c estimator.Capacity) error {
+	ext := strings.ToLower(filepath.Ext(path))
+	if ext != ".png" && ext != ".svg" {
+		return fmt.Errorf("plot %s: want a .png or .svg file", path)
+	}
+	if len(c.Hist) == 0 && len(c.Tails) == 0 {
+		return fmt.Errorf("plot %s: no samples to draw", path)
+	}
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("capacity %s -> %s: %.2f Mbit/s (%s)", i.From, i.To, mbit(c.Estimate), c.Verdict)
+	p.X.Label.Text = "rate, Mbit/s at the IP layer"
+	p.Y.Label.Text = "samples"
+
+	width := mbit(c.BinWidth)
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, s := range [][]float64{c.Hist, c.Tails} {
+		if len(s) > 0 {
+			lo, hi = min(lo, mbit(s[0])), max(hi, mbit(s[len(s)-1]))
+		}
+	}
+	bins := 50
+	if width > 0 {
+		bins = int(min(max((hi-lo)/width, 1), 2000))
+	}
+	add := func(samples []float64, name string, fill color.Color) error {
+		if len(samples) == 0 {
+			return nil
+		}
+		v := make(plotter.Values, len(samples))
+		for k, s := range samples {
+			v[k] = mbit(s)
+		}
+		h, err := plotter.NewHist(v, bins)
+		if err != nil {
+			return err
+		}
+		h.FillColor = fill
+		h.LineStyle.Width = 0
+		p.Add(h)
+		p.Legend.Add(name, h)
+		return nil
+	}
+	if err := add(c.Hist, "short trains (Phase I, or preliminary)", color.NRGBA{70, 110, 200, 180}); err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	if err := add(c.Tails, "long trains, tail rate (Phase II)", color.NRGBA{120, 190, 90, 180}); err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	for k, m := range c.Modes {
+		clr, label := color.Color(color.Gray{110}), fmt.Sprintf("mode %.2f", mbit(m.Value))
+		if k == c.Chosen {
+			clr, label = color.RGBA{220, 30, 30, 255}, fmt.Sprintf("capacity mode %.2f", mbit(m.Value))
+		}
+		if err := vline(p, mbit(m.Value), clr, label); err != nil {
+			return err
+		}
+	}
+	if c.Sustained > 0 {
+		if err := vline(p, mbit(c.Sustained), color.RGBA{20, 140, 20, 255}, fmt.Sprintf("sustained %.2f", mbit(c.Sustained))); err != nil {
+			return err
+		}
+	}
+	p.Legend.Top = true
+	if err := p.Save(16*vg.Centimeter, 10*vg.Centimeter, path); err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	return nil
+}
+
+// vline marks x with a vertical dashed line across the plot's height.
+func vline(p *plot.Plot, x float64, clr color.Color, label string) error {
+	p.Y.Min = 0
+	top := p.Y.Max
+	if top <= 0 {
+		top = 1
+	}
+	l, err := plotter.NewLine(plotter.XYs{{X: x, Y: 0}, {X: x, Y: top}})
+	if err != nil {
+		return err
+	}
+	l.Color = clr
+	l.Width = vg.Points(1.5)
+	l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+	p.Add(l)
+	p.Legend.Add(label, l)
+	return nil
+}

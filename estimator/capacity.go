@@ -1,0 +1,394 @@
+package estimator
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/probe-dev/probe/collector/dump"
+)
+
+// CapacityOptions tunes EstimateCapacity.
+type CapacityOptions struct {
+	// Source is the receive timestamp source to use. Note that the zero value
+	// forces user-space stamps. AutoSource takes the best kernel source
+	// (dump.Preference order) that stamped every received packet of the
+	// preliminary trains, else the kernel source that stamped the most, and user
+	// space only when no kernel source stamped any.
+	Source dump.Source
+	// BinWidth of the histogram in bit/s; 0 derives it from the preliminary
+	// samples.
+	BinWidth float64
+}
+
+// Verdict says what kind of path the trains showed and how to read Estimate.
+// When several apply, the first of shaper, lower bound, coalescing, easy path
+// wins: it changes most what Estimate means.
+type Verdict uint8
+
+const (
+	VerdictNone         Verdict = iota // no mode yet and no Phase II: Estimate is 0
+	VerdictEasyPath                    // preliminary samples agree within 5 %
+	VerdictCapacityMode                // a Phase I mode at or above ADR
+	VerdictLowerBound                  // no mode at or above ADR: Estimate is ADR, Upper unknown
+	VerdictCoalescing                  // receiver delivers packets in batches
+	VerdictShaper                      // short trains pass faster than the path sustains
+)
+
+var verdictNames = [...]string{"no estimate", "easy path", "capacity mode", "lower bound only",
+	"interrupt coalescing suspected", "shaper suspected"}
+
+func (v Verdict) String() string {
+	if int(v) < len(verdictNames) {
+		return verdictNames[v]
+	}
+	return fmt.Sprintf("verdict(%d)", uint8(v))
+}
+
+// Mode is one bell of the histogram of dispersion samples.
+type Mode struct {
+	Value     float64 // bit/s: median of the densest window's samples
+	Low, High float64 // bit/s: the bell's edges
+	Count     int     // samples in the bell
+	Kurtosis  float64 // m4/m2² of the bell's samples, 1000 when they all agree
+	Merit     float64 // Kurtosis × Count / samples
+}
+
+// Capacity is the estimate of a path's bottleneck capacity. Rates are at the
+// IP layer for packets of the preliminary trains' size.
+type Capacity struct {
+	Estimate, Lower, Upper float64 // bit/s; Upper 0 when unknown
+	Sustained              float64 // bit/s: ADR, 10 %-trimmed mean of Phase II tail rates; 0 without Phase II
+	Peak                   float64 // bit/s: short-train rate when a shaper is suspected, else 0
+	BinWidth               float64 // bit/s
+	Verdict                Verdict
+	Modes                  []Mode // strongest merit first
+	Chosen                 int    // index of the capacity mode in Modes, -1 if none
+	PrelimMean, PrelimStd  float64
+	// Overhead is the link-layer bytes per packet the bottleneck counts
+	// besides the IP packet (14 for tbf on Ethernet, 38 on the wire), 0 when
+	// Phase I could not fit it.
+	Overhead      float64
+	NoiseFloor    time.Duration // σ_t
+	MinDispersion time.Duration // smallest accepted per-packet dispersion at full size
+	KernelToUser  time.Duration // median user-space minus eBPF receive time, 0 without both
+	Source        dump.Source
+	// Trains counts the preliminary, Phase I and Phase II trains used;
+	// calibration trains only give σ_t and max-length trains are not read.
+	Trains  int
+	Samples int // samples in the histogram
+	// Discarded counts the trains left out by reason: "lossy", "reordered",
+	// "input gap", "under noise floor", "too few batches" (coalescing left
+	// fewer than two batch ends), "too short", "malformed" (size 0).
+	Discarded map[string]int
+	// Hist holds the histogram's samples (normalised Phase I rates, or the
+	// preliminary ones without Phase I) and Tails the Phase II tail rates,
+	// both sorted, bit/s: for plots.
+	Hist, Tails []float64
+}
+
+// Thresholds of the method; the design names most of them.
+const (
+	capNoiseK       = 10   // dispersion must exceed this many σ_t
+	capSmallGap     = 0.25 // a gap under this share of its train's mean gap is a batch member
+	capCoalesced    = 0.30 // share of small gaps that means coalescing
+	capInputGap     = 0.5  // sender spread over receiver dispersion that means an input gap
+	capEasyCV       = 0.05
+	capTrim         = 0.10 // trimmed from each end for ranges and means
+	capBinFloor     = 0.005
+	capOverheadSpan = 300 // bytes the Phase I sizes must span to fit an overhead
+	capMaxOverhead  = 100
+	capADRSlack     = 0.02 // a mode this far under ADR still counts as at or above it
+	capShaperHead   = 1.5  // head/tail rate ratio of Phase II trains that means a shaper
+	capShaperGap    = 1.10 // capacity over the tail's median-gap rate that means a shaper
+	capMinPrelim    = 3    // preliminary samples needed to call a path easy
+)
+
+// EstimateCapacity estimates the bottleneck capacity from packet trains by
+// pathrate's method (design §4), re-derived for kernel timestamps. The result
+// depends only on the trains and the options.
+//
+//  1. Every difference is taken between receive stamps of one source; the
+//     sender's stamps only tell whether a train left back to back.
+//  2. Hygiene: a train with a lost packet is "lossy", one with a stamp older
+//     than its predecessor "reordered", one whose sender spread it over more
+//     than half the receiver's dispersion "input gap"; none is used.
+//  3. A train's sample is 8·S/median(gaps): a token bucket's slack compresses
+//     the leading gaps and cross traffic stretches a minority, and the median
+//     ignores both. Phase II trains give the tail rate over their second half,
+//     because a shaper with a large bucket passes the head at line rate.
+//  4. Noise floor σ_t: the robust σ of one gap, from successive gap
+//     differences of the calibration trains; a train whose dispersion is not
+//     above 10·σ_t is "under noise floor".
+//  5. Interrupt coalescing (over 30 % of the gaps in the trains' second
+//     halves under a quarter of their train's mean gap) delivers packets in
+//     batches; only the last packet of a batch keeps its arrival time, so
+//     dispersion runs between batch ends.
+//  6. Preliminary trains give the bin width; a coefficient of variation under
+//     0.05 is an easy path.
+//  7. Phase I sizes fit the per-packet link-layer overhead o: each size's
+//     typical dispersion lies on a + c·S (a robust line), o = a/c; every
+//     sample is normalised to the full-size IP rate.
+//  8. Modes of the normalised samples; figure of merit kurtosis × share.
+//  9. The capacity mode is the best merit at or above ADR (the Phase II tail
+//     rate); none means ADR is only a lower bound. A Phase II head much faster
+//     than its tail, or a capacity mode well above the tail's own packet
+//     spacing, is a shaper: then the estimate is the sustained rate.
+func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error) {
+	c := Capacity{Chosen: -1, Discarded: map[string]int{}}
+	if opt.BinWidth < 0 || math.IsNaN(opt.BinWidth) || math.IsInf(opt.BinWidth, 0) {
+		return c, fmt.Errorf("bin width %v: want a positive rate or 0", opt.BinWidth)
+	}
+	src, err := capSource(trains, opt.Source)
+	c.Source = src
+	if err != nil {
+		return c, err
+	}
+	c.KernelToUser = kernelToUser(trains)
+
+	m := capMeasure{trains: trains, src: src}
+	m.run()
+	c.NoiseFloor = time.Duration(math.Round(m.sigma))
+	if err := m.tally(&c); err != nil {
+		return c, err
+	}
+	c.Overhead = m.overhead()
+	r := m.rates(c.Overhead, float64(fullSize(trains)))
+	if !math.IsInf(r.minDisp, 1) {
+		c.MinDispersion = time.Duration(math.Round(r.minDisp))
+	}
+
+	easy := false
+	if len(r.pre) > 0 {
+		c.PrelimMean, c.PrelimStd = meanStd(r.pre)
+		easy = len(r.pre) >= capMinPrelim && c.PrelimStd < capEasyCV*c.PrelimMean
+	}
+	hist := r.one
+	if len(hist) == 0 {
+		hist = r.pre
+	}
+	slices.Sort(r.pre)
+	sortPositive(hist)
+	c.Samples = len(hist)
+	c.Hist = hist
+	switch {
+	case opt.BinWidth > 0:
+		c.BinWidth = opt.BinWidth
+	case len(r.pre) >= 2:
+		c.BinWidth = binWidth(r.pre)
+	case len(hist) > 0:
+		c.BinWidth = binWidth(hist)
+	}
+	if c.BinWidth > 0 {
+		c.Modes = findModes(hist, c.BinWidth)
+	}
+	var tailLo, tailHi float64
+	if len(r.tails) > 0 {
+		slices.Sort(r.tails)
+		c.Tails = r.tails
+		kept := trimmed(r.tails)
+		c.Sustained = mean(kept)
+		tailLo, tailHi = kept[0], kept[len(kept)-1]
+	}
+
+	// The capacity mode: the best merit at or above ADR.
+	adr := c.Sustained
+	atLeastADR := func(v float64) bool { return adr == 0 || v >= adr*(1-capADRSlack) }
+	for i, md := range c.Modes {
+		if atLeastADR(md.Value) {
+			c.Chosen = i
+			break
+		}
+	}
+	have := c.Chosen >= 0
+	var value, low, high float64
+	if have {
+		md := c.Modes[c.Chosen]
+		value, low, high = md.Value, md.Low, md.High
+	}
+	if easy && len(r.one) == 0 {
+		// Without Phase I the preliminary mean is the estimate (design §4).
+		have = atLeastADR(c.PrelimMean)
+		value, low, high = c.PrelimMean, c.PrelimMean-c.BinWidth/2, c.PrelimMean+c.BinWidth/2
+	}
+
+	// A shaper passes a long train's head, or short trains, faster than the
+	// packet spacing it keeps up. The tail's median gap is compared rather
+	// than ADR, which cross traffic lowers on any loaded path.
+	tailGap := medianOf(r.tailGaps)
+	shaper := len(r.tails) > 0 &&
+		(medianOf(r.heads) > capShaperHead || have && value > capShaperGap*tailGap)
+	switch {
+	case shaper:
+		c.Verdict = VerdictShaper
+		// The rate inside the burst: the front pairs', or the short
+		// trains' when they saw more of it.
+		c.Peak = max(medianOf(r.headGaps), medianOf(r.pairs))
+		if have {
+			c.Peak = max(c.Peak, value)
+		}
+		c.Estimate, c.Lower, c.Upper = adr, tailLo, tailHi
+	case !have && adr > 0:
+		c.Verdict = VerdictLowerBound
+		c.Estimate, c.Lower, c.Upper = adr, adr, 0
+	case !have:
+		c.Verdict = VerdictNone
+	default:
+		c.Estimate, c.Lower, c.Upper = value, low, high
+		switch {
+		case m.coalesce:
+			c.Verdict = VerdictCoalescing
+		case easy:
+			c.Verdict = VerdictEasyPath
+		default:
+			c.Verdict = VerdictCapacityMode
+		}
+	}
+	return c, nil
+}
+
+// capRates are the accepted trains' rates in bit/s, normalised to full size.
+type capRates struct {
+	pre, one []float64
+	tails    []float64 // Phase II tail rates
+	tailGaps []float64 // Phase II rates of the tail's median gap
+	heads    []float64 // Phase II head rate over tail rate; +Inf for an unspread head
+	pairs    []float64 // Phase II first-pair rates, where the pair was spread at all
+	headGaps []float64 // Phase II rates of the head's median gap
+	minDisp  float64   // ns per packet, smallest at full size
+}
+
+// rates normalises every accepted train's dispersion to the IP rate of
+// packets of size s0 over a bottleneck that counts o bytes more per packet.
+func (m *capMeasure) rates(o, s0 float64) capRates {
+	var n [numPhases]int
+	for i := range m.fits {
+		if f := &m.fits[i]; f.reason == capAccepted && samplePhase(f.phase) {
+			n[f.phase]++
+		}
+	}
+	two := n[dump.PhaseTwo]
+	r := capRates{
+		pre: make([]float64, 0, n[dump.PhasePrelim]), one: make([]float64, 0, n[dump.PhaseOne]),
+		tails: make([]float64, 0, two), tailGaps: make([]float64, 0, two),
+		heads: make([]float64, 0, two), headGaps: make([]float64, 0, two),
+		minDisp: math.Inf(1),
+	}
+	for i := range m.fits {
+		f := &m.fits[i]
+		if f.reason != capAccepted {
+			continue
+		}
+		rate := func(d float64) float64 { return 8e9 * (float64(f.size) + o) / d * s0 / (s0 + o) }
+		switch f.phase {
+		case dump.PhasePrelim:
+			r.pre = append(r.pre, rate(f.d))
+		case dump.PhaseOne:
+			r.one = append(r.one, rate(f.d))
+		case dump.PhaseTwo:
+			r.tails = append(r.tails, rate(f.d))
+			r.tailGaps = append(r.tailGaps, rate(f.tailGap))
+			if f.head >= 0 {
+				r.heads = append(r.heads, f.d/f.head)
+			}
+			if f.head > 0 {
+				r.pairs = append(r.pairs, rate(f.head))
+			}
+			if f.headGap > 0 {
+				r.headGaps = append(r.headGaps, rate(f.headGap))
+			}
+			continue
+		default:
+			continue
+		}
+		if float64(f.size) == s0 {
+			r.minDisp = min(r.minDisp, f.d)
+		}
+	}
+	return r
+}
+
+// tally fills the counts of c and says why when no train is usable.
+func (m *capMeasure) tally(c *Capacity) error {
+	var drop [numPhases][numReasons]int
+	var seen [numPhases]int
+	for i := range m.fits {
+		f := &m.fits[i]
+		if !samplePhase(f.phase) {
+			continue
+		}
+		seen[f.phase]++
+		if f.reason == capAccepted {
+			c.Trains++
+			continue
+		}
+		drop[f.phase][f.reason]++
+		c.Discarded[reasonNames[f.reason]]++
+	}
+	if c.Trains > 0 {
+		return nil
+	}
+	var why []string
+	for _, ph := range []dump.Phase{dump.PhasePrelim, dump.PhaseOne, dump.PhaseTwo} {
+		if seen[ph] == 0 {
+			continue
+		}
+		var r []string
+		for k, n := range drop[ph] {
+			if n > 0 {
+				r = append(r, fmt.Sprintf("%d %s", n, reasonNames[k]))
+			}
+		}
+		why = append(why, fmt.Sprintf("no %s trains survived: %s", ph, strings.Join(r, ", ")))
+	}
+	if len(why) == 0 {
+		return errors.New("no preliminary, phase-1 or phase-2 trains")
+	}
+	return errors.New(strings.Join(why, "; "))
+}
+
+// fullSize is the size capacity is reported for: the preliminary trains'
+// (full-size) packets, else the largest size sent.
+func fullSize(trains []dump.Train) int {
+	pre, all := 0, 0
+	for i := range trains {
+		t := &trains[i]
+		if !samplePhase(t.Phase) {
+			continue
+		}
+		all = max(all, t.Size)
+		if t.Phase == dump.PhasePrelim {
+			pre = max(pre, t.Size)
+		}
+	}
+	if pre > 0 {
+		return pre
+	}
+	return all
+}
+
+// kernelToUser is the median delay from the eBPF receive stamp to user space,
+// the one kernel source on the user stamps' clock.
+func kernelToUser(trains []dump.Train) time.Duration {
+	var d []int64
+	for i := range trains {
+		for j := range trains[i].Rx {
+			s := &trains[i].Rx[j]
+			if s.Has(dump.SourceUser) && s.Has(dump.SourceEBPF) {
+				d = append(d, s[dump.SourceUser]-s[dump.SourceEBPF])
+			}
+		}
+	}
+	if len(d) == 0 {
+		return 0
+	}
+	radixSort(d, int64Key)
+	n := len(d)
+	if n%2 == 1 {
+		return time.Duration(d[n/2])
+	}
+	return time.Duration((d[n/2-1] + d[n/2]) / 2)
+}

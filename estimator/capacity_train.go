@@ -1,0 +1,436 @@
+package estimator
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+
+	"github.com/probe-dev/probe/collector/dump"
+)
+
+// Why a train is left out, in the order the checks run.
+const (
+	reasonMalformed = iota
+	reasonShort
+	reasonLossy
+	reasonReordered
+	reasonBatches
+	reasonInputGap
+	reasonNoise
+	numReasons
+
+	capAccepted = -1
+)
+
+var reasonNames = [numReasons]string{"malformed", "too short", "lossy", "reordered", "too few batches",
+	"input gap", "under noise floor"}
+
+const numPhases = int(dump.PhaseTwo) + 1
+
+// samplePhase reports whether trains of the phase give rate samples;
+// calibration trains only give the noise floor.
+func samplePhase(p dump.Phase) bool {
+	return p == dump.PhasePrelim || p == dump.PhaseOne || p == dump.PhaseTwo
+}
+
+// capTrain is what one train gave.
+type capTrain struct {
+	phase   dump.Phase
+	size, n int
+	reason  int     // capAccepted or a reason
+	d       float64 // ns per packet behind the sample; Phase II: over the tail
+	tailGap float64 // Phase II: median gap of the tail, ns
+	head    float64 // Phase II: ns per packet over the first quarter, -1 if unknown
+	headGap float64 // Phase II: median gap of the first quarter, ns
+}
+
+// capMeasure turns trains into per-train dispersions.
+type capMeasure struct {
+	trains   []dump.Train
+	src      dump.Source
+	fits     []capTrain // one per train
+	coalesce bool
+	sigma    float64   // noise floor σ_t, ns
+	gaps     []float64 // scratch
+	ends     []int     // scratch
+}
+
+func (m *capMeasure) run() {
+	m.fits = make([]capTrain, len(m.trains))
+	for i := range m.trains {
+		m.fits[i] = m.hygiene(&m.trains[i])
+	}
+	m.coalesce = m.coalesced()
+	m.sigma = m.noiseFloor()
+	for i := range m.fits {
+		if f := &m.fits[i]; f.reason == capAccepted && samplePhase(f.phase) {
+			m.measure(f, &m.trains[i])
+		}
+	}
+}
+
+func (m *capMeasure) at(t *dump.Train, i int) int64 { return t.Rx[i][m.src] }
+
+// gap is the receive gap before packet i.
+func (m *capMeasure) gap(t *dump.Train, i int) int64 { return m.at(t, i) - m.at(t, i-1) }
+
+func (m *capMeasure) meanGap(t *dump.Train) float64 {
+	n := len(t.Rx)
+	return float64(m.at(t, n-1)-m.at(t, 0)) / float64(n-1)
+}
+
+// medianGap is the median of the gaps before packets lo..hi-1.
+func (m *capMeasure) medianGap(t *dump.Train, lo, hi int) float64 {
+	m.gaps = m.gaps[:0]
+	for i := lo; i < hi; i++ {
+		m.gaps = append(m.gaps, float64(m.gap(t, i)))
+	}
+	slices.Sort(m.gaps)
+	return medianSorted(m.gaps)
+}
+
+// hygiene runs the checks that need nothing but the train itself.
+func (m *capMeasure) hygiene(t *dump.Train) capTrain {
+	f := capTrain{phase: t.Phase, size: t.Size, n: len(t.Rx), reason: capAccepted, head: -1}
+	need := 2
+	if t.Phase == dump.PhaseTwo {
+		need = 4 // a head and a tail
+	}
+	switch {
+	case t.Size <= 0:
+		f.reason = reasonMalformed
+	case f.n < need:
+		f.reason = reasonShort
+	case len(t.Tx) > f.n || m.lost(t):
+		f.reason = reasonLossy
+	case m.reordered(t):
+		f.reason = reasonReordered
+	}
+	return f
+}
+
+func (m *capMeasure) lost(t *dump.Train) bool {
+	for i := range t.Rx {
+		if m.at(t, i) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *capMeasure) reordered(t *dump.Train) bool {
+	for i := 1; i < len(t.Rx); i++ {
+		if m.gap(t, i) < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// coalesced reports whether the receiver seems to deliver packets in batches:
+// then most gaps are far under their train's mean gap. Each gap is held
+// against its own train's mean, not the median of all gaps, which is itself
+// near zero once batches hold three packets or more. Only the second half of
+// each train counts: a token bucket's burst also leaves small gaps, but at the
+// head.
+func (m *capMeasure) coalesced() bool {
+	for _, ph := range []dump.Phase{dump.PhasePrelim, dump.PhaseOne} {
+		small, total := 0, 0
+		for i := range m.fits {
+			f := &m.fits[i]
+			if f.phase != ph || f.reason != capAccepted || f.n < 3 {
+				continue
+			}
+			t := &m.trains[i]
+			thr := capSmallGap * m.meanGap(t)
+			for j := max(1, f.n/2); j < f.n; j++ {
+				if float64(m.gap(t, j)) < thr {
+					small++
+				}
+				total++
+			}
+		}
+		if total > 0 {
+			return float64(small) > capCoalesced*float64(total)
+		}
+	}
+	return false
+}
+
+// batchEnds finds the first batch end at or after lo and the last at or
+// before hi. Only the last packet of a batch is stamped close to its arrival;
+// the train's own last packet ends a batch that may have waited for a timer,
+// so it never counts.
+func (m *capMeasure) batchEnds(t *dump.Train, lo, hi int) (a, z int, ok bool) {
+	n := len(t.Rx)
+	thr := capSmallGap * m.meanGap(t)
+	a, z = -1, -1
+	for j := lo; j <= hi && j < n-1; j++ {
+		if float64(m.gap(t, j+1)) >= thr {
+			if a < 0 {
+				a = j
+			}
+			z = j
+		}
+	}
+	return a, z, a >= 0 && z > a
+}
+
+// noiseFloor is σ_t, the noise of one gap: 1.4826·MAD of the differences
+// between successive gaps of the calibration trains (of the preliminary trains
+// when there are none), over √3 since each difference holds three stamps'
+// noise. Successive differences, not distances from a median, because a
+// shaper's burst or a cross-traffic burst shifts a train's gap level once,
+// which only one difference sees.
+func (m *capMeasure) noiseFloor() float64 {
+	var dev []float64
+	for _, ph := range []dump.Phase{dump.PhaseCalibrate, dump.PhasePrelim, dump.PhaseOne} {
+		for i := range m.fits {
+			f := &m.fits[i]
+			if f.phase == ph && f.reason == capAccepted && f.n >= 3 {
+				dev = m.deviations(&m.trains[i], dev)
+			}
+		}
+		if len(dev) > 0 {
+			slices.Sort(dev)
+			sigma := 1.4826 * medianSorted(dev)
+			if !m.coalesce {
+				sigma /= math.Sqrt(3)
+			}
+			return sigma
+		}
+	}
+	return 0
+}
+
+// deviations appends the differences between successive gaps of t. Under
+// coalescing the unit is the span between batch ends instead, whose packet
+// counts differ: each is held against its count times the train's median span
+// per packet.
+func (m *capMeasure) deviations(t *dump.Train, dev []float64) []float64 {
+	n := len(t.Rx)
+	if !m.coalesce {
+		for j := 2; j < n; j++ {
+			dev = append(dev, math.Abs(float64(m.gap(t, j)-m.gap(t, j-1))))
+		}
+		return dev
+	}
+	thr := capSmallGap * m.meanGap(t)
+	m.ends = m.ends[:0]
+	for j := 0; j < n-1; j++ {
+		if float64(m.gap(t, j+1)) >= thr {
+			m.ends = append(m.ends, j)
+		}
+	}
+	if len(m.ends) < 3 {
+		return dev // one span deviates from nothing
+	}
+	m.gaps = m.gaps[:0]
+	for k := 1; k < len(m.ends); k++ {
+		m.gaps = append(m.gaps, float64(m.at(t, m.ends[k])-m.at(t, m.ends[k-1]))/float64(m.ends[k]-m.ends[k-1]))
+	}
+	slices.Sort(m.gaps)
+	med := medianSorted(m.gaps)
+	for k := 1; k < len(m.ends); k++ {
+		span := float64(m.at(t, m.ends[k]) - m.at(t, m.ends[k-1]))
+		dev = append(dev, math.Abs(span-float64(m.ends[k]-m.ends[k-1])*med))
+	}
+	return dev
+}
+
+// measure gives an accepted train its dispersion, or a reason to leave it out.
+func (m *capMeasure) measure(f *capTrain, t *dump.Train) {
+	n := f.n
+	lo := 0
+	if f.phase == dump.PhaseTwo {
+		lo = n / 2 // a large bucket passes the head at line rate
+	}
+	var span float64 // the dispersion held against the noise floor, ns
+	if m.coalesce {
+		a, z, ok := m.batchEnds(t, lo, n-1)
+		if !ok {
+			f.reason = reasonBatches
+			return
+		}
+		span = float64(m.at(t, z) - m.at(t, a))
+		f.d = span / float64(z-a)
+	} else {
+		span = float64(m.at(t, n-1) - m.at(t, lo))
+		switch {
+		case f.phase == dump.PhaseTwo:
+			f.d = span / float64(n-1-lo)
+		case n == 2:
+			f.d = span
+		default:
+			f.d = m.medianGap(t, 1, n)
+		}
+	}
+	if tx, ok := senderSpan(t); ok && float64(tx) > capInputGap*float64(m.at(t, n-1)-m.at(t, 0)) {
+		f.reason = reasonInputGap
+		return
+	}
+	if span <= capNoiseK*m.sigma || f.d <= 0 {
+		f.reason = reasonNoise
+		return
+	}
+	if f.phase != dump.PhaseTwo {
+		return
+	}
+	q := max(1, (n-1)/4)
+	if m.coalesce {
+		f.tailGap = f.d
+		if a, z, ok := m.batchEnds(t, 0, q); ok {
+			f.head = float64(m.at(t, z)-m.at(t, a)) / float64(z-a)
+			f.headGap = f.head
+		}
+		return
+	}
+	f.tailGap = m.medianGap(t, lo+1, n)
+	// The head is the first gap: the pair at the front of the train. A
+	// shaper's bucket lets it through unspread (htb passes two or three
+	// frames back to back), while a one-frame tbf bucket shortens it by only
+	// the bucket's slack, ~6 % for full-size packets.
+	f.head = float64(m.at(t, 1) - m.at(t, 0))
+	f.headGap = m.medianGap(t, 1, q+1)
+}
+
+// senderOrder holds the sources that show the input gap. eBPF's TC egress
+// runs before the sender's qdisc, so it shows when the sender let the packets
+// go; software and hardware transmit stamps are taken after the qdisc (in the
+// driver, at the NIC), so when the shaper is the sender's own qdisc they show
+// the shaper's spacing, and every train would look slow to leave. User time
+// is one reading per sendmmsg. Without eBPF the input gap goes unchecked.
+var senderOrder = [...]dump.Source{dump.SourceEBPF}
+
+// senderSpan is the time the sender took from the first packet to the last,
+// in the best source that stamped both.
+func senderSpan(t *dump.Train) (int64, bool) {
+	n := len(t.Rx)
+	if len(t.Tx) != n {
+		return 0, false
+	}
+	for _, s := range senderOrder {
+		if t.Tx[0].Has(s) && t.Tx[n-1].Has(s) {
+			return t.Tx[n-1][s] - t.Tx[0][s], true
+		}
+	}
+	return 0, false
+}
+
+// overhead fits the link-layer bytes per packet from Phase I: the bottleneck
+// serialises S+o bytes, so the per-packet dispersion grows as a + c·S and
+// o = a/c. Cross traffic only stretches gaps, so a size's median is pulled up
+// by as many samples as it met; the centre of the densest half of the size's
+// samples is not. The line is Theil–Sen's (median slope over all pairs of
+// sizes, median intercept): a size where cross traffic met most trains would
+// tilt a least-squares line.
+func (m *capMeasure) overhead() float64 {
+	// One backing array carved by size: no slice grows per sample.
+	n := map[int]int{}
+	for i := range m.fits {
+		if f := &m.fits[i]; f.phase == dump.PhaseOne && f.reason == capAccepted {
+			n[f.size]++
+		}
+	}
+	sizes := slices.Sorted(maps.Keys(n))
+	if len(sizes) < 3 || sizes[len(sizes)-1]-sizes[0] < capOverheadSpan {
+		return 0
+	}
+	all := make([]float64, 0, len(m.fits))
+	bySize := make(map[int][]float64, len(sizes))
+	for _, s := range sizes {
+		bySize[s] = all[len(all) : len(all) : len(all)+n[s]]
+		all = all[:len(all)+n[s]]
+	}
+	for i := range m.fits {
+		if f := &m.fits[i]; f.phase == dump.PhaseOne && f.reason == capAccepted {
+			bySize[f.size] = append(bySize[f.size], f.d)
+		}
+	}
+	ys := make([]float64, len(sizes))
+	for i, s := range sizes {
+		d := bySize[s]
+		sortPositive(d)
+		ys[i] = densestHalf(d)
+	}
+	slopes := make([]float64, 0, len(sizes)*(len(sizes)-1)/2)
+	for i := range sizes {
+		for j := i + 1; j < len(sizes); j++ {
+			slopes = append(slopes, (ys[j]-ys[i])/float64(sizes[j]-sizes[i]))
+		}
+	}
+	slices.Sort(slopes)
+	c := medianSorted(slopes)
+	if !(c > 0) {
+		return 0
+	}
+	for i, s := range sizes {
+		ys[i] -= c * float64(s)
+	}
+	slices.Sort(ys)
+	o := medianSorted(ys) / c
+	if !(o >= 0 && o <= capMaxOverhead) {
+		return 0
+	}
+	return o
+}
+
+// capSource picks the receive timestamp source (see CapacityOptions.Source).
+func capSource(trains []dump.Train, want dump.Source) (dump.Source, error) {
+	if want != AutoSource {
+		if want > AutoSource {
+			return want, fmt.Errorf("unknown timestamp source %d", want)
+		}
+		for i := range trains {
+			for j := range trains[i].Rx {
+				if trains[i].Rx[j].Has(want) {
+					return want, nil
+				}
+			}
+		}
+		return want, fmt.Errorf("no train has %s receive timestamps", want)
+	}
+	count := func(prelimOnly bool) (recv int, has [dump.NumSources]int) {
+		for i := range trains {
+			t := &trains[i]
+			if prelimOnly && t.Phase != dump.PhasePrelim {
+				continue
+			}
+			for j := range t.Rx {
+				if t.Rx[j] == (dump.Stamps{}) {
+					continue
+				}
+				recv++
+				for s := range dump.NumSources {
+					if t.Rx[j].Has(s) {
+						has[s]++
+					}
+				}
+			}
+		}
+		return recv, has
+	}
+	recv, has := count(true)
+	if recv == 0 {
+		recv, has = count(false)
+	}
+	if recv == 0 {
+		return dump.Preference[0], fmt.Errorf("no packet of %d trains was received", len(trains))
+	}
+	// User space last: a kernel source that missed a few events costs those
+	// trains, user-space stamps cost the accuracy of all of them.
+	best := dump.SourceUser
+	for _, s := range dump.Preference {
+		if s == dump.SourceUser {
+			break
+		}
+		if has[s] == recv {
+			return s, nil
+		}
+		if has[s] > 0 && (best == dump.SourceUser || has[s] > has[best]) {
+			best = s
+		}
+	}
+	return best, nil
+}
