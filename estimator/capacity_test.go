@@ -213,39 +213,40 @@ func TestCapacityGolden(t *testing.T) {
 		return tr
 	}
 	c, err := EstimateCapacity([]dump.Train{
-		train(800, 800, 810), // median 800 µs: 8000 bit / 800 µs = 10 Mbit/s
-		train(790, 810, 800), // median 800 µs: 10 Mbit/s
-		train(820, 800, 830), // median 820 µs: 9.756098 Mbit/s
+		// The first gap is left out of the median (a bucket shortens it).
+		train(800, 800, 810), // median of 800, 810: 805 µs, 8000 bit / 805 µs = 9.937888 Mbit/s
+		train(790, 810, 800), // median of 810, 800: 805 µs
+		train(820, 800, 830), // median of 800, 830: 815 µs, 9.815951 Mbit/s
 	}, capAuto)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Successive gap differences: 0 10, 20 -10, -20 30 µs; their median
 	// magnitude 15 µs, so σ_t = 1.4826·15/√3 = 12.840 µs.
-	// Mean (2·10e6 + 8e9/820e-6/1e3)/3 = 9918699.187; deviations d, d, -2d
-	// with d = 81300.813, so the sample std is d·√3. ω: the trimmed range
-	// 243902.439/8 = 30487.8 is under the floor 0.5 % × mean = 49593.496.
-	mean := (2e7 + 8000/820e-6) / 3
-	d := 1e7 - mean
+	// Mean (2·8000/805e-6 + 8000/815e-6)/3 = 9897242.439; deviations d, d,
+	// -2d with d = 40645.760, so the sample std is d·√3. ω: the trimmed range
+	// 121937.278/8 = 15242.2 is under the floor 0.5 % × mean = 49486.212.
+	mean := (2*8000/805e-6 + 8000/815e-6) / 3
+	d := 8000/805e-6 - mean
 	omega := 0.005 * mean
 	want := Capacity{
 		Estimate: mean, Lower: mean - omega/2, Upper: mean + omega/2,
 		BinWidth: omega, Verdict: VerdictEasyPath, Chosen: -1,
 		PrelimMean: mean, PrelimStd: d * math.Sqrt(3),
 		NoiseFloor:    12840 * time.Nanosecond,
-		MinDispersion: 800 * time.Microsecond,
+		MinDispersion: 805 * time.Microsecond,
 		KernelToUser:  25 * time.Microsecond,
 		Source:        dump.SourceEBPF,
 		Trains:        3, Samples: 3,
 		Discarded: map[string]int{},
-		Hist:      []float64{8000 / 820e-6, 1e7, 1e7},
+		Hist:      []float64{8000 / 815e-6, 8000 / 805e-6, 8000 / 805e-6},
 	}
 	for _, f := range []struct {
 		name      string
 		got, want float64
 	}{
-		{"estimate", c.Estimate, 9918699.187}, {"std", c.PrelimStd, 140817.1}, {"lower", c.Lower, 9893902.439},
-		{"upper", c.Upper, 9943495.935}, {"ω", c.BinWidth, 49593.496},
+		{"estimate", c.Estimate, 9897242.439}, {"std", c.PrelimStd, 70400.52}, {"lower", c.Lower, 9872499.333},
+		{"upper", c.Upper, 9921985.545}, {"ω", c.BinWidth, 49486.212},
 	} {
 		if math.Abs(f.got-f.want) > 0.1 {
 			t.Errorf("%s %.3f, want %.3f", f.name, f.got, f.want)

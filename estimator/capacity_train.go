@@ -262,8 +262,13 @@ func (m *capMeasure) measure(f *capTrain, t *dump.Train) {
 			f.d = span / float64(n-1-lo)
 		case n == 2:
 			f.d = span
-		default:
+		case n == 3:
 			f.d = m.medianGap(t, 1, n)
+		default:
+			// The first gap is left out: a bucket's slack shortens it in
+			// every train, so it always ranks lowest and would bias the
+			// median of a short train towards short gaps (high rates).
+			f.d = m.medianGap(t, 2, n)
 		}
 	}
 	if tx, ok := senderSpan(t); ok && float64(tx) > capInputGap*float64(m.at(t, n-1)-m.at(t, 0)) {

@@ -146,7 +146,12 @@ func (d *capDriver) run(ctx context.Context) error {
 	}
 	quick, full := d.cfg.Quick, d.cfg.Size
 
-	d.begin(dump.PhaseCalibrate, 0.05, calibrateTrains)
+	// Each phase's share of the progress bar; quick runs three phases.
+	w := map[dump.Phase]float64{dump.PhaseCalibrate: 0.05, dump.PhaseMaxLen: 0.05, dump.PhasePrelim: 0.2, dump.PhaseOne: 0.45, dump.PhaseTwo: 0.25}
+	if quick {
+		w = map[dump.Phase]float64{dump.PhaseCalibrate: 0.1, dump.PhasePrelim: 0.4, dump.PhaseTwo: 0.5}
+	}
+	d.begin(dump.PhaseCalibrate, w[dump.PhaseCalibrate], calibrateTrains)
 	if err := d.runPlan(ctx, d.repeat(calibrateTrains, calibrateLen, full)); err != nil {
 		return err
 	}
@@ -154,7 +159,7 @@ func (d *capDriver) run(ctx context.Context) error {
 
 	maxLen := min(d.cfg.MaxTrain, 32)
 	if !quick {
-		d.begin(dump.PhaseMaxLen, 0.05, 3)
+		d.begin(dump.PhaseMaxLen, w[dump.PhaseMaxLen], 3)
 		var err error
 		if maxLen, err = d.findMaxLen(ctx); err != nil {
 			return err
@@ -166,7 +171,7 @@ func (d *capDriver) run(ctx context.Context) error {
 	if quick {
 		reps = 2
 	}
-	d.begin(dump.PhasePrelim, 0.2, (11-prelimMinLen)*reps)
+	d.begin(dump.PhasePrelim, w[dump.PhasePrelim], (11-prelimMinLen)*reps)
 	var plan []TrainSpec
 	for n := prelimMinLen; n <= min(10, maxLen); n++ {
 		plan = append(plan, d.repeat(reps, n, full)...)
@@ -181,7 +186,7 @@ func (d *capDriver) run(ctx context.Context) error {
 	easy := err == nil && est.Verdict == estimator.VerdictEasyPath
 
 	if !quick && !easy {
-		d.begin(dump.PhaseOne, 0.45, phaseOneSizes*phaseOneRepeats)
+		d.begin(dump.PhaseOne, w[dump.PhaseOne], phaseOneSizes*phaseOneRepeats)
 		n := phaseOneLen(est.NoiseFloor, d.rate, maxLen)
 		plan = plan[:0]
 		for _, size := range phaseOneSizeSteps(minPhaseOneSize, full, phaseOneSizes) {
@@ -195,11 +200,19 @@ func (d *capDriver) run(ctx context.Context) error {
 		}
 	}
 
+	// More long trains where they are cheap: at high rates a late qdisc timer
+	// costs a short train's tail a lot, and averaging more tails steadies ADR.
+	// As many as about a second of probing at the budget allows, 10 to 40.
 	trains := phaseTwoTrains
+	if perSecond := d.cfg.Budget * d.rate / float64(8*maxLen*full); perSecond > phaseTwoTrains {
+		trains = min(int(perSecond), 4*phaseTwoTrains)
+	}
 	if quick {
 		trains = 3
 	}
-	d.begin(dump.PhaseTwo, 0.25, trains)
+	// The last phase takes what is left of the bar: an easy path skips
+	// Phase I.
+	d.begin(dump.PhaseTwo, 1-d.done-d.weight, trains)
 	return d.runPlan(ctx, d.repeat(trains, maxLen, full))
 }
 

@@ -66,7 +66,7 @@ func main() {
 	}
 	defer os.RemoveAll(dir)
 
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "case\tmode\tconfigured\trealized\testimate\tsustained\terr cfg\terr real\tverdict\tduration\tts\t| user est\tuser sust\tuser err\tuser verdict\t| bound\tok\t")
 	allOK := true
 	for _, c := range cases {
@@ -74,6 +74,7 @@ func main() {
 		if *only != "" && !strings.Contains(label, *only) {
 			continue
 		}
+		fmt.Fprintf(os.Stderr, "bench: %s...\n", label)
 		row, ok, err := run(c, probeBin, estimateBin, dir)
 		if err != nil {
 			fmt.Fprintf(tw, "%s\t\terror: %v\t\n", label, err)
@@ -82,7 +83,6 @@ func main() {
 		}
 		allOK = allOK && ok
 		fmt.Fprintln(tw, row)
-		tw.Flush()
 	}
 	tw.Flush()
 	fmt.Println("\nrates in Mbit/s at the IP layer (1500-byte packets); configured = tbf/htb rate × 1500/1514;")

@@ -11,13 +11,14 @@ import (
 
 	"github.com/probe-dev/probe/cmd/internal/report"
 	"github.com/probe-dev/probe/collector/dump"
-	"github.com/probe-dev/probe/estimator"
 	"github.com/urfave/cli/v2"
 )
 
 func main() {
-	// estimate reads a dump once and keeps it all: collect garbage rarely.
-	debug.SetGCPercent(400)
+	// estimate reads a dump once and keeps nearly all of it: collecting
+	// garbage only costs time until the heap nears a limit.
+	debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(2 << 30)
 	if err := app().Run(os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "estimate: %v\n", err)
 		os.Exit(1)
@@ -99,7 +100,7 @@ func estimate(c *cli.Context) error {
 		} else {
 			info.Duration, info.Interrupted = end.Duration, end.Interrupted
 		}
-		est, err := estimator.EstimateCapacity(trains, estimator.CapacityOptions{Source: src, BinWidth: c.Float64("bin-width") * 1e6})
+		est, err := report.EstimateCapacity(trains, src, c.Float64("bin-width"))
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}

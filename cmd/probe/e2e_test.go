@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -300,5 +302,140 @@ func TestInterruptKeepsResults(t *testing.T) {
 	again, _, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json"))
 	if code != 0 || parseEcho(t, again)["sent"] != sent {
 		t.Fatalf("dump after Ctrl-C: exit %d, %s", code, again)
+	}
+}
+
+// Capacity on the 20 Mbit/s testbed link, the issue's integration test: the
+// estimate within 2 % of the IP-layer rate, the dump re-estimated offline to
+// the same report, and another bin width and timestamp source on request.
+func TestCapacityAcrossTestbed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and loads eBPF")
+	}
+	const rate = 20e6
+	tb, err := testbed.Up(testbed.Config{Name: fmt.Sprintf("cap%d", os.Getpid()), Rate: rate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tb.Down(); err != nil {
+			t.Error(err)
+		}
+	})
+	agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
+	startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
+		err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
+		return c, err
+	}, "--listen", agentAddr, "--ebpf", "on")
+
+	dumpPath := filepath.Join(t.TempDir(), "cap.msgpack")
+	cmd := exec.Command(probeBin, "measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "--ebpf", "on", "--json", "-w", dumpPath)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := tb.B.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("measure: %v\n%s", err, errb.String())
+	}
+	m := parseEcho(t, out.String())
+	truth := rate * 1500 / 1514 / 1e6
+	est := m["estimate"].(float64)
+	t.Logf("estimate %.3f Mbit/s (truth %.3f, %+.2f %%), sustained %.3f, verdict %v, %v s, source %v",
+		est, truth, 100*(est-truth)/truth, m["sustained"], m["verdict"], m["duration_s"], m["ts_source"])
+	if math.Abs(est-truth)/truth > 0.02 || m["ts_source"] != "ebpf" {
+		t.Fatalf("estimate %.3f Mbit/s from %v, want %.3f ± 2 %% from ebpf", est, m["ts_source"], truth)
+	}
+	if d := m["duration_s"].(float64); d > 20 {
+		t.Fatalf("took %.1f s, want ≤ 20 s", d)
+	}
+
+	again, stderr, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json"))
+	if code != 0 || again != out.String() {
+		t.Fatalf("estimate -r: exit %d %s\ngot  %s\nwant %s", code, stderr, again, out.String())
+	}
+	wide, _, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json", "-b", "0.5", "--ts-source", "sw"))
+	w := parseEcho(t, wide)
+	if code != 0 || w["bin_width"] != 0.5 || w["ts_source"] != "sw" {
+		t.Fatalf("estimate -b 0.5 --ts-source sw: exit %d, bin width %v, source %v", code, w["bin_width"], w["ts_source"])
+	}
+
+	// A dump cut in half still gives an estimate, and says it was cut.
+	data, err := os.ReadFile(dumpPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := filepath.Join(t.TempDir(), "half.msgpack")
+	os.WriteFile(half, data[:len(data)/2], 0o644)
+	_, stderr, code = run(t, exec.Command(estimateBin, "-r", half, "-f", "%be"))
+	if code != 0 || !strings.Contains(stderr, "truncated") {
+		t.Fatalf("half a dump: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// capacityTestbed brings up a testbed shaped to 20 Mbit/s with the given
+// tbf queue and an agent in a; it returns the testbed.
+func capacityTestbed(t *testing.T, name string, limit uint32) *testbed.Testbed {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and loads eBPF")
+	}
+	tb, err := testbed.Up(testbed.Config{Name: fmt.Sprintf("%s%d", name, os.Getpid()), Rate: 20e6, Limit: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.Down() })
+	agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
+	startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
+		err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
+		return c, err
+	}, "--listen", agentAddr, "--ebpf", "on")
+	return tb
+}
+
+// A queue of three frames drops most of every ten-packet train: the run
+// gives up after 30 lossy trains in a row, says so, and exits 1.
+func TestCapacityGivesUpOnLoss(t *testing.T) {
+	tb := capacityTestbed(t, "loss", 3*1514)
+	cmd := exec.Command(probeBin, "measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "--ebpf", "on")
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := tb.B.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(errb.String(), "30 trains in a row lost packets") {
+		t.Fatalf("exit %v, stderr %q", err, errb.String())
+	}
+}
+
+// SIGUSR1 prints progress%,PHASE,best-estimate; Ctrl-C ends the run early
+// with an estimate from what was measured, and a dump that says so.
+func TestCapacityProgressAndInterrupt(t *testing.T) {
+	tb := capacityTestbed(t, "int", 0)
+	dumpPath := filepath.Join(t.TempDir(), "int.msgpack")
+	cmd := exec.Command(probeBin, "measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "--ebpf", "on",
+		"-f", "%be %AM\n", "-w", dumpPath)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := tb.B.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGUSR1)
+	time.Sleep(800 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("measure after Ctrl-C: %v\n%s", err, errb.String())
+	}
+	if !regexp.MustCompile(`(?m)^\d+%,[a-z0-9-]+,\d+\.\d+$`).MatchString(errb.String()) {
+		t.Fatalf("no progress line after SIGUSR1 in %q", errb.String())
+	}
+	if !strings.Contains(errb.String(), "interrupted after") || !strings.Contains(out.String(), "easy path") && !strings.Contains(out.String(), "mode") {
+		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
+	}
+	rep, stderr, code := run(t, exec.Command(estimateBin, "-r", dumpPath))
+	if code != 0 || !strings.Contains(rep, "interrupted") {
+		t.Fatalf("estimate of the interrupted dump: exit %d %s\n%s", code, stderr, rep)
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/probe-dev/probe/cmd/internal/report"
 	"github.com/probe-dev/probe/collector/dump"
-	"github.com/probe-dev/probe/estimator"
 	"github.com/probe-dev/probe/probe"
 	"github.com/urfave/cli/v2"
 )
@@ -157,7 +156,7 @@ func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src 
 // printCapacity estimates from trains and prints the report the flags ask
 // for; estimate -r shares it, so both print the same.
 func printCapacity(c *cli.Context, info report.CapacityInfo, trains []dump.Train, src dump.Source) error {
-	est, err := estimator.EstimateCapacity(trains, estimator.CapacityOptions{Source: src, BinWidth: c.Float64("bin-width") * 1e6})
+	est, err := report.EstimateCapacity(trains, src, c.Float64("bin-width"))
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/estimator"
 )
 
@@ -246,4 +247,18 @@ func Capacity(w io.Writer, format string, asJSON bool, plotPath string, i Capaci
 	}
 	CapacityText(w, i, est)
 	return nil
+}
+
+// EstimateCapacity runs the estimator as both commands do (bin width in
+// Mbit/s, 0 for automatic) and turns "no estimate" into an error, so that
+// they exit 0 only with an estimate.
+func EstimateCapacity(trains []dump.Train, src dump.Source, binWidth float64) (estimator.Capacity, error) {
+	if binWidth < 0 {
+		return estimator.Capacity{}, fmt.Errorf("bin width %g Mbit/s: want a positive width, or 0 for automatic", binWidth)
+	}
+	est, err := estimator.EstimateCapacity(trains, estimator.CapacityOptions{Source: src, BinWidth: binWidth * 1e6})
+	if err == nil && est.Verdict == estimator.VerdictNone {
+		err = fmt.Errorf("no estimate from %d trains: the run ended before its preliminary trains gave one", len(trains))
+	}
+	return est, err
 }

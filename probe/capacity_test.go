@@ -1,0 +1,93 @@
+package probe
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/estimator"
+)
+
+// A quick capacity run over loopback, both ways: every phase's trains come
+// back complete, with both ends' software stamps, each train once to the
+// dump hook, and the progress reaches the end. (Loopback has no bottleneck,
+// so no figure is asserted here; the testbed tests do that.)
+func TestCapacityOverLoopback(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	for _, reverse := range []bool{false, true} {
+		c, err := Dial(context.Background(), addr, ClientConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[uint32]bool{}
+		var last Progress
+		res, err := c.Capacity(context.Background(), CapacityConfig{
+			Reverse: reverse, Quick: true, Source: estimator.AutoSource,
+			OnTrain:    func(tr *dump.Train) error { seen[tr.ID] = true; return nil },
+			OnProgress: func(p Progress) { last = p },
+		})
+		c.Close()
+		if err != nil {
+			t.Fatalf("reverse=%v: %v", reverse, err)
+		}
+		phases := map[dump.Phase]int{}
+		for _, tr := range res.Trains {
+			phases[tr.Phase]++
+			if !seen[tr.ID] {
+				t.Fatalf("train %d never reached OnTrain", tr.ID)
+			}
+			for i := range tr.Rx {
+				if tr.Rx[i].Has(dump.SourceSW) && !tr.Tx[i].Has(dump.SourceUser) {
+					t.Fatalf("train %d packet %d: received but no send stamp", tr.ID, i)
+				}
+			}
+		}
+		if phases[dump.PhaseCalibrate] == 0 || phases[dump.PhasePrelim] == 0 || phases[dump.PhaseTwo] == 0 {
+			t.Fatalf("reverse=%v: trains per phase %v", reverse, phases)
+		}
+		if len(seen) != len(res.Trains) || last.Fraction < 0.99 || last.Phase != dump.PhaseTwo {
+			t.Fatalf("reverse=%v: %d trains, %d seen, last progress %+v", reverse, len(res.Trains), len(seen), last)
+		}
+	}
+}
+
+// The agent refuses trains it should not send, and keeps serving.
+func TestCapacityRefusals(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{Limits: Limits{MaxPackets: 500}})
+	open := func() (*Client, *capacityEnd) {
+		c, err := Dial(context.Background(), addr, ClientConfig{Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := c.fc.write(&Message{Open: &Open{Mode: "capacity", Capacity: &CapacityParams{}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.expect("opened"); err != nil {
+			t.Fatal(err)
+		}
+		return c, nil
+	}
+	cases := []struct {
+		specs []TrainSpec
+		want  string
+	}{
+		{[]TrainSpec{{ID: 1, N: 10, Size: 1500}}, "no hello"},
+		{[]TrainSpec{{ID: 1, N: MaxTrainLen + 1, Size: 1500}}, "train of 101 packets"},
+		{[]TrainSpec{{ID: 1, N: 10, Size: 20}}, "packet size 20"},
+		{[]TrainSpec{{ID: 1, N: 10, Size: 1500, At: -time.Second}}, "train start"},
+		{[]TrainSpec{{ID: 1, N: 100, Size: 1500}, {ID: 2, N: 100, Size: 1500}, {ID: 3, N: 100, Size: 1500},
+			{ID: 4, N: 100, Size: 1500}, {ID: 5, N: 100, Size: 1500, At: time.Second}, {ID: 6, N: 100, Size: 1500, At: time.Second}}, "exceed 500 packets"},
+	}
+	for _, tc := range cases {
+		c, _ := open()
+		c.fc.write(&Message{SendTrains: &SendTrains{Trains: tc.specs}})
+		_, err := c.expect("trains_sent")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: err %v, want %q", tc.specs[0], err, tc.want)
+		}
+	}
+	echoOK(t, addr, nil)
+}
