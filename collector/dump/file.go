@@ -148,7 +148,7 @@ type Reader struct {
 // NewReader reads and checks the header.
 func NewReader(r io.Reader) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 1<<20) // dumps are read in bulk
-	dec := msgpack.NewDecoder(br) // reads br directly: it is an io.ByteScanner
+	dec := msgpack.NewDecoder(br)       // reads br directly: it is an io.ByteScanner
 	dr := &Reader{br: br, dec: dec, wire: wireReader{br: br}}
 	if err := decode(dec, &dr.header); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
