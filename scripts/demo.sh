@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded testbed: namespaces a and b joined by a veth
-# shaped to 20 Mbit/s; the agent serves in a, the client measures from b.
+# shaped to 20 Mbit/s; the agent serves in a, the client measures the path's
+# capacity and its round-trip times from b.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 probe=$PWD/bin/probe
@@ -29,5 +30,8 @@ for _ in $(seq 50); do
 done
 
 echo
-echo "== probe measure -h $agent_addr --mode echo (from namespace b, across the 20 Mbit/s link)"
+echo "== probe measure -h $agent_addr --mode capacity (from namespace b; the link is 20 Mbit/s of frames, 19.82 Mbit/s of 1500-byte IP packets)"
+"$probe" testbed exec "probe-$name-b" -- "$probe" measure -h "$agent_addr" --mode capacity
+echo
+echo "== probe measure -h $agent_addr --mode echo"
 "$probe" testbed exec "probe-$name-b" -- "$probe" measure -h "$agent_addr" --mode echo -n 200 -s 1000 -i 5ms
