@@ -265,10 +265,13 @@ func (m *capMeasure) measure(f *capTrain, t *dump.Train) {
 		case n == 3:
 			f.d = m.medianGap(t, 1, n)
 		default:
-			// The first gap is left out: a bucket's slack shortens it in
-			// every train, so it always ranks lowest and would bias the
-			// median of a short train towards short gaps (high rates).
-			f.d = m.medianGap(t, 2, n)
+			// The median of the train's second half (at least the first gap
+			// left out): a shaper's bucket shortens the leading gaps of
+			// every train, the first for full-size packets, up to three for
+			// small ones behind a one-frame bucket; ranking lowest every
+			// time, they would bias a short train's median towards short
+			// gaps, high rates, and small packets' most.
+			f.d = m.medianGap(t, max(2, n/2), n)
 		}
 	}
 	if tx, ok := senderSpan(t); ok && float64(tx) > capInputGap*float64(m.at(t, n-1)-m.at(t, 0)) {

@@ -15,12 +15,13 @@ import (
 
 // CapacityConfig configures a capacity measurement (design §4).
 type CapacityConfig struct {
-	Reverse  bool        // the client sends, the agent receives
-	Quick    bool        // preliminary trains and a short Phase II only
-	Budget   float64     // average probing rate as a fraction of the estimate; default 0.1
-	Size     int         // full-size packets, IP bytes; default 1500
-	MaxTrain int         // longest train tried; default 50
-	Source   dump.Source // receiver timestamps for the estimates between phases: estimator.AutoSource picks
+	Reverse   bool        // the client sends, the agent receives
+	Quick     bool        // preliminary trains and a short Phase II only
+	AllPhases bool        // Phase I even on an easy path (for its histogram and overhead fit)
+	Budget    float64     // average probing rate as a fraction of the estimate; default 0.1
+	Size      int         // full-size packets, IP bytes; default 1500
+	MaxTrain  int         // longest train tried; default 50
+	Source    dump.Source // receiver timestamps for the estimates between phases: estimator.AutoSource picks
 	// OnTrain sees every train as soon as it is measured (to stream a dump).
 	OnTrain func(*dump.Train) error
 	// OnProgress is told after every batch how far the run is.
@@ -185,7 +186,7 @@ func (d *capDriver) run(ctx context.Context) error {
 	}
 	easy := err == nil && est.Verdict == estimator.VerdictEasyPath
 
-	if !quick && !easy {
+	if !quick && (!easy || d.cfg.AllPhases) {
 		d.begin(dump.PhaseOne, w[dump.PhaseOne], phaseOneSizes*phaseOneRepeats)
 		n := phaseOneLen(est.NoiseFloor, d.rate, maxLen)
 		plan = plan[:0]

@@ -35,6 +35,7 @@ func measureCommand() *cli.Command {
 
 			&cli.BoolFlag{Name: "reverse", Aliases: []string{"R"}, Usage: "capacity: measure from this host to the agent"},
 			&cli.BoolFlag{Name: "quick", Usage: "capacity: preliminary trains and a short check of the sustained rate only"},
+			&cli.BoolFlag{Name: "all-phases", Usage: "capacity: run Phase I (packet sizes 600 B to the MTU) even on an easy path"},
 			&cli.Float64Flag{Name: "budget", Value: 0.1, Usage: "capacity: average probing rate as a fraction of the estimate"},
 			&cli.IntFlag{Name: "ip-size", Value: 1500, Usage: "capacity: full-size packets, IP bytes"},
 			&cli.IntFlag{Name: "max-train", Value: 50, Usage: "capacity: longest train to try"},
@@ -104,7 +105,7 @@ func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump
 
 func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source) error {
 	cfg := probe.CapacityConfig{
-		Reverse: c.Bool("reverse"), Quick: c.Bool("quick"), Budget: c.Float64("budget"),
+		Reverse: c.Bool("reverse"), Quick: c.Bool("quick"), AllPhases: c.Bool("all-phases"), Budget: c.Float64("budget"),
 		Size: c.Int("ip-size"), MaxTrain: c.Int("max-train"), Source: src,
 	}
 	here := cl.LocalAddr().String()
