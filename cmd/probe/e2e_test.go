@@ -138,7 +138,7 @@ func TestCLIErrors(t *testing.T) {
 	}
 }
 
-func parseEcho(t *testing.T, s string) map[string]any {
+func parseJSON(t *testing.T, s string) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal([]byte(s), &m); err != nil {
@@ -164,44 +164,13 @@ func attachedTCX(ifindex int) (int, error) {
 // both ends, the dump re-estimated offline to the same report, and a clean
 // agent shutdown that leaves no program attached.
 func TestEchoAcrossTestbed(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and loads eBPF")
-	}
-	tb, err := testbed.Up(testbed.Config{Name: fmt.Sprintf("e2e%d", os.Getpid()), Rate: 20_000_000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tb.Down(); err != nil {
-			t.Error(err)
-		}
-	})
-	agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
-	agent := startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
-		err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
-		return c, err
-	}, "--listen", agentAddr, "--ebpf", "on")
-
+	tb, agent := testbedWithAgent(t, "e2e", 0)
 	dumpPath := filepath.Join(t.TempDir(), "echo.msgpack")
-	measure := func(args ...string) (string, string, int) {
-		cmd := exec.Command(probeBin, append([]string{"measure", "-h", tb.A.Addr.String(), "--ebpf", "on"}, args...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		if err := tb.B.Start(cmd); err != nil {
-			t.Fatal(err)
-		}
-		err := cmd.Wait()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return out.String(), errb.String(), code
-	}
-	out, stderr, code := measure("-n", "100", "-i", "2ms", "-s", "200", "--json", "-w", dumpPath)
+	out, stderr, code := measureFrom(t, tb, "-n", "100", "-i", "2ms", "-s", "200", "--json", "-w", dumpPath)
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
-	m := parseEcho(t, out)
+	m := parseJSON(t, out)
 	rtt, user := m["rtt"].(map[string]any), m["user_rtt"].(map[string]any)
 	if m["received"] != 100.0 || rtt["source"] != "ebpf" || rtt["n"] != 100.0 {
 		t.Fatalf("want 100 replies timed with eBPF on both ends, got %s", out)
@@ -218,7 +187,7 @@ func TestEchoAcrossTestbed(t *testing.T) {
 		t.Fatalf("estimate -r: exit %d %s\ngot  %s\nwant %s", code, stderr, again, out)
 	}
 	sw, _, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json", "--ts-source", "sw"))
-	if code != 0 || parseEcho(t, sw)["rtt"].(map[string]any)["source"] != "sw" {
+	if code != 0 || parseJSON(t, sw)["rtt"].(map[string]any)["source"] != "sw" {
 		t.Fatalf("estimate --ts-source sw: exit %d %s", code, sw)
 	}
 
@@ -291,7 +260,7 @@ func TestInterruptKeepsResults(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("measure after Ctrl-C: %v\n%s", err, errb.String())
 	}
-	m := parseEcho(t, out.String())
+	m := parseJSON(t, out.String())
 	sent := m["sent"].(float64)
 	if sent < 100 || sent >= 10000 || m["received"].(float64) < sent-1 {
 		t.Fatalf("after 0.5 s of 1 ms probes: %s", out.String())
@@ -300,7 +269,7 @@ func TestInterruptKeepsResults(t *testing.T) {
 		t.Fatalf("no word of the interruption: %s", errb.String())
 	}
 	again, _, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json"))
-	if code != 0 || parseEcho(t, again)["sent"] != sent {
+	if code != 0 || parseJSON(t, again)["sent"] != sent {
 		t.Fatalf("dump after Ctrl-C: exit %d, %s", code, again)
 	}
 }
@@ -309,36 +278,14 @@ func TestInterruptKeepsResults(t *testing.T) {
 // estimate within 2 % of the IP-layer rate, the dump re-estimated offline to
 // the same report, and another bin width and timestamp source on request.
 func TestCapacityAcrossTestbed(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and loads eBPF")
-	}
 	const rate = 20e6
-	tb, err := testbed.Up(testbed.Config{Name: fmt.Sprintf("cap%d", os.Getpid()), Rate: rate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tb.Down(); err != nil {
-			t.Error(err)
-		}
-	})
-	agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
-	startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
-		err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
-		return c, err
-	}, "--listen", agentAddr, "--ebpf", "on")
-
+	tb, _ := testbedWithAgent(t, "cap", 0)
 	dumpPath := filepath.Join(t.TempDir(), "cap.msgpack")
-	cmd := exec.Command(probeBin, "measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "--ebpf", "on", "--json", "-w", dumpPath)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := tb.B.Start(cmd); err != nil {
-		t.Fatal(err)
+	out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "--json", "-w", dumpPath)
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("measure: %v\n%s", err, errb.String())
-	}
-	m := parseEcho(t, out.String())
+	m := parseJSON(t, out)
 	truth := rate * 1500 / 1514 / 1e6
 	est := m["estimate"].(float64)
 	t.Logf("estimate %.3f Mbit/s (truth %.3f, %+.2f %%), sustained %.3f, verdict %v, %v s, source %v",
@@ -351,11 +298,11 @@ func TestCapacityAcrossTestbed(t *testing.T) {
 	}
 
 	again, stderr, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json"))
-	if code != 0 || again != out.String() {
-		t.Fatalf("estimate -r: exit %d %s\ngot  %s\nwant %s", code, stderr, again, out.String())
+	if code != 0 || again != out {
+		t.Fatalf("estimate -r: exit %d %s\ngot  %s\nwant %s", code, stderr, again, out)
 	}
 	wide, _, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json", "-b", "0.5", "--ts-source", "sw"))
-	w := parseEcho(t, wide)
+	w := parseJSON(t, wide)
 	if code != 0 || w["bin_width"] != 0.5 || w["ts_source"] != "sw" {
 		t.Fatalf("estimate -b 0.5 --ts-source sw: exit %d, bin width %v, source %v", code, w["bin_width"], w["ts_source"])
 	}
@@ -373,9 +320,9 @@ func TestCapacityAcrossTestbed(t *testing.T) {
 	}
 }
 
-// capacityTestbed brings up a testbed shaped to 20 Mbit/s with the given
-// tbf queue and an agent in a; it returns the testbed.
-func capacityTestbed(t *testing.T, name string, limit uint32) *testbed.Testbed {
+// testbedWithAgent brings up a testbed shaped to 20 Mbit/s with the given
+// tbf queue (0: the default) and an agent with eBPF in namespace a.
+func testbedWithAgent(t *testing.T, name string, limit uint32) (*testbed.Testbed, *exec.Cmd) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces and loads eBPF")
@@ -384,35 +331,54 @@ func capacityTestbed(t *testing.T, name string, limit uint32) *testbed.Testbed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tb.Down() })
+	t.Cleanup(func() {
+		if err := tb.Down(); err != nil {
+			t.Error(err)
+		}
+	})
 	agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
-	startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
+	agent := startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
 		err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
 		return c, err
 	}, "--listen", agentAddr, "--ebpf", "on")
-	return tb
+	return tb, agent
+}
+
+// measureFrom runs probe measure with eBPF from namespace b against the
+// agent in a, and returns stdout, stderr and the exit code.
+func measureFrom(t *testing.T, tb *testbed.Testbed, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(probeBin, append([]string{"measure", "-h", tb.A.Addr.String(), "--ebpf", "on"}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := tb.B.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	code := 0
+	if err := cmd.Wait(); err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatal(err)
+		}
+		code = ee.ExitCode()
+	}
+	return out.String(), errb.String(), code
 }
 
 // A queue of three frames drops most of every ten-packet train: the run
 // gives up after 30 lossy trains in a row, says so, and exits 1.
 func TestCapacityGivesUpOnLoss(t *testing.T) {
-	tb := capacityTestbed(t, "loss", 3*1514)
-	cmd := exec.Command(probeBin, "measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "--ebpf", "on")
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := tb.B.Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	err := cmd.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(errb.String(), "30 trains in a row lost packets") {
-		t.Fatalf("exit %v, stderr %q", err, errb.String())
+	tb, _ := testbedWithAgent(t, "loss", 3*1514)
+	_, stderr, code := measureFrom(t, tb, "--mode", "capacity")
+	if code != 1 || !strings.Contains(stderr, "30 trains in a row lost packets") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 }
 
 // SIGUSR1 prints progress%,PHASE,best-estimate; Ctrl-C ends the run early
 // with an estimate from what was measured, and a dump that says so.
 func TestCapacityProgressAndInterrupt(t *testing.T) {
-	tb := capacityTestbed(t, "int", 0)
+	tb, _ := testbedWithAgent(t, "int", 0)
 	dumpPath := filepath.Join(t.TempDir(), "int.msgpack")
 	cmd := exec.Command(probeBin, "measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "--ebpf", "on",
 		"-f", "%be %AM\n", "-w", dumpPath)
@@ -449,19 +415,13 @@ func TestCapacityProgressAndInterrupt(t *testing.T) {
 // (measured: 244.8 µs for 600 B against 245.6, 605.0 µs for 1500 B against
 // 605.6), which fits to 8-11 B. 14 ± 7 B still tells tbf's 14 from a wire's 38.
 func TestCapacityPhaseOneFitsOverhead(t *testing.T) {
-	tb := capacityTestbed(t, "p1", 0)
+	tb, _ := testbedWithAgent(t, "p1", 0)
 	plot := filepath.Join(t.TempDir(), "hist.svg")
-	cmd := exec.Command(probeBin, "measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "--ebpf", "on",
-		"--all-phases", "--json", "--plot", plot)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := tb.B.Start(cmd); err != nil {
-		t.Fatal(err)
+	out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "--all-phases", "--json", "--plot", plot)
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("measure: %v\n%s", err, errb.String())
-	}
-	m := parseEcho(t, out.String())
+	m := parseJSON(t, out)
 	truth := 20e6 * 1500 / 1514 / 1e6
 	est, o := m["estimate"].(float64), m["link_overhead_bytes"].(float64)
 	t.Logf("estimate %.3f (%+.2f %%), overhead %.1f B, samples %v, %v s", est, 100*(est-truth)/truth, o, m["samples"], m["duration_s"])
