@@ -156,75 +156,53 @@ const FormatTokens = `%be estimate, %bl lower bound, %bu upper bound, %bw bin wi
 %AM verdict text; %pd minimum dispersion, %ul kernel-to-user latency, %nf noise floor (µs);
 %ts timestamp source; %lo link overhead (B); %du duration (s); %nt trains used; %%; \n \t`
 
+// formatTokens maps each -f token to its value.
+var formatTokens = map[string]func(CapacityInfo, estimator.Capacity) string{
+	"be": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.Estimate)) },
+	"bl": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.Lower)) },
+	"bu": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.Upper)) },
+	"bw": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.BinWidth)) },
+	"bs": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.Sustained)) },
+	"bp": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.Peak)) },
+	"pm": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.PrelimMean)) },
+	"ps": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.PrelimStd)) },
+	"am": func(_ CapacityInfo, c estimator.Capacity) string { return strconv.Itoa(int(c.Verdict)) },
+	"AM": func(_ CapacityInfo, c estimator.Capacity) string { return c.Verdict.String() },
+	"pd": func(_ CapacityInfo, c estimator.Capacity) string { return f2(usf(c.MinDispersion)) },
+	"ul": func(_ CapacityInfo, c estimator.Capacity) string { return f2(usf(c.KernelToUser)) },
+	"nf": func(_ CapacityInfo, c estimator.Capacity) string { return f2(usf(c.NoiseFloor)) },
+	"ts": func(_ CapacityInfo, c estimator.Capacity) string { return c.Source.String() },
+	"lo": func(_ CapacityInfo, c estimator.Capacity) string { return f2(c.Overhead) },
+	"du": func(i CapacityInfo, _ estimator.Capacity) string { return f2(i.Duration.Seconds()) },
+	"nt": func(_ CapacityInfo, c estimator.Capacity) string { return strconv.Itoa(c.Trains) },
+}
+
+func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+
 // CapacityFormat prints c through a loco-style format string.
 func CapacityFormat(w io.Writer, format string, i CapacityInfo, c estimator.Capacity) error {
 	var b strings.Builder
 	for k := 0; k < len(format); k++ {
 		ch := format[k]
-		if ch == '\\' && k+1 < len(format) {
-			switch format[k+1] {
-			case 'n':
-				b.WriteByte('\n')
-				k++
-				continue
-			case 't':
-				b.WriteByte('\t')
-				k++
-				continue
-			}
-		}
-		if ch != '%' {
+		switch {
+		case ch == '\\' && k+1 < len(format) && (format[k+1] == 'n' || format[k+1] == 't'):
+			b.WriteByte(map[byte]byte{'n': '\n', 't': '\t'}[format[k+1]])
+			k++
+		case ch != '%':
 			b.WriteByte(ch)
-			continue
-		}
-		if k+1 < len(format) && format[k+1] == '%' {
+		case k+1 < len(format) && format[k+1] == '%':
 			b.WriteByte('%')
 			k++
-			continue
-		}
-		if k+2 >= len(format) {
-			return fmt.Errorf("format %q: %q at the end is not a token (%s)", format, format[k:], "see --help")
-		}
-		tok := format[k+1 : k+3]
-		k += 2
-		f := func(v float64) { b.WriteString(strconv.FormatFloat(v, 'f', 2, 64)) }
-		switch tok {
-		case "be":
-			f(mbit(c.Estimate))
-		case "bl":
-			f(mbit(c.Lower))
-		case "bu":
-			f(mbit(c.Upper))
-		case "bw":
-			f(mbit(c.BinWidth))
-		case "bs":
-			f(mbit(c.Sustained))
-		case "bp":
-			f(mbit(c.Peak))
-		case "pm":
-			f(mbit(c.PrelimMean))
-		case "ps":
-			f(mbit(c.PrelimStd))
-		case "am":
-			b.WriteString(strconv.Itoa(int(c.Verdict)))
-		case "AM":
-			b.WriteString(c.Verdict.String())
-		case "pd":
-			f(usf(c.MinDispersion))
-		case "ul":
-			f(usf(c.KernelToUser))
-		case "nf":
-			f(usf(c.NoiseFloor))
-		case "ts":
-			b.WriteString(c.Source.String())
-		case "lo":
-			f(c.Overhead)
-		case "du":
-			f(i.Duration.Seconds())
-		case "nt":
-			b.WriteString(strconv.Itoa(c.Trains))
+		case k+2 >= len(format):
+			return fmt.Errorf("format %q: %q at the end is not a token; known: %s", format, format[k:], strings.ReplaceAll(FormatTokens, "\n", " "))
 		default:
-			return fmt.Errorf("format %q: unknown token %%%s; known: %s", format, tok, strings.ReplaceAll(FormatTokens, "\n", " "))
+			tok := format[k+1 : k+3]
+			value, ok := formatTokens[tok]
+			if !ok {
+				return fmt.Errorf("format %q: unknown token %%%s; known: %s", format, tok, strings.ReplaceAll(FormatTokens, "\n", " "))
+			}
+			b.WriteString(value(i, c))
+			k += 2
 		}
 	}
 	_, err := io.WriteString(w, b.String())
