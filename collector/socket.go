@@ -12,8 +12,6 @@ import (
 	"unsafe"
 
 	"github.com/probe-dev/probe/collector/dump"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,10 +33,8 @@ type Conn struct {
 	rc   syscall.RawConn
 	sent uint32 // datagrams sent so far, i.e. the OPT_ID key of the next one
 
-	batch interface { // sendmmsg
-		WriteBatch([]ipv4.Message, int) (int, error)
-	}
-	msgs []ipv4.Message
+	rb, sb     *batch // recvmmsg, sendmmsg; made on first use
+	rbFn, sbFn func(fd uintptr) bool
 
 	rx struct {
 		msg   unix.Msghdr
@@ -80,6 +76,16 @@ func DialUDP(ctx context.Context, raddr netip.AddrPort) (*Conn, error) {
 	c, err := d.DialContext(ctx, "udp", raddr.String())
 	if err != nil {
 		return nil, fmt.Errorf("dial udp %s: %w", raddr, err)
+	}
+	return newConn(c.(*net.UDPConn))
+}
+
+// DialUDPFrom is DialUDP from a chosen local address (a fixed port).
+func DialUDPFrom(ctx context.Context, laddr, raddr netip.AddrPort) (*Conn, error) {
+	d := net.Dialer{Control: enableStamps, LocalAddr: net.UDPAddrFromAddrPort(laddr)}
+	c, err := d.DialContext(ctx, "udp", raddr.String())
+	if err != nil {
+		return nil, fmt.Errorf("dial udp %s from %s: %w", raddr, laddr, err)
 	}
 	return newConn(c.(*net.UDPConn))
 }
@@ -317,46 +323,4 @@ func HoldRxStamps(ctx context.Context) (*Conn, error) {
 	}
 	c.Close()
 	return nil, errors.New("hold rx timestamps: the kernel did not start stamping received datagrams within 1 s")
-}
-
-// SendBatch sends the datagrams back to back with one sendmmsg (to the
-// connected peer when to is not valid). It returns the transmit key of the
-// first datagram sent (the rest follow in order), the user-space time before
-// the syscall, and how many were sent.
-func (c *Conn) SendBatch(bufs [][]byte, to netip.AddrPort) (first uint32, user int64, n int, err error) {
-	if c.batch == nil {
-		if c.LocalAddr().Addr().Is4() {
-			c.batch = ipv4.NewPacketConn(c.uc)
-		} else {
-			c.batch = ipv6.NewPacketConn(c.uc) // its Message is the same type
-		}
-	}
-	if cap(c.msgs) < len(bufs) {
-		c.msgs = make([]ipv4.Message, len(bufs))
-	}
-	msgs := c.msgs[:len(bufs)]
-	var addr net.Addr
-	if to.IsValid() {
-		addr = net.UDPAddrFromAddrPort(to)
-	}
-	for i, b := range bufs {
-		msgs[i] = ipv4.Message{Buffers: [][]byte{b}, Addr: addr}
-	}
-	first = c.sent
-	user = MonotonicNow()
-	// WriteBatch may send fewer than asked; carry on from where it stopped.
-	for n < len(msgs) {
-		k, werr := c.batch.WriteBatch(msgs[n:], 0)
-		if k > 0 {
-			n += k
-			c.sent += uint32(k)
-		}
-		if werr != nil {
-			return first, user, n, fmt.Errorf("sendmmsg: %w", werr)
-		}
-		if k == 0 {
-			break
-		}
-	}
-	return first, user, n, nil
 }

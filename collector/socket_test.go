@@ -104,3 +104,59 @@ func TestRecvDoesNotAllocate(t *testing.T) {
 		t.Fatalf("send+recv allocates %.1f times", allocs)
 	}
 }
+
+// A receiver that reads nothing while 2000 datagrams arrive into a small
+// buffer: what it then reads plus what Drops counts is exactly what was sent.
+func TestDropsAccountForEveryDatagram(t *testing.T) {
+	ctx := context.Background()
+	srv, err := ListenUDP(ctx, netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	rcv, _, err := srv.Apply(SocketOptions{RcvBuf: 4096, DSCP: 46, TTL: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rcv > 16384 {
+		t.Fatalf("SO_RCVBUF reads back %d", rcv)
+	}
+	cli, err := DialUDP(ctx, srv.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	const sent = 2000
+	bufs := make([][]byte, 50)
+	for i := range bufs {
+		bufs[i] = make([]byte, 200)
+	}
+	for range sent / len(bufs) {
+		if _, _, n, err := cli.SendBatch(bufs, netip.AddrPort{}); err != nil || n != len(bufs) {
+			t.Fatalf("sent %d: %v", n, err)
+		}
+	}
+	got := 0
+	out := make([]Datagram, 50)
+	srv.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	for {
+		n, err := srv.RecvBatch(bufs, out)
+		if err != nil {
+			break
+		}
+		for _, d := range out[:n] {
+			if d.N != 200 || !d.Stamps.Has(dump.SourceUser) {
+				t.Fatalf("datagram %+v", d)
+			}
+		}
+		got += n
+	}
+	drops, err := srv.Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sent %d, received %d, dropped %d", sent, got, drops)
+	if drops == 0 || got+int(drops) != sent {
+		t.Fatalf("received %d + dropped %d != sent %d", got, drops, sent)
+	}
+}

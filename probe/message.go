@@ -8,7 +8,7 @@ import (
 
 // ProtocolVersion is bumped on every incompatible change of the control
 // protocol; client and agent must speak the same one.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // Message is one control frame: exactly one of its fields is set.
 type Message struct {
@@ -147,7 +147,13 @@ type TrainsReceived struct {
 type EchoParams struct {
 	Count    int           `msgpack:"count"`    // packets
 	Size     int           `msgpack:"size"`     // UDP payload bytes
-	Interval time.Duration `msgpack:"interval"` // between sends
+	Interval time.Duration `msgpack:"interval"` // between sends; 0: back to back
+	// Socket settings for both ends (the agent applies them to its socket
+	// and replies): buffer sizes in bytes, DSCP, TTL; 0: the defaults.
+	RcvBuf int `msgpack:"rcvbuf,omitempty"`
+	SndBuf int `msgpack:"sndbuf,omitempty"`
+	DSCP   int `msgpack:"dscp,omitempty"`
+	TTL    int `msgpack:"ttl,omitempty"`
 }
 
 // Opened grants a session (agent -> client).
@@ -168,15 +174,18 @@ type Stamps struct {
 
 // AgentStamp is what the agent saw of one echoed packet.
 type AgentStamp struct {
-	Seq uint32      `msgpack:"seq"`
-	Rx  dump.Stamps `msgpack:"rx"`
-	Tx  dump.Stamps `msgpack:"tx"`
+	Seq   uint32      `msgpack:"seq"`
+	Rx    dump.Stamps `msgpack:"rx"`
+	Tx    dump.Stamps `msgpack:"tx"`
+	Order uint32      `msgpack:"order"` // its position in the agent's arrival order, from 1
 }
 
 // Done closes a session's results.
 type Done struct {
-	Received int `msgpack:"received"` // probes accepted
-	Ignored  int `msgpack:"ignored"`  // datagrams not answered (foreign, malformed, over the limit)
+	Received    int    `msgpack:"received"`     // probes accepted
+	Ignored     int    `msgpack:"ignored"`      // datagrams not answered (foreign, malformed, over the limit)
+	Corrupted   int    `msgpack:"corrupted"`    // probes that failed the agent's checksum
+	SocketDrops uint64 `msgpack:"socket_drops"` // datagrams the agent's socket buffer overflowed with
 }
 
 // Error refuses a request; the agent hangs up after protocol faults.

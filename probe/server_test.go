@@ -48,7 +48,7 @@ func echoOK(t *testing.T, addr string, key []byte) *EchoResult {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	res, err := c.Echo(ctx, EchoParams{Count: 20, Size: 100, Interval: time.Millisecond}, time.Second)
+	res, err := c.Echo(ctx, EchoParams{Count: 20, Size: 100, Interval: time.Millisecond}, EchoOptions{Wait: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,15 +226,20 @@ func TestSessionLimits(t *testing.T) {
 	defer c.Close()
 	for _, p := range []EchoParams{
 		{Count: 51, Size: 64},
-		{Count: 10, Size: 8},
 		{Count: 10, Size: 64, Interval: -time.Second},
+		{Count: 10, Size: 64, DSCP: 64},
+		{Count: 10, Size: 64, RcvBuf: 1 << 30},
 	} {
-		if _, err := c.Echo(ctx, p, time.Second); err == nil || !strings.Contains(err.Error(), "agent refused") {
+		if _, err := c.Echo(ctx, p, EchoOptions{Wait: time.Second}); err == nil || !strings.Contains(err.Error(), "agent refused") {
 			t.Fatalf("%+v: err = %v", p, err)
 		}
 	}
+	// Too small for the header and checksum: refused before asking.
+	if _, err := c.Echo(ctx, EchoParams{Count: 10, Size: 8}, EchoOptions{Wait: time.Second}); err == nil || !strings.Contains(err.Error(), "need 20") {
+		t.Fatalf("8-byte probes: %v", err)
+	}
 	// A refused request leaves the connection usable.
-	if _, err := c.Echo(ctx, EchoParams{Count: 5, Size: 64}, time.Second); err != nil {
+	if _, err := c.Echo(ctx, EchoParams{Count: 5, Size: 64}, EchoOptions{Wait: time.Second}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -242,7 +247,7 @@ func TestSessionLimits(t *testing.T) {
 	started := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.Echo(ctx, EchoParams{Count: 50, Size: 64, Interval: 10 * time.Millisecond}, time.Second)
+		_, err := c.Echo(ctx, EchoParams{Count: 50, Size: 64, Interval: 10 * time.Millisecond}, EchoOptions{Wait: time.Second})
 		done <- err
 	}()
 	go func() {
@@ -257,7 +262,7 @@ func TestSessionLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	if _, err := c2.Echo(ctx, EchoParams{Count: 5, Size: 64}, time.Second); err == nil || !strings.Contains(err.Error(), "busy") {
+	if _, err := c2.Echo(ctx, EchoParams{Count: 5, Size: 64}, EchoOptions{Wait: time.Second}); err == nil || !strings.Contains(err.Error(), "busy") {
 		t.Fatalf("second session: %v", err)
 	}
 	if err := <-done; err != nil {
@@ -332,7 +337,7 @@ func TestConcurrentClients(t *testing.T) {
 				return err
 			}
 			defer c.Close()
-			res, err := c.Echo(context.Background(), EchoParams{Count: 200, Size: 64, Interval: 200 * time.Microsecond}, time.Second)
+			res, err := c.Echo(context.Background(), EchoParams{Count: 200, Size: 64, Interval: 200 * time.Microsecond}, EchoOptions{Wait: time.Second})
 			if err != nil {
 				return err
 			}

@@ -36,9 +36,10 @@ func app() *cli.App {
 			&cli.StringFlag{Name: "read", Aliases: []string{"r"}, Required: true, Usage: "dump file written by probe measure -w"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto, hw, ebpf, sw, user"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "csv", Usage: "echo: print CSV, a row per measurement"},
 			&cli.Float64Flag{Name: "bin-width", Aliases: []string{"b"}, Usage: "capacity: histogram bin width, Mbit/s (default: from the preliminary trains)"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "capacity: print through this format: " + report.FormatTokens},
-			&cli.StringFlag{Name: "plot", Usage: "capacity: draw the dispersion histogram to this .png or .svg"},
+			&cli.StringFlag{Name: "plot", Usage: "capacity: draw the dispersion histogram to this .png or .svg; echo: draw plots into this directory"},
 		},
 		Action: estimate,
 	}
@@ -60,7 +61,7 @@ func estimate(c *cli.Context) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	h := r.Header()
-	var echoes []dump.EchoRecord
+	var points []report.EchoMeasurement
 	var trains []dump.Train
 	if st, err := f.Stat(); err == nil {
 		// A train record takes ~40 bytes: size the slice once rather than
@@ -73,7 +74,7 @@ func estimate(c *cli.Context) error {
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		if errors.Is(err, dump.ErrTruncated) && len(echoes)+len(trains) > 0 {
+		if errors.Is(err, dump.ErrTruncated) && len(points)+len(trains) > 0 {
 			// What was read is still a measurement; say what is missing.
 			fmt.Fprintf(os.Stderr, "estimate: %s: %v; estimating from the records read\n", path, err)
 			break
@@ -82,8 +83,15 @@ func estimate(c *cli.Context) error {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 		switch {
+		case rec.Point != nil:
+			points = append(points, report.EchoMeasurement{Point: *rec.Point})
 		case rec.Echo != nil:
-			echoes = append(echoes, *rec.Echo)
+			if len(points) == 0 { // a dump of one measurement without its point
+				info := report.EchoInfoFromMeta(h.Meta)
+				points = append(points, report.EchoMeasurement{Point: dump.EchoPoint{Size: info.Size, Wait: info.Interval, Count: info.Count, IPHeader: 28}})
+			}
+			last := &points[len(points)-1]
+			last.Records = append(last.Records, *rec.Echo)
 		case rec.Train != nil:
 			trains = append(trains, *rec.Train)
 		case rec.End != nil:
@@ -92,7 +100,13 @@ func estimate(c *cli.Context) error {
 	}
 	switch h.Mode {
 	case "echo":
-		return report.Echo(os.Stdout, report.EchoInfoFromMeta(h.Meta), echoes, src, c.Bool("json"))
+		format := "text"
+		if c.Bool("json") {
+			format = "json"
+		} else if c.Bool("csv") {
+			format = "csv"
+		}
+		return report.Echo(os.Stdout, report.EchoInfoFromMeta(h.Meta), points, src, format, c.String("plot"))
 	case "capacity":
 		info := report.CapacityInfoFromMeta(h.Meta)
 		if end == nil {

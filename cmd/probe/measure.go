@@ -28,10 +28,22 @@ func measureCommand() *cli.Command {
 			keyFileFlag(),
 			ebpfFlag(),
 
-			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 100, Usage: "echo: probes to send"},
-			&cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: 64, Usage: "echo: UDP payload bytes per probe"},
-			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: 10 * time.Millisecond, Usage: "echo: time between probes"},
-			&cli.DurationFlag{Name: "wait", Value: time.Second, Usage: "echo: how long to wait for replies after the last probe"},
+			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 100, Usage: "echo: probes per measurement"},
+			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Usage: "echo: probes per measurement as a duration at --interval (isochronous: -i 1ms -d 10s)"},
+			&cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: 64, Usage: "echo: UDP payload bytes per probe (the first of a sweep)"},
+			&cli.IntFlag{Name: "size-to", Usage: "echo: sweep payload sizes up to this (with --size-step)"},
+			&cli.IntFlag{Name: "size-step", Usage: "echo: payload size increment of a sweep"},
+			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: 10 * time.Millisecond, Usage: "echo: wait between probes, 0 for back to back (the first of a sweep)"},
+			&cli.DurationFlag{Name: "interval-to", Usage: "echo: sweep waits up to this (with --interval-step)"},
+			&cli.DurationFlag{Name: "interval-step", Usage: "echo: wait increment of a sweep"},
+			&cli.IntFlag{Name: "measurements", Value: 1, Usage: "echo: how many times to run the sweep"},
+			&cli.DurationFlag{Name: "wait", Value: 2 * time.Second, Usage: "echo: longest wait for replies after the last probe (it ends 200 ms after the last reply)"},
+			&cli.IntFlag{Name: "rcvbuf", Usage: "echo: socket receive buffer, bytes, both ends"},
+			&cli.IntFlag{Name: "sndbuf", Usage: "echo: socket send buffer, bytes, both ends"},
+			&cli.IntFlag{Name: "dscp", Usage: "echo: DSCP of probes and replies, 0..63"},
+			&cli.IntFlag{Name: "ttl", Usage: "echo: IP TTL of probes and replies"},
+			&cli.UintFlag{Name: "udp-port", Usage: "echo: this host's UDP port (default: any)"},
+			&cli.BoolFlag{Name: "csv", Usage: "echo: print CSV, a row per measurement"},
 
 			&cli.BoolFlag{Name: "reverse", Aliases: []string{"R"}, Usage: "capacity: measure from this host to the agent"},
 			&cli.BoolFlag{Name: "quick", Usage: "capacity: preliminary trains and a short check of the sustained rate only"},
@@ -41,7 +53,7 @@ func measureCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-train", Value: 50, Usage: "capacity: longest train to try"},
 			&cli.Float64Flag{Name: "bin-width", Aliases: []string{"b"}, Usage: "capacity: histogram bin width, Mbit/s (default: from the preliminary trains)"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "capacity: print through this format: " + report.FormatTokens},
-			&cli.StringFlag{Name: "plot", Usage: "capacity: draw the dispersion histogram to this .png or .svg"},
+			&cli.StringFlag{Name: "plot", Usage: "capacity: draw the dispersion histogram to this .png or .svg; echo: draw rate-against-wait and RTT CDF plots into this directory"},
 		},
 		Action: measure,
 	}
@@ -80,27 +92,6 @@ func measure(c *cli.Context) error {
 		return measureCapacity(ctx, c, cl, src)
 	}
 	return measureEcho(ctx, c, cl, src)
-}
-
-func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source) error {
-	p := probe.EchoParams{Count: c.Int("count"), Size: c.Int("size"), Interval: c.Duration("interval")}
-	if p.Count < 1 {
-		return fmt.Errorf("--count %d: send at least one probe", p.Count)
-	}
-	res, err := cl.Echo(ctx, p, c.Duration("wait"))
-	if err != nil {
-		return err
-	}
-	info := report.EchoInfo{Agent: cl.AgentAddr().String(), Count: p.Count, Size: p.Size, Interval: p.Interval}
-	if path := c.String("write"); path != "" {
-		if err := writeEchoDump(path, info, res.Records); err != nil {
-			return err
-		}
-	}
-	if res.Interrupted {
-		fmt.Fprintf(os.Stderr, "probe: interrupted after %d of %d probes; reporting those\n", len(res.Records), p.Count)
-	}
-	return report.Echo(os.Stdout, info, res.Records, src, c.Bool("json"))
 }
 
 func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source) error {
@@ -162,27 +153,4 @@ func printCapacity(c *cli.Context, info report.CapacityInfo, trains []dump.Train
 		return err
 	}
 	return report.Capacity(os.Stdout, c.String("format"), c.Bool("json"), c.String("plot"), info, est)
-}
-
-func writeEchoDump(path string, info report.EchoInfo, recs []dump.EchoRecord) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("write dump: %w", err)
-	}
-	w, err := dump.NewWriter(f, dump.Header{Mode: "echo", Created: time.Now(), Meta: info.Meta()})
-	if err != nil {
-		f.Close()
-		return err
-	}
-	for i := range recs {
-		if err := w.Write(&dump.Record{Echo: &recs[i]}); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return fmt.Errorf("write dump: %w", err)
-	}
-	return f.Close()
 }

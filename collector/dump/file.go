@@ -31,6 +31,7 @@ type Header struct {
 // by hand, for speed; the rest by reflection.
 type Record struct {
 	Echo  *EchoRecord `msgpack:"echo,omitempty"`
+	Point *EchoPoint  `msgpack:"point,omitempty"`
 	Train *Train      `msgpack:"train,omitempty"`
 	End   *End        `msgpack:"end,omitempty"`
 }
@@ -40,6 +41,7 @@ const (
 	recordEcho  = 1
 	recordTrain = 2
 	recordEnd   = 3
+	recordPoint = 4
 )
 
 // EncodeMsgpack implements msgpack.CustomEncoder.
@@ -53,6 +55,8 @@ func (r *Record) EncodeMsgpack(enc *msgpack.Encoder) error {
 		kind, v = recordTrain, r.Train
 	case r.End != nil:
 		kind, v = recordEnd, r.End
+	case r.Point != nil:
+		kind, v = recordPoint, r.Point
 	default:
 		return errors.New("empty dump record")
 	}
@@ -95,6 +99,9 @@ func (r *Reader) decodeRecord() (err error) {
 	case recordEnd:
 		r.end, r.rec.End = End{}, &r.end
 		return r.dec.Decode(&r.end)
+	case recordPoint:
+		r.point, r.rec.Point = EchoPoint{}, &r.point
+		return r.dec.Decode(&r.point)
 	}
 	return fmt.Errorf("%w: unknown record kind %d", errWire, kind)
 }
@@ -143,6 +150,7 @@ type Reader struct {
 	train Train
 	echo  EchoRecord
 	end   End
+	point EchoPoint
 }
 
 // NewReader reads and checks the header.

@@ -1,11 +1,15 @@
-// Package report prints results for people (text) and programs (JSON); the
-// probe and estimate commands share it so that both print the same report.
+// Package report prints results for people (text) and programs (JSON, CSV);
+// the probe and estimate commands share it so that both print the same.
 package report
 
 import (
+	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"text/tabwriter"
 	"time"
 
 	"github.com/probe-dev/probe/collector/dump"
@@ -18,56 +22,6 @@ type EchoInfo struct {
 	Count    int           `json:"count"`
 	Size     int           `json:"size"` // UDP payload bytes
 	Interval time.Duration `json:"interval_ns"`
-}
-
-// EchoText prints an echo summary for people.
-func EchoText(w io.Writer, info EchoInfo, s estimator.EchoSummary) {
-	fmt.Fprintf(w, "echo to %s: %d probes of %d B UDP payload every %v\n", info.Agent, info.Count, info.Size, info.Interval)
-	fmt.Fprintf(w, "sent %d  received %d  lost %d (%.1f %%)  duplicates %d\n",
-		s.Sent, s.Received, s.Lost(), 100*float64(s.Lost())/float64(max(s.Sent, 1)), s.Duplicates)
-	fmt.Fprintf(w, "RTT  %-6s min %-9s median %-9s max %-9s mean %-9s stddev %-9s n=%d  (kernel timestamps, agent turnaround subtracted)\n",
-		s.Kernel.Source(), us(s.Kernel.Min), us(s.Kernel.Median), us(s.Kernel.Max), us(s.Kernel.Mean), us(s.Kernel.Stddev), s.Kernel.N)
-	if s.User.N > 0 {
-		fmt.Fprintf(w, "RTT  %-6s min %-9s median %-9s max %-9s mean %-9s stddev %-9s n=%d  (user space, turnaround included)\n",
-			"user", us(s.User.Min), us(s.User.Median), us(s.User.Max), us(s.User.Mean), us(s.User.Stddev), s.User.N)
-	}
-	if s.Unstamped > 0 {
-		fmt.Fprintf(w, "note: %d replies lacked %s timestamps and are left out of the kernel RTT\n", s.Unstamped, s.Kernel.Source())
-	}
-}
-
-func us(d time.Duration) string { return fmt.Sprintf("%.1fµs", float64(d)/1e3) }
-
-type rttJSON struct {
-	Source   string  `json:"source"`
-	N        int     `json:"n"`
-	MinUs    float64 `json:"min_us"`
-	MedianUs float64 `json:"median_us"`
-	MeanUs   float64 `json:"mean_us"`
-	MaxUs    float64 `json:"max_us"`
-	StddevUs float64 `json:"stddev_us"`
-}
-
-func rttOf(r estimator.RTT) rttJSON {
-	f := func(d time.Duration) float64 { return float64(d) / 1e3 }
-	return rttJSON{r.Source(), r.N, f(r.Min), f(r.Median), f(r.Mean), f(r.Max), f(r.Stddev)}
-}
-
-// EchoJSON prints an echo summary as one JSON object.
-func EchoJSON(w io.Writer, info EchoInfo, s estimator.EchoSummary) error {
-	out := struct {
-		EchoInfo
-		Sent       int     `json:"sent"`
-		Received   int     `json:"received"`
-		Lost       int     `json:"lost"`
-		Duplicates int     `json:"duplicates"`
-		Unstamped  int     `json:"unstamped"`
-		RTT        rttJSON `json:"rtt"`
-		UserRTT    rttJSON `json:"user_rtt"`
-	}{info, s.Sent, s.Received, s.Lost(), s.Duplicates, s.Unstamped, rttOf(s.Kernel), rttOf(s.User)}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
 }
 
 // Meta stores info in a dump header.
@@ -86,17 +40,264 @@ func EchoInfoFromMeta(m map[string]string) EchoInfo {
 	return i
 }
 
-// Echo computes the summary of recs with timestamps of src and prints it.
-func Echo(w io.Writer, info EchoInfo, recs []dump.EchoRecord, src dump.Source, asJSON bool) error {
-	s, err := estimator.Echo(recs, src)
-	if err != nil {
-		return err
+// EchoMeasurement is one point of an echo run and its records.
+type EchoMeasurement struct {
+	Point   dump.EchoPoint
+	Records []dump.EchoRecord
+}
+
+// echoRow is one measurement's statistics, as printed.
+type echoRow struct {
+	Point dump.EchoPoint
+	Stats estimator.EchoSummary
+	Err   string // the measurement gave no statistics, e.g. everything lost
+}
+
+// Echo computes each measurement's statistics with timestamps of src and
+// prints them as format says (text, json, csv); with plotDir, it also draws
+// the plots there.
+func Echo(w io.Writer, info EchoInfo, points []EchoMeasurement, src dump.Source, format, plotDir string) error {
+	if len(points) == 0 {
+		return errors.New("no echo measurement to report")
 	}
-	if asJSON {
-		return EchoJSON(w, info, s)
+	rows := make([]echoRow, len(points))
+	ok := 0
+	var firstErr error
+	for i, p := range points {
+		s, err := estimator.EchoStats(p.Point, p.Records, src)
+		rows[i] = echoRow{Point: p.Point, Stats: s}
+		if err != nil {
+			rows[i].Err = err.Error()
+			firstErr = cmpErr(firstErr, err)
+			continue
+		}
+		ok++
 	}
-	EchoText(w, info, s)
-	return nil
+	if plotDir != "" {
+		if err := PlotEcho(plotDir, info, points, rows); err != nil {
+			return err
+		}
+	}
+	var err error
+	switch format {
+	case "json":
+		err = echoJSON(w, info, rows)
+	case "csv":
+		err = echoCSV(w, rows)
+	default:
+		echoText(w, info, rows)
+	}
+	if err == nil && ok == 0 {
+		// Exit non-zero when nothing could be measured, but only after
+		// printing what happened to every probe.
+		err = firstErr
+	}
+	return err
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/1e3) }
+
+func echoText(w io.Writer, info EchoInfo, rows []echoRow) {
+	if len(rows) == 1 {
+		echoPointText(w, info, rows[0])
+		return
+	}
+	fmt.Fprintf(w, "echo to %s: %d measurements; RTT in µs from kernel timestamps, agent turnaround subtracted; rates in Mbit/s\n", info.Agent, len(rows))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "size B\twait µs\tsent\tlost there\tlost back\tdup\treord\tcorrupt\tRTT min\tmedian\tp99\tmax\tsrc\tuser med\tjitter there\tback\tsend Mb/s\trecv Mb/s\trecv IP\tµs/frame\t")
+	for _, r := range rows {
+		s := r.Stats
+		if r.Err != "" && s.Received == 0 {
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t\t\t\t%s\t\n", r.Point.Size, us(r.Point.Wait), s.Sent, s.LostThere, s.LostBack, r.Err)
+			continue
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%s\t\n",
+			r.Point.Size, us(r.Point.Wait), s.Sent, s.LostThere, s.LostBack, s.Duplicates, s.ReorderRoundTrip.Count,
+			s.CorruptedThere+s.CorruptedBack, us(s.Kernel.Min), us(s.Kernel.Median), us(s.Kernel.P99), us(s.Kernel.Max),
+			s.Kernel.Source(), us(s.User.Median), us(s.There.Jitter), us(s.Back.Jitter),
+			s.SendRate/1e6, s.RecvRate/1e6, s.RecvRateIP/1e6, us(s.TimePerFrame))
+	}
+	tw.Flush()
+}
+
+func echoPointText(w io.Writer, info EchoInfo, r echoRow) {
+	s, p := r.Stats, r.Point
+	fmt.Fprintf(w, "echo to %s: %d probes of %d B UDP payload every %v\n", info.Agent, p.Count, p.Size, p.Wait)
+	fmt.Fprintf(w, "sent %d  received %d  lost %d (%.1f %%): there %d, back %d  duplicates %d  corrupted %d there, %d back\n",
+		s.Sent, s.Received, s.Lost(), 100*float64(s.Lost())/float64(max(s.Sent, 1)), s.LostThere, s.LostBack,
+		s.Duplicates, s.CorruptedThere, s.CorruptedBack)
+	if s.AgentSocketDrops+s.ClientSocketDrops > 0 {
+		fmt.Fprintf(w, "socket buffers overflowed: agent %d, client %d (explain %d lost there, %d back)\n",
+			s.AgentSocketDrops, s.ClientSocketDrops, s.ExplainedThere, s.ExplainedBack)
+	}
+	if r.Err != "" && s.Kernel.N == 0 {
+		fmt.Fprintf(w, "no RTT: %s\n", r.Err)
+		return
+	}
+	rtt := func(name string, t estimator.RTT, note string) {
+		fmt.Fprintf(w, "RTT  %-7s min %-8s median %-8s p90 %-8s p99 %-8s p99.9 %-8s max %-8s mean %-8s stddev %-8s n=%d  %s\n",
+			name, us(t.Min), us(t.Median), us(t.P90), us(t.P99), us(t.P999), us(t.Max), us(t.Mean), us(t.Stddev), t.N, note)
+	}
+	rtt(s.Kernel.Source(), s.Kernel, "µs, kernel timestamps, agent turnaround subtracted")
+	if s.User.N > 0 {
+		rtt("user", s.User, "µs, user space, turnaround included")
+	}
+	for _, v := range []struct {
+		name string
+		v    estimator.Variation
+	}{{"there", s.There}, {"back", s.Back}, {"rtt", s.RoundTrip}} {
+		if v.v.N > 0 {
+			fmt.Fprintf(w, "delay variation %-5s jitter %s µs (RFC 3550), PDV p50 %s p99 %s max %s µs\n",
+				v.name, us(v.v.Jitter), us(v.v.PDV50), us(v.v.PDV99), us(v.v.PDVMax))
+		}
+	}
+	fmt.Fprintf(w, "reordering (RFC 4737): there %d (%.2f %%, max extent %d), round trip %d (%.2f %%, max extent %d)\n",
+		s.ReorderThere.Count, 100*s.ReorderThere.Ratio, s.ReorderThere.MaxExtent,
+		s.ReorderRoundTrip.Count, 100*s.ReorderRoundTrip.Ratio, s.ReorderRoundTrip.MaxExtent)
+	fmt.Fprintf(w, "rates (%s stamps): send %.3f Mbit/s payload, %.3f IP; receive %.3f payload, %.3f IP; %s µs per frame\n",
+		s.RateSource, s.SendRate/1e6, s.SendRateIP/1e6, s.RecvRate/1e6, s.RecvRateIP/1e6, us(s.TimePerFrame))
+	if s.ScheduledSends > 0 {
+		fmt.Fprintf(w, "send schedule: mean error %s µs (%.2f %% of the interval), max %s µs, %d missed slots of %d\n",
+			us(s.ScheduleMeanErr), s.ScheduleErrPct, us(s.ScheduleMaxErr), s.Missed, s.ScheduledSends)
+	}
+	if s.Unstamped > 0 {
+		fmt.Fprintf(w, "note: %d replies lacked %s timestamps and are left out of the kernel RTT\n", s.Unstamped, s.Kernel.Source())
+	}
+}
+
+type rttJSON struct {
+	Source   string  `json:"source"`
+	N        int     `json:"n"`
+	MinUs    float64 `json:"min_us"`
+	MedianUs float64 `json:"median_us"`
+	MeanUs   float64 `json:"mean_us"`
+	P90Us    float64 `json:"p90_us"`
+	P99Us    float64 `json:"p99_us"`
+	P999Us   float64 `json:"p999_us"`
+	MaxUs    float64 `json:"max_us"`
+	StddevUs float64 `json:"stddev_us"`
+}
+
+func rttOf(r estimator.RTT) rttJSON {
+	return rttJSON{r.Source(), r.N, usf(r.Min), usf(r.Median), usf(r.Mean), usf(r.P90), usf(r.P99), usf(r.P999), usf(r.Max), usf(r.Stddev)}
+}
+
+type variationJSON struct {
+	N        int     `json:"n"`
+	JitterUs float64 `json:"jitter_us"`
+	PDV50Us  float64 `json:"pdv_p50_us"`
+	PDV99Us  float64 `json:"pdv_p99_us"`
+	PDVMaxUs float64 `json:"pdv_max_us"`
+}
+
+func variationOf(v estimator.Variation) variationJSON {
+	return variationJSON{v.N, usf(v.Jitter), usf(v.PDV50), usf(v.PDV99), usf(v.PDVMax)}
+}
+
+// echoPointJSON is one measurement in JSON; for a single measurement its
+// fields are the top level, as before sweeps.
+type echoPointJSON struct {
+	Size              int                `json:"size"`
+	WaitUs            float64            `json:"wait_us"`
+	Sent              int                `json:"sent"`
+	Received          int                `json:"received"`
+	Lost              int                `json:"lost"`
+	LostThere         int                `json:"lost_there"`
+	LostBack          int                `json:"lost_back"`
+	AgentSocketDrops  uint64             `json:"agent_socket_drops"`
+	ClientSocketDrops uint64             `json:"client_socket_drops"`
+	Duplicates        int                `json:"duplicates"`
+	CorruptedThere    int                `json:"corrupted_there"`
+	CorruptedBack     int                `json:"corrupted_back"`
+	Unstamped         int                `json:"unstamped"`
+	RTT               rttJSON            `json:"rtt"`
+	UserRTT           rttJSON            `json:"user_rtt"`
+	There             variationJSON      `json:"there"`
+	Back              variationJSON      `json:"back"`
+	RoundTrip         variationJSON      `json:"round_trip"`
+	ReorderThere      estimator.Reorder  `json:"reorder_there"`
+	ReorderRoundTrip  estimator.Reorder  `json:"reorder_round_trip"`
+	Rates             map[string]float64 `json:"rates_bps"`
+	RateSource        string             `json:"rate_source"`
+	TimePerFrameUs    float64            `json:"time_per_frame_us"`
+	Schedule          *scheduleJSON      `json:"schedule,omitempty"`
+	Error             string             `json:"error,omitempty"`
+}
+
+type scheduleJSON struct {
+	Sends     int     `json:"sends"`
+	MeanErrUs float64 `json:"mean_error_us"`
+	MaxErrUs  float64 `json:"max_error_us"`
+	ErrPct    float64 `json:"error_pct"`
+	Missed    int     `json:"missed"`
+}
+
+func pointJSON(r echoRow) echoPointJSON {
+	s := r.Stats
+	out := echoPointJSON{
+		Size: r.Point.Size, WaitUs: usf(r.Point.Wait), Sent: s.Sent, Received: s.Received, Lost: s.Lost(),
+		LostThere: s.LostThere, LostBack: s.LostBack, AgentSocketDrops: s.AgentSocketDrops, ClientSocketDrops: s.ClientSocketDrops,
+		Duplicates: s.Duplicates, CorruptedThere: s.CorruptedThere, CorruptedBack: s.CorruptedBack, Unstamped: s.Unstamped,
+		RTT: rttOf(s.Kernel), UserRTT: rttOf(s.User),
+		There: variationOf(s.There), Back: variationOf(s.Back), RoundTrip: variationOf(s.RoundTrip),
+		ReorderThere: s.ReorderThere, ReorderRoundTrip: s.ReorderRoundTrip,
+		Rates:      map[string]float64{"send_payload": s.SendRate, "recv_payload": s.RecvRate, "send_ip": s.SendRateIP, "recv_ip": s.RecvRateIP},
+		RateSource: s.RateSource.String(), TimePerFrameUs: usf(s.TimePerFrame), Error: r.Err,
+	}
+	if s.ScheduledSends > 0 {
+		out.Schedule = &scheduleJSON{s.ScheduledSends, usf(s.ScheduleMeanErr), usf(s.ScheduleMaxErr), s.ScheduleErrPct, s.Missed}
+	}
+	return out
+}
+
+func echoJSON(w io.Writer, info EchoInfo, rows []echoRow) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if len(rows) == 1 {
+		return enc.Encode(struct {
+			Agent string `json:"agent"`
+			echoPointJSON
+		}{info.Agent, pointJSON(rows[0])})
+	}
+	pts := make([]echoPointJSON, len(rows))
+	for i, r := range rows {
+		pts[i] = pointJSON(r)
+	}
+	return enc.Encode(struct {
+		Agent        string          `json:"agent"`
+		Measurements []echoPointJSON `json:"measurements"`
+	}{info.Agent, pts})
+}
+
+// echoCSV prints a header and a row per measurement; times in µs, rates in
+// bit/s.
+func echoCSV(w io.Writer, rows []echoRow) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"size", "wait_us", "sent", "received", "lost_there", "lost_back", "agent_socket_drops", "client_socket_drops",
+		"duplicates", "reordered", "corrupted", "rtt_source", "rtt_min_us", "rtt_median_us", "rtt_mean_us", "rtt_p90_us", "rtt_p99_us",
+		"rtt_p999_us", "rtt_max_us", "rtt_stddev_us", "user_rtt_median_us", "jitter_there_us", "jitter_back_us", "pdv_there_p99_us",
+		"pdv_back_p99_us", "send_bps", "recv_bps", "send_ip_bps", "recv_ip_bps", "time_per_frame_us", "schedule_error_pct", "missed", "error"})
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+	d := func(v time.Duration) string { return f(usf(v)) }
+	i := strconv.Itoa
+	for _, r := range rows {
+		s := r.Stats
+		cw.Write([]string{i(r.Point.Size), d(r.Point.Wait), i(s.Sent), i(s.Received), i(s.LostThere), i(s.LostBack),
+			strconv.FormatUint(s.AgentSocketDrops, 10), strconv.FormatUint(s.ClientSocketDrops, 10), i(s.Duplicates),
+			i(s.ReorderRoundTrip.Count), i(s.CorruptedThere + s.CorruptedBack), s.Kernel.Source(), d(s.Kernel.Min), d(s.Kernel.Median),
+			d(s.Kernel.Mean), d(s.Kernel.P90), d(s.Kernel.P99), d(s.Kernel.P999), d(s.Kernel.Max), d(s.Kernel.Stddev), d(s.User.Median),
+			d(s.There.Jitter), d(s.Back.Jitter), d(s.There.PDV99), d(s.Back.PDV99), f(s.SendRate), f(s.RecvRate), f(s.SendRateIP),
+			f(s.RecvRateIP), d(s.TimePerFrame), f(s.ScheduleErrPct), i(s.Missed), r.Err})
+	}
+	cw.Flush()
+	return cw.Error()
 }
 
 // ParseTSSource reads a --ts-source value: auto or a source name.

@@ -4,12 +4,15 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/probe-dev/probe/estimator"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -101,5 +104,79 @@ func vline(p *plot.Plot, x float64, clr color.Color, label string) error {
 	l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
 	p.Add(l)
 	p.Legend.Add(label, l)
+	return nil
+}
+
+// PlotEcho draws into dir: rate.png and rate.svg, the receive data rate
+// against the wait between probes, a line per payload size; rtt-cdf.png and
+// rtt-cdf.svg, the CDF of the kernel RTT, a line per measurement (at most
+// twelve: the first ones).
+func PlotEcho(dir string, info EchoInfo, points []EchoMeasurement, rows []echoRow) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
+	rate := plot.New()
+	rate.Title.Text = fmt.Sprintf("echo to %s: receive data rate", info.Agent)
+	rate.X.Label.Text = "wait between probes, µs"
+	rate.Y.Label.Text = "received, Mbit/s of UDP payload"
+	bySize := map[int]plotter.XYs{}
+	var sizes []int
+	for _, r := range rows {
+		if r.Stats.Received == 0 {
+			continue
+		}
+		if _, ok := bySize[r.Point.Size]; !ok {
+			sizes = append(sizes, r.Point.Size)
+		}
+		bySize[r.Point.Size] = append(bySize[r.Point.Size], plotter.XY{X: usf(r.Point.Wait), Y: r.Stats.RecvRate / 1e6})
+	}
+	for k, size := range sizes {
+		pts := bySize[size]
+		sort.Slice(pts, func(i, j int) bool { return pts[i].X < pts[j].X })
+		l, s, err := plotter.NewLinePoints(pts)
+		if err != nil {
+			return fmt.Errorf("plot: %w", err)
+		}
+		l.Color, s.Color = plotutil.Color(k), plotutil.Color(k)
+		rate.Add(l, s)
+		rate.Legend.Add(fmt.Sprintf("%d B", size), l, s)
+	}
+	rate.Legend.Top = true
+
+	cdf := plot.New()
+	cdf.Title.Text = fmt.Sprintf("echo to %s: RTT (kernel timestamps, agent turnaround subtracted)", info.Agent)
+	cdf.X.Label.Text = "RTT, µs"
+	cdf.Y.Label.Text = "fraction of replies"
+	for k, r := range rows {
+		if k == 12 {
+			break
+		}
+		rtts := r.Stats.KernelRTTs(points[k].Records)
+		if len(rtts) == 0 {
+			continue
+		}
+		pts := make(plotter.XYs, len(rtts))
+		for i, d := range rtts {
+			pts[i] = plotter.XY{X: usf(d), Y: float64(i+1) / float64(len(rtts))}
+		}
+		l, err := plotter.NewLine(pts)
+		if err != nil {
+			return fmt.Errorf("plot: %w", err)
+		}
+		l.Color = plotutil.Color(k)
+		cdf.Add(l)
+		cdf.Legend.Add(fmt.Sprintf("%d B, wait %s µs", r.Point.Size, us(r.Point.Wait)), l)
+	}
+	cdf.Legend.Top, cdf.Legend.Left = false, false
+	for _, out := range []struct {
+		p    *plot.Plot
+		name string
+	}{{rate, "rate"}, {cdf, "rtt-cdf"}} {
+		for _, ext := range []string{".png", ".svg"} {
+			if err := out.p.Save(16*vg.Centimeter, 10*vg.Centimeter, filepath.Join(dir, out.name+ext)); err != nil {
+				return fmt.Errorf("plot: %w", err)
+			}
+		}
+	}
 	return nil
 }

@@ -1,0 +1,196 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/collector/dump"
+)
+
+// maxSocketBuffer bounds the socket buffers a client may ask the agent for.
+const maxSocketBuffer = 64 << 20
+
+func (s *Server) checkEcho(p EchoParams) error {
+	l := s.cfg.Limits
+	switch {
+	case p.Count < 1 || p.Count > l.MaxPackets:
+		return refusal("limit", "packet count %d outside 1..%d", p.Count, l.MaxPackets)
+	case p.Size < minEchoSize || p.Size > l.MaxPacketSize:
+		return refusal("limit", "packet size %d outside %d..%d bytes", p.Size, minEchoSize, l.MaxPacketSize)
+	case p.Interval < 0:
+		return refusal("bad-request", "negative interval %v", p.Interval)
+	case time.Duration(p.Count)*p.Interval > l.MaxDuration:
+		return refusal("limit", "%d packets every %v last longer than the agent's limit of %v", p.Count, p.Interval, l.MaxDuration)
+	case p.RcvBuf < 0 || p.RcvBuf > maxSocketBuffer || p.SndBuf < 0 || p.SndBuf > maxSocketBuffer:
+		return refusal("limit", "socket buffers %d/%d bytes outside 0..%d", p.RcvBuf, p.SndBuf, maxSocketBuffer)
+	case p.DSCP < 0 || p.DSCP > 63 || p.TTL < 0 || p.TTL > 255:
+		return refusal("bad-request", "DSCP %d or TTL %d out of range", p.DSCP, p.TTL)
+	}
+	return nil
+}
+
+// serveEcho is the agent's half of an echo session: it answers the client's
+// probes, one reply of the same length per probe, until the client says
+// Finish, then returns its timestamps.
+func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p EchoParams) error {
+	if err := s.checkEcho(p); err != nil {
+		return err
+	}
+	local := conn.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
+	peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	uc, err := collector.ListenUDP(ctx, netip.AddrPortFrom(local, 0))
+	if err != nil {
+		return err
+	}
+	defer uc.Close()
+	if _, _, err := uc.Apply(collector.SocketOptions{RcvBuf: p.RcvBuf, SndBuf: p.SndBuf, DSCP: p.DSCP, TTL: p.TTL}); err != nil {
+		return refusal("bad-request", "%v", err)
+	}
+	id := newSessionID()
+	port := uc.LocalAddr().Port()
+
+	sources := []string{dump.SourceSW.String(), dump.SourceUser.String()}
+	ebpf := newSeqStamps(p.Count, collector.KindReply, collector.KindRequest)
+	if s.cfg.Stamper != nil {
+		undo, err := stampSession(s.cfg.Stamper, id, port, peer, ebpf.sink)
+		if err != nil {
+			s.log.Warn("no eBPF timestamps for this session", "err", err)
+		} else {
+			defer undo()
+			sources = append([]string{dump.SourceEBPF.String()}, sources...)
+		}
+	}
+	if err := fc.write(&Message{Opened: &Opened{Session: id, Port: port, Sources: sources}}); err != nil {
+		return err
+	}
+
+	deadline := time.Now().Add(s.cfg.Limits.MaxDuration)
+	uc.SetReadDeadline(deadline)
+	e := &agentEcho{id: id, peer: peer, count: p.Count, conn: uc, rate: newBucket(s.cfg.Limits.MaxRate),
+		recs: make([]AgentStamp, 0, p.Count)}
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		e.run()
+	}()
+	conn.SetReadDeadline(deadline.Add(5 * time.Second))
+	m, err := fc.read()
+	uc.SetReadDeadline(time.Now()) // ends the loop
+	<-loopDone
+	conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		return err
+	}
+	if m.Finish == nil {
+		return fmt.Errorf("%w: expected finish, got %s", errMalformed, m.kind())
+	}
+
+	if err := drainTx(uc, len(e.recs), e.onTx); err != nil {
+		return err
+	}
+	if s.cfg.Stamper != nil {
+		if err := flush(ctx, s.cfg.Stamper); err != nil {
+			return err
+		}
+	}
+	drops, err := uc.Drops()
+	if err != nil {
+		s.log.Warn("socket drops unknown", "err", err)
+	}
+	ebpf.mu.Lock()
+	for i := range e.recs {
+		r := &e.recs[i]
+		r.Rx[dump.SourceEBPF] = ebpf.in[r.Seq]
+		r.Tx[dump.SourceEBPF] = ebpf.out[r.Seq]
+	}
+	ebpf.mu.Unlock()
+	for start := 0; start < len(e.recs); start += stampBatch {
+		batch := e.recs[start:min(start+stampBatch, len(e.recs))]
+		if err := fc.write(&Message{Stamps: &Stamps{Records: batch}}); err != nil {
+			return err
+		}
+	}
+	return fc.write(&Message{Done: &Done{Received: len(e.recs), Ignored: e.ignored, SocketDrops: drops, Corrupted: e.corrupted}})
+}
+
+// agentEcho answers one session's probes.
+type agentEcho struct {
+	id        uint32
+	peer      netip.Addr
+	count     int
+	conn      *collector.Conn
+	recs      []AgentStamp // one per reply sent, in order: index == transmit key
+	ignored   int
+	corrupted int
+	rate      *bucket
+}
+
+// run answers in batches: recvmmsg, check, sendmmsg of the replies.
+func (e *agentEcho) run() {
+	bufs := make([][]byte, collector.MaxBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65536)
+	}
+	in := make([]collector.Datagram, collector.MaxBatch)
+	out := make([][]byte, 0, collector.MaxBatch)
+	for {
+		n, err := e.conn.RecvBatch(bufs, in)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || collector.IsTimeout(err) {
+				return
+			}
+			continue
+		}
+		out = out[:0]
+		first := len(e.recs)
+		var to netip.AddrPort
+		for i := range n {
+			d := &in[i]
+			pkt := bufs[i][:d.N]
+			h, ok := collector.ParseProbeHeader(pkt)
+			// Only the client that opened the session is answered, at most
+			// once per agreed packet, never with more bytes than it sent, and
+			// only to the address of the batch's first probe, so that one
+			// sendmmsg carries the replies.
+			if !ok || h.Session != e.id || h.Kind != collector.KindRequest || d.N < minEchoSize ||
+				int(h.Seq) >= e.count || len(e.recs) >= e.count || d.From.Addr().Unmap() != e.peer ||
+				(to.IsValid() && d.From != to) || !e.rate.take(d.Stamps[dump.SourceUser]) {
+				e.ignored++
+				continue
+			}
+			to = d.From
+			pkt[12] = byte(collector.KindReply)
+			if !probeIntact(pkt) {
+				pkt[13] |= flagCorrupt
+				e.corrupted++
+			}
+			e.recs = append(e.recs, AgentStamp{Seq: h.Seq, Rx: d.Stamps, Order: uint32(len(e.recs) + 1)})
+			out = append(out, pkt)
+		}
+		if len(out) == 0 {
+			continue
+		}
+		_, user, sent, _ := e.conn.SendBatch(out, to)
+		for i := range sent {
+			e.recs[first+i].Tx[dump.SourceUser] = user
+		}
+		// A reply the kernel refused is not a reply: forget its record, so
+		// that records and transmit keys stay one to one.
+		e.recs = e.recs[:first+sent]
+		if len(e.recs)/collector.MaxBatch != first/collector.MaxBatch {
+			e.conn.TxStamps(e.onTx)
+		}
+	}
+}
+
+func (e *agentEcho) onTx(key uint32, s dump.Stamps) {
+	if int(key) < len(e.recs) {
+		e.recs[key].Tx[dump.SourceSW] = s[dump.SourceSW]
+		e.recs[key].Tx[dump.SourceHW] = s[dump.SourceHW]
+	}
+}

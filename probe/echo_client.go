@@ -1,0 +1,313 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/collector/dump"
+)
+
+// EchoResult is what an echo session measured, before any statistics.
+type EchoResult struct {
+	Params        EchoParams
+	Point         dump.EchoPoint    // parameters and host drop counts, for the dump and the estimator
+	Records       []dump.EchoRecord // one per probe sent, by sequence number
+	AgentSources  []string
+	ClientSources []string
+	AgentIgnored  int
+	Started       time.Time
+	Interrupted   bool // ctx ended before every probe was sent
+}
+
+// EchoOptions are the client-side settings of an echo session.
+type EchoOptions struct {
+	// Wait bounds the wait for replies after the last probe; the wait also
+	// ends once every probe has its reply, or none came for idleWait.
+	Wait      time.Duration
+	LocalPort uint16 // the client's UDP port; 0: any
+}
+
+// idleWait ends the wait for replies when none has come for this long.
+const idleWait = 200 * time.Millisecond
+
+// spinBefore is how long before a scheduled send the sender stops sleeping
+// and spins: timers wake tens of µs late, a spin does not.
+const spinBefore = 200 * time.Microsecond
+
+// Echo runs an echo session: it sends p.Count probes of p.Size bytes every
+// p.Interval (back to back, in batches, when 0), collects the replies, and
+// gathers both ends' timestamps. When ctx ends early it stops sending and
+// still returns what was measured.
+func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoResult, error) {
+	if p.Size < minEchoSize {
+		return nil, fmt.Errorf("echo payload of %d bytes: the probe header and checksum need %d", p.Size, minEchoSize)
+	}
+	if err := c.fc.write(&Message{Open: &Open{Mode: "echo", Echo: &p}}); err != nil {
+		return nil, err
+	}
+	m, err := c.expect("opened")
+	if err != nil {
+		return nil, err
+	}
+	op := m.Opened
+	agent := netip.AddrPortFrom(c.AgentAddr(), op.Port)
+	uc, err := c.dialUDP(ctx, agent, o.LocalPort)
+	if err != nil {
+		return nil, err
+	}
+	defer uc.Close()
+	if _, _, err := uc.Apply(collector.SocketOptions{RcvBuf: p.RcvBuf, SndBuf: p.SndBuf, DSCP: p.DSCP, TTL: p.TTL}); err != nil {
+		return nil, err
+	}
+	drops0, _ := uc.Drops()
+
+	res := &EchoResult{Params: p, AgentSources: op.Sources, Started: time.Now(),
+		ClientSources: []string{dump.SourceSW.String(), dump.SourceUser.String()},
+		Point:         dump.EchoPoint{Size: p.Size, Wait: p.Interval, Count: p.Count, IPHeader: ipOverhead(agent.Addr())}}
+	ebpf := newSeqStamps(p.Count, collector.KindRequest, collector.KindReply)
+	if c.cfg.Stamper != nil {
+		undo, err := stampSession(c.cfg.Stamper, op.Session, op.Port, agent.Addr(), ebpf.sink)
+		if err != nil {
+			return nil, fmt.Errorf("eBPF timestamps: %w", err)
+		}
+		defer undo()
+		res.ClientSources = append([]string{dump.SourceEBPF.String()}, res.ClientSources...)
+	}
+
+	recs := make([]dump.EchoRecord, p.Count)
+	for i := range recs {
+		recs[i].Seq, recs[i].Size = uint32(i), p.Size
+	}
+	rx := &echoReceiver{conn: uc, session: op.Session, recs: recs, pending: p.Count}
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		rx.run()
+	}()
+
+	tx := &echoSender{conn: uc, session: op.Session, p: p, recs: recs}
+	sent := tx.run(ctx)
+	res.Interrupted = sent < p.Count
+	rx.finish(o.Wait)
+	<-recvDone
+	rx.stop()
+	if err := drainTx(uc, len(tx.seqOfKey), tx.onTx); err != nil {
+		return nil, err
+	}
+	if drops1, err := uc.Drops(); err == nil {
+		res.Point.ClientSocketDrops = drops1 - drops0
+	}
+	if c.cfg.Stamper != nil {
+		if err := flush(ctx, c.cfg.Stamper); err != nil {
+			return nil, err
+		}
+		ebpf.mu.Lock()
+		for i := range recs {
+			recs[i].ClientTx[dump.SourceEBPF] = ebpf.out[i]
+			if recs[i].Replies > 0 {
+				recs[i].ClientRx[dump.SourceEBPF] = ebpf.in[i]
+			}
+		}
+		ebpf.mu.Unlock()
+	}
+
+	// The agent's records arrive after Finish, whatever ctx says, so that
+	// nothing measured is lost on Ctrl-C.
+	c.conn.SetDeadline(time.Now().Add(c.cfg.Timeout))
+	defer c.conn.SetDeadline(time.Time{})
+	if err := c.fc.write(&Message{Finish: &Finish{}}); err != nil {
+		return nil, err
+	}
+	for {
+		m, err := c.fc.read()
+		if err != nil {
+			return nil, fmt.Errorf("read agent records: %w", err)
+		}
+		switch {
+		case m.Stamps != nil:
+			for _, a := range m.Stamps.Records {
+				if int(a.Seq) < len(recs) && recs[a.Seq].AgentRx == (dump.Stamps{}) {
+					r := &recs[a.Seq]
+					r.AgentRx, r.AgentTx, r.AgentOrder = a.Rx, a.Tx, a.Order
+				}
+			}
+		case m.Done != nil:
+			res.AgentIgnored = m.Done.Ignored
+			res.Point.AgentSocketDrops = m.Done.SocketDrops
+			res.Records = recs[:sent]
+			return res, nil
+		case m.Error != nil:
+			return nil, fmt.Errorf("agent: %w", m.Error)
+		default:
+			return nil, fmt.Errorf("agent sent %s during results", m.kind())
+		}
+	}
+}
+
+func (c *Client) dialUDP(ctx context.Context, agent netip.AddrPort, localPort uint16) (*collector.Conn, error) {
+	if localPort == 0 {
+		return collector.DialUDP(ctx, agent)
+	}
+	any := netip.IPv4Unspecified()
+	if !agent.Addr().Is4() {
+		any = netip.IPv6Unspecified()
+	}
+	return collector.DialUDPFrom(ctx, netip.AddrPortFrom(any, localPort), agent)
+}
+
+// echoSender sends the probes of one session.
+type echoSender struct {
+	conn     *collector.Conn
+	session  uint32
+	p        EchoParams
+	recs     []dump.EchoRecord
+	seqOfKey []uint32 // transmit key -> sequence number
+}
+
+// run sends every probe and returns how many it sent. Paced probes go on an
+// absolute schedule (a late one does not delay the rest), each one sent when
+// its time comes: the sender sleeps until just before and spins the rest.
+// Back-to-back probes go in sendmmsg batches.
+func (s *echoSender) run(ctx context.Context) int {
+	s.seqOfKey = make([]uint32, 0, len(s.recs))
+	batch := 1
+	if s.p.Interval == 0 {
+		batch = collector.MaxBatch
+	}
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, s.p.Size)
+	}
+	start := collector.MonotonicNow()
+	for i := 0; i < len(s.recs); i += batch {
+		if ctx.Err() != nil {
+			return i
+		}
+		n := min(batch, len(s.recs)-i)
+		for k := range n {
+			fillProbe(bufs[k], collector.ProbeHeader{Session: s.session, Seq: uint32(i + k), Kind: collector.KindRequest})
+		}
+		if s.p.Interval > 0 {
+			at := start + int64(i)*int64(s.p.Interval)
+			if !waitUntil(ctx, at) {
+				return i
+			}
+			s.recs[i].Scheduled = at
+		}
+		first, user, sent, _ := s.conn.SendBatch(bufs[:n], netip.AddrPort{})
+		// A probe the kernel refused is counted as sent and lost: the send
+		// error is part of what happened to it.
+		for k := range sent {
+			s.recs[i+k].ClientTx[dump.SourceUser] = user
+			if uint32(len(s.seqOfKey)) == first+uint32(k) {
+				s.seqOfKey = append(s.seqOfKey, uint32(i+k))
+			}
+		}
+		if (i+n)%collector.MaxBatch < n {
+			s.conn.TxStamps(s.onTx)
+		}
+	}
+	return len(s.recs)
+}
+
+func (s *echoSender) onTx(key uint32, st dump.Stamps) {
+	if int(key) < len(s.seqOfKey) {
+		r := &s.recs[s.seqOfKey[key]]
+		r.ClientTx[dump.SourceSW] = st[dump.SourceSW]
+		r.ClientTx[dump.SourceHW] = st[dump.SourceHW]
+	}
+}
+
+// waitUntil sleeps until shortly before the monotonic time at, then spins;
+// false when ctx ended first.
+func waitUntil(ctx context.Context, at int64) bool {
+	if d := time.Duration(at-collector.MonotonicNow()) - spinBefore; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+	for collector.MonotonicNow() < at {
+	}
+	return true
+}
+
+// echoReceiver records the replies of a session.
+type echoReceiver struct {
+	conn    *collector.Conn
+	session uint32
+	recs    []dump.EchoRecord
+	pending int    // probes still without a reply
+	order   uint32 // replies so far
+	// until is the latest the wait for replies may end (CLOCK_MONOTONIC
+	// ns), once the sender is done; 0 before.
+	until atomic.Int64
+	cap   *time.Timer
+}
+
+// run records replies until every probe has one, or the socket's read
+// deadline passes (see finish).
+func (r *echoReceiver) run() {
+	bufs := make([][]byte, collector.MaxBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65536)
+	}
+	in := make([]collector.Datagram, collector.MaxBatch)
+	for r.pending > 0 {
+		n, err := r.conn.RecvBatch(bufs, in)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || collector.IsTimeout(err) {
+				return
+			}
+			continue // e.g. ECONNREFUSED from an ICMP error: keep listening
+		}
+		for i := range n {
+			r.record(bufs[i][:in[i].N], &in[i])
+		}
+		if until := r.until.Load(); until != 0 {
+			// The sender is done: each reply buys another idle period,
+			// up to the cap.
+			left := time.Duration(until - collector.MonotonicNow())
+			r.conn.SetReadDeadline(time.Now().Add(max(0, min(idleWait, left))))
+		}
+	}
+}
+
+func (r *echoReceiver) record(pkt []byte, d *collector.Datagram) {
+	h, ok := collector.ParseProbeHeader(pkt)
+	if !ok || h.Session != r.session || h.Kind != collector.KindReply || int(h.Seq) >= len(r.recs) {
+		return
+	}
+	rec := &r.recs[h.Seq]
+	rec.Replies++
+	if rec.Replies > 1 {
+		return
+	}
+	r.pending--
+	r.order++
+	rec.ClientRx, rec.ClientOrder = d.Stamps, r.order
+	if h.Flags&flagCorrupt != 0 {
+		rec.Corrupt |= dump.CorruptThere
+	} else if len(pkt) != rec.Size || !probeIntact(pkt) {
+		rec.Corrupt |= dump.CorruptBack
+	}
+}
+
+// finish bounds the wait for the last replies: idleWait after the last one,
+// wait at most.
+func (r *echoReceiver) finish(wait time.Duration) {
+	r.until.Store(collector.MonotonicNow() + int64(wait))
+	r.conn.SetReadDeadline(time.Now().Add(min(idleWait, wait)))
+	r.cap = time.AfterFunc(wait, func() { r.conn.SetReadDeadline(time.Now()) })
+}
+
+func (r *echoReceiver) stop() { r.cap.Stop() }
