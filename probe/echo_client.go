@@ -36,10 +36,6 @@ type EchoOptions struct {
 // idleWait ends the wait for replies when none has come for this long.
 const idleWait = 200 * time.Millisecond
 
-// spinBefore is how long before a scheduled send the sender stops sleeping
-// and spins: timers wake tens of µs late, a spin does not.
-const spinBefore = 200 * time.Microsecond
-
 // Echo runs an echo session: it sends p.Count probes of p.Size bytes every
 // p.Interval (back to back, in batches, when 0), collects the replies, and
 // gathers both ends' timestamps. When ctx ends early it stops sending and
@@ -92,7 +88,12 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 	}()
 
 	tx := &echoSender{conn: uc, session: op.Session, p: p, recs: recs}
-	sent := tx.run(ctx)
+	sent, err := tx.run(ctx)
+	if err != nil {
+		uc.Close()
+		<-recvDone
+		return nil, err
+	}
 	res.Interrupted = sent < p.Count
 	rx.finish(o.Wait)
 	<-recvDone
@@ -174,7 +175,7 @@ type echoSender struct {
 // absolute schedule (a late one does not delay the rest), each one sent when
 // its time comes: the sender sleeps until just before and spins the rest.
 // Back-to-back probes go in sendmmsg batches.
-func (s *echoSender) run(ctx context.Context) int {
+func (s *echoSender) run(ctx context.Context) (int, error) {
 	s.seqOfKey = make([]uint32, 0, len(s.recs))
 	batch := 1
 	if s.p.Interval == 0 {
@@ -184,10 +185,18 @@ func (s *echoSender) run(ctx context.Context) int {
 	for i := range bufs {
 		bufs[i] = make([]byte, s.p.Size)
 	}
+	var timer *schedTimer
+	if s.p.Interval > 0 {
+		var err error
+		if timer, err = newSchedTimer(); err != nil {
+			return 0, err
+		}
+		defer timer.close()
+	}
 	start := collector.MonotonicNow()
 	for i := 0; i < len(s.recs); i += batch {
 		if ctx.Err() != nil {
-			return i
+			return i, nil
 		}
 		n := min(batch, len(s.recs)-i)
 		for k := range n {
@@ -195,8 +204,8 @@ func (s *echoSender) run(ctx context.Context) int {
 		}
 		if s.p.Interval > 0 {
 			at := start + int64(i)*int64(s.p.Interval)
-			if !waitUntil(ctx, at) {
-				return i
+			if !timer.waitUntil(ctx, at) {
+				return i, nil
 			}
 			s.recs[i].Scheduled = at
 		}
@@ -213,7 +222,7 @@ func (s *echoSender) run(ctx context.Context) int {
 			s.conn.TxStamps(s.onTx)
 		}
 	}
-	return len(s.recs)
+	return len(s.recs), nil
 }
 
 func (s *echoSender) onTx(key uint32, st dump.Stamps) {
@@ -222,23 +231,6 @@ func (s *echoSender) onTx(key uint32, st dump.Stamps) {
 		r.ClientTx[dump.SourceSW] = st[dump.SourceSW]
 		r.ClientTx[dump.SourceHW] = st[dump.SourceHW]
 	}
-}
-
-// waitUntil sleeps until shortly before the monotonic time at, then spins;
-// false when ctx ended first.
-func waitUntil(ctx context.Context, at int64) bool {
-	if d := time.Duration(at-collector.MonotonicNow()) - spinBefore; d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return false
-		}
-	}
-	for collector.MonotonicNow() < at {
-	}
-	return true
 }
 
 // echoReceiver records the replies of a session.
