@@ -28,6 +28,9 @@ type ClientConfig struct {
 type Client struct {
 	cfg    ClientConfig
 	hold   io.Closer // keeps receive timestamps on
+	// relay, in tests, returns the address to send an echo session's
+	// probes to instead of the agent's.
+	relay func(agent netip.AddrPort) netip.AddrPort
 	conn   net.Conn
 	fc     *frameConn
 	limits Limits

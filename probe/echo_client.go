@@ -53,7 +53,11 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 	}
 	op := m.Opened
 	agent := netip.AddrPortFrom(c.AgentAddr(), op.Port)
-	uc, err := c.dialUDP(ctx, agent, o.LocalPort)
+	to := agent
+	if c.relay != nil {
+		to = c.relay(agent) // tests put a relay in the path
+	}
+	uc, err := c.dialUDP(ctx, to, o.LocalPort)
 	if err != nil {
 		return nil, err
 	}

@@ -204,3 +204,36 @@ func htbIface(ns, ifname string, rate uint64) error {
 	}
 	return nil
 }
+
+// QdiscDrops is how many packets the root qdiscs of h's bottleneck egress
+// interfaces have dropped: the truth a loss measurement is checked against.
+func (tb *Testbed) QdiscDrops(h *Host) (uint64, error) {
+	nh, err := handleAt(h.NS)
+	if err != nil {
+		return 0, err
+	}
+	defer nh.Close()
+	var drops uint64
+	for _, ifc := range h.Ifaces {
+		if !ifc.Bottleneck {
+			continue
+		}
+		l, err := nh.LinkByName(ifc.Name)
+		if err != nil {
+			return 0, fmt.Errorf("find %s in %s: %w", ifc.Name, h.NS, err)
+		}
+		root, err := rootQdisc(nh, l)
+		if err != nil {
+			return 0, fmt.Errorf("in %s: %w", h.NS, err)
+		}
+		if root == nil {
+			continue
+		}
+		st := root.Attrs().Statistics
+		if st == nil || st.Queue == nil {
+			return 0, fmt.Errorf("qdisc %s on %s in %s: no statistics", root.Type(), ifc.Name, h.NS)
+		}
+		drops += uint64(st.Queue.Drops)
+	}
+	return drops, nil
+}

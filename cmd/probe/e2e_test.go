@@ -435,3 +435,34 @@ func TestCapacityPhaseOneFitsOverhead(t *testing.T) {
 		t.Fatalf("plot: %v, %d bytes", err, len(svg))
 	}
 }
+
+// Loss truth: across tbf links with a queue of three frames, back-to-back
+// probes overflow the queues, and the loss probe reports each way equals the
+// qdisc's own drop counter on that side, exactly (the client sits in b, so
+// probes leave through b's qdisc and replies through a's).
+func TestEchoLossMatchesQdiscDrops(t *testing.T) {
+	tb, _ := testbedWithAgent(t, "drop", 3*1514)
+	dropsA0, err := tb.QdiscDrops(tb.A)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropsB0, err := tb.QdiscDrops(tb.B)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := measureFrom(t, tb, "-n", "3000", "-i", "0", "-s", "1000", "--json", "--wait", "1s")
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	dropsA1, _ := tb.QdiscDrops(tb.A)
+	dropsB1, _ := tb.QdiscDrops(tb.B)
+	m := parseJSON(t, out)
+	there, back := int(m["lost_there"].(float64)), int(m["lost_back"].(float64))
+	clientDrops := int(m["client_socket_drops"].(float64))
+	t.Logf("lost there %d (b's qdisc dropped %d), back %d (a's qdisc dropped %d, client socket %d)",
+		there, dropsB1-dropsB0, back, dropsA1-dropsA0, clientDrops)
+	if there == 0 || there != int(dropsB1-dropsB0) || back != int(dropsA1-dropsA0)+clientDrops {
+		t.Fatalf("lost there %d, back %d; qdisc drops b %d, a %d, client socket %d",
+			there, back, dropsB1-dropsB0, dropsA1-dropsA0, clientDrops)
+	}
+}
