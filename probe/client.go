@@ -26,11 +26,11 @@ type ClientConfig struct {
 
 // Client is one control connection to an agent.
 type Client struct {
-	cfg    ClientConfig
-	hold   io.Closer // keeps receive timestamps on
+	cfg  ClientConfig
+	hold io.Closer // keeps receive timestamps on
 	// relay, in tests, returns the address to send an echo session's
 	// probes to instead of the agent's.
-	relay func(agent netip.AddrPort) netip.AddrPort
+	relay  func(agent netip.AddrPort) netip.AddrPort
 	conn   net.Conn
 	fc     *frameConn
 	limits Limits
