@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin
 
-.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity
+.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo
 
 all: build
 
@@ -42,3 +42,7 @@ clean:
 # The capacity benchmark: one table of estimates against the testbed's truth.
 bench-capacity: build
 	$(GO) run ./bench/capacity
+
+# The UDP echo benchmark: probe against irtt, sockperf and iperf3 on loopback.
+bench-echo: build
+	$(GO) run ./bench/echo

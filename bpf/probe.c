@@ -48,7 +48,11 @@ struct probe_event {
 
 struct session {
 	__u16 port; // host order
-	__u8 _pad[2];
+	// Which events to record: bit (kind-1)*2 + dir; 0 records all. An
+	// echo client needs its requests' egress and replies' ingress only, so
+	// on loopback half the events it would see need not cross the ring.
+	__u8 want;
+	__u8 _pad;
 };
 
 struct probe_stats {
@@ -130,6 +134,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TCX_NEXT;
 	if (bpf_ntohs(h.udp.dest) != s->port && bpf_ntohs(h.udp.source) != s->port)
 		return TCX_NEXT;
+	if (s->want) {
+		__u8 k = h.probe.kind;
+		if (k < 1 || k > 4 || !(s->want & (1 << ((k - 1) * 2 + dir))))
+			return TCX_NEXT;
+	}
 
 	__u32 zero = 0;
 	struct probe_stats *st = bpf_map_lookup_elem(&stats, &zero);

@@ -36,7 +36,8 @@ type ProbeProbeStats struct {
 type ProbeSession struct {
 	_    structs.HostLayout
 	Port uint16
-	Pad  [2]uint8
+	Want uint8
+	Pad  uint8
 }
 
 // Names of all BPF objects in the ELF.

@@ -137,7 +137,7 @@ func TestProbeProgram(t *testing.T) {
 		other   = 40001
 	)
 	var log eventLog
-	if err := ts.AddSession(session, port, log.sink); err != nil {
+	if err := ts.AddSession(session, port, WantAll, log.sink); err != nil {
 		t.Fatal(err)
 	}
 
@@ -248,16 +248,16 @@ func TestProbeProgram(t *testing.T) {
 func TestAddSessionErrors(t *testing.T) {
 	ts := newKernelTimestamper(t)
 	sink := func(*ProbeEvent) {}
-	if err := ts.AddSession(1, 0, sink); err == nil {
+	if err := ts.AddSession(1, 0, WantAll, sink); err == nil {
 		t.Error("port 0 accepted")
 	}
-	if err := ts.AddSession(1, 5000, nil); err == nil {
+	if err := ts.AddSession(1, 5000, WantAll, nil); err == nil {
 		t.Error("nil sink accepted")
 	}
-	if err := ts.AddSession(1, 5000, sink); err != nil {
+	if err := ts.AddSession(1, 5000, WantAll, sink); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.AddSession(1, 5001, sink); err == nil {
+	if err := ts.AddSession(1, 5001, WantAll, sink); err == nil {
 		t.Error("duplicate session accepted")
 	}
 }
@@ -269,7 +269,7 @@ func TestProbeProgramRingFull(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	first := true
-	if err := ts.AddSession(1, 7000, func(*ProbeEvent) {
+	if err := ts.AddSession(1, 7000, WantAll, func(*ProbeEvent) {
 		if first {
 			first = false
 			<-release
@@ -290,5 +290,49 @@ func TestProbeProgramRingFull(t *testing.T) {
 	probes, lost := ts.Stats()
 	if lost == 0 || probes+lost != runs {
 		t.Errorf("stats: probes %d lost %d, want lost > 0 and a sum of %d", probes, lost, runs)
+	}
+}
+
+// A session's Want records only the kinds and directions asked for: an echo
+// agent wants requests at ingress and replies at egress, not their mirror
+// images that loopback shows it too.
+func TestProbeProgramWant(t *testing.T) {
+	ts := newKernelTimestamper(t)
+	const session, port = 0x5e55_2022, 40100
+	var log eventLog
+	want := WantEvent(KindRequest, Ingress) | WantEvent(KindReply, Egress)
+	if err := ts.AddSession(session, port, want, log.sink); err != nil {
+		t.Fatal(err)
+	}
+	req := udp4Frame(t, ipv4Layer(layers.IPProtocolUDP), 51000, port, probePayload(ProbeHeader{Session: session, Seq: 1, Kind: KindRequest}, 8))
+	reply := udp4Frame(t, ipv4Layer(layers.IPProtocolUDP), port, 51000, probePayload(ProbeHeader{Session: session, Seq: 2, Kind: KindReply}, 8))
+	train := udp4Frame(t, ipv4Layer(layers.IPProtocolUDP), 51000, port, probePayload(ProbeHeader{Session: session, Seq: 3, Kind: KindTrain}, 8))
+	odd := udp4Frame(t, ipv4Layer(layers.IPProtocolUDP), 51000, port, probePayload(ProbeHeader{Session: session, Seq: 4, Kind: 9}, 8))
+	for _, c := range []struct {
+		name  string
+		prog  *ebpf.Program
+		frame []byte
+		seq   uint32 // 0: must not be recorded
+	}{
+		{"request ingress", ts.objs.TcIngress, req, 1},
+		{"request egress", ts.objs.TcEgress, req, 0},
+		{"reply egress", ts.objs.TcEgress, reply, 2},
+		{"reply ingress", ts.objs.TcIngress, reply, 0},
+		{"train ingress", ts.objs.TcIngress, train, 0},
+		{"unknown kind", ts.objs.TcIngress, odd, 0},
+	} {
+		if _, err := c.prog.Run(&ebpf.RunOptions{Data: c.frame}); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if err := ts.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		got := log.take()
+		switch {
+		case c.seq == 0 && len(got) != 0:
+			t.Errorf("%s: recorded %+v", c.name, got)
+		case c.seq != 0 && (len(got) != 1 || got[0].Seq != c.seq):
+			t.Errorf("%s: got %+v, want seq %d", c.name, got, c.seq)
+		}
 	}
 }

@@ -33,7 +33,7 @@ type Conn struct {
 	rc   syscall.RawConn
 	sent uint32 // datagrams sent so far, i.e. the OPT_ID key of the next one
 
-	rb, sb     *batch // recvmmsg, sendmmsg; made on first use
+	rb, sb, eb *batch // recvmmsg, sendmmsg, error queue; made on first use
 	rbFn, sbFn func(fd uintptr) bool
 
 	rx struct {
@@ -44,12 +44,6 @@ type Conn struct {
 		n     int
 		errno syscall.Errno
 		fn    func(fd uintptr) bool
-	}
-	eq struct {
-		msg unix.Msghdr
-		iov unix.Iovec
-		buf [64]byte
-		oob [256]byte
 	}
 }
 
@@ -185,20 +179,32 @@ func (c *Conn) recvmsg(fd uintptr) bool {
 }
 
 // TxStamps drains the transmit timestamps queued so far, without blocking,
-// and calls fn with the key Send returned and the kernel timestamps.
+// and calls fn with the key Send returned and the kernel timestamps. It reads
+// the error queue with recvmmsg, MaxBatch at a time: one syscall per
+// timestamp would cost as much as the send itself.
 func (c *Conn) TxStamps(fn func(key uint32, s dump.Stamps)) (int, error) {
+	if c.eb == nil {
+		c.eb = new(batch)
+	}
+	b := c.eb
 	count := 0
 	var rerr error
 	err := c.rc.Control(func(fd uintptr) {
-		q := &c.eq
 		for {
-			q.iov.Base = &q.buf[0]
-			q.iov.SetLen(len(q.buf))
-			q.msg = unix.Msghdr{Iov: &q.iov, Control: &q.oob[0]}
-			q.msg.SetIovlen(1)
-			q.msg.SetControllen(len(q.oob))
-			_, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&q.msg)),
-				unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+			for i := range MaxBatch {
+				// Payloads are empty (OPT_TSONLY): the last control byte
+				// gives the iovec room to point at.
+				b.iovs[i].Base = &b.oobs[i][len(b.oobs[i])-1]
+				b.iovs[i].SetLen(1)
+				b.hdrs[i] = unix.Mmsghdr{}
+				h := &b.hdrs[i].Hdr
+				h.Iov = &b.iovs[i]
+				h.SetIovlen(1)
+				h.Control = &b.oobs[i][0]
+				h.SetControllen(len(b.oobs[i]) - 1)
+			}
+			n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), MaxBatch,
+				unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT, 0, 0)
 			if errno == unix.EAGAIN {
 				return
 			}
@@ -206,26 +212,14 @@ func (c *Conn) TxStamps(fn func(key uint32, s dump.Stamps)) (int, error) {
 				rerr = fmt.Errorf("read error queue: %w", errno)
 				return
 			}
-			var st dump.Stamps
-			var key uint32
-			isStamp := false
-			eachCmsg(q.oob[:q.msg.Controllen], func(level, typ int32, data []byte) {
-				switch {
-				case level == unix.SOL_SOCKET && typ == unix.SCM_TIMESTAMPING:
-					putScmStamps(&st, data)
-				case (level == unix.SOL_IP && typ == unix.IP_RECVERR) ||
-					(level == unix.SOL_IPV6 && typ == unix.IPV6_RECVERR):
-					if len(data) >= int(unsafe.Sizeof(unix.SockExtendedErr{})) {
-						ee := (*unix.SockExtendedErr)(unsafe.Pointer(&data[0]))
-						if ee.Origin == unix.SO_EE_ORIGIN_TIMESTAMPING {
-							key, isStamp = ee.Data, true
-						}
-					}
+			for i := range int(n) {
+				if key, st, ok := parseTxStamp(b.oobs[i][:b.hdrs[i].Hdr.Controllen]); ok {
+					fn(key, st)
+					count++
 				}
-			})
-			if isStamp {
-				fn(key, st)
-				count++
+			}
+			if int(n) < MaxBatch {
+				return
 			}
 		}
 	})
@@ -233,6 +227,37 @@ func (c *Conn) TxStamps(fn func(key uint32, s dump.Stamps)) (int, error) {
 		err = rerr
 	}
 	return count, err
+}
+
+// parseTxStamp reads a transmit timestamp's control messages: the stamps,
+// and the OPT_ID key from the extended error that carries them.
+func parseTxStamp(oob []byte) (key uint32, st dump.Stamps, ok bool) {
+	hdrLen := unix.CmsgLen(0)
+	for len(oob) >= hdrLen {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdrLen || l > len(oob) {
+			break
+		}
+		data := oob[hdrLen:l]
+		switch {
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPING:
+			putScmStamps(&st, data)
+		case (h.Level == unix.SOL_IP && h.Type == unix.IP_RECVERR) || (h.Level == unix.SOL_IPV6 && h.Type == unix.IPV6_RECVERR):
+			if len(data) >= int(unsafe.Sizeof(unix.SockExtendedErr{})) {
+				ee := (*unix.SockExtendedErr)(unsafe.Pointer(&data[0]))
+				if ee.Origin == unix.SO_EE_ORIGIN_TIMESTAMPING {
+					key, ok = ee.Data, true
+				}
+			}
+		}
+		next := unix.CmsgSpace(l - hdrLen)
+		if next > len(oob) {
+			break
+		}
+		oob = oob[next:]
+	}
+	return key, st, ok
 }
 
 // Sent is the number of datagrams sent, i.e. the keys handed out so far.

@@ -69,7 +69,7 @@ func TestIngressSpacingAcrossTBF(t *testing.T) {
 
 	var mu sync.Mutex
 	var times []int64
-	err = ts.AddSession(session, port, func(ev *collector.ProbeEvent) {
+	err = ts.AddSession(session, port, collector.WantEvent(collector.KindRequest, collector.Ingress), func(ev *collector.ProbeEvent) {
 		if ev.Dir == collector.Ingress && ev.IPLen == 1500 {
 			mu.Lock()
 			times = append(times, ev.Time)

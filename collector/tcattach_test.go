@@ -206,7 +206,7 @@ func TestAttachTCXLoopback(t *testing.T) {
 		const session, n = 77, 5
 		var log eventLog
 		sendProbes(t, session, n, func(port uint16) {
-			if err := ts.AddSession(session, port, log.sink); err != nil {
+			if err := ts.AddSession(session, port, WantAll, log.sink); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -264,7 +264,7 @@ func TestAttachClsactLoopback(t *testing.T) {
 				const session, n = 78, 5
 				var log eventLog
 				sendProbes(t, session, n, func(port uint16) {
-					if err := ts.AddSession(session, port, log.sink); err != nil {
+					if err := ts.AddSession(session, port, WantAll, log.sink); err != nil {
 						t.Fatal(err)
 					}
 				})

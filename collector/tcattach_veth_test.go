@@ -87,7 +87,7 @@ func TestAttachVeth(t *testing.T) {
 		port := uint16(srv.LocalAddr().(*net.UDPAddr).Port)
 		const session, n = 99, 10
 		var log eventLog
-		if err := ts.AddSession(session, port, log.sink); err != nil {
+		if err := ts.AddSession(session, port, WantAll, log.sink); err != nil {
 			t.Fatal(err)
 		}
 		cli, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))

@@ -33,6 +33,17 @@ func (d Direction) String() string {
 	return fmt.Sprintf("direction(%d)", uint8(d))
 }
 
+// Want selects the events of a session the TC program records, by kind and
+// direction; WantAll records every one.
+type Want uint8
+
+// WantAll records every event of a session.
+const WantAll Want = 0
+
+// WantEvent is the Want bit of probes of kind k seen in direction d, as
+// bpf/probe.c tests it.
+func WantEvent(k Kind, d Direction) Want { return 1 << ((uint(k)-1)*2 + uint(d)) }
+
 // ProbeEvent is one probe packet seen by the TC program.
 type ProbeEvent struct {
 	Time    int64 // bpf_ktime_get_ns, CLOCK_MONOTONIC
@@ -126,10 +137,11 @@ func (t *Timestamper) start(r ring) {
 }
 
 // AddSession makes the TC program record probes of session id whose UDP
-// source or destination port is port. The reader goroutine calls sink for
+// source or destination port is port, of the kinds and directions want
+// selects. The reader goroutine calls sink for
 // each of its events; sink must copy the event, which is reused, and must
 // not call RemoveSession or Close.
-func (t *Timestamper) AddSession(id uint32, port uint16, sink func(*ProbeEvent)) error {
+func (t *Timestamper) AddSession(id uint32, port uint16, want Want, sink func(*ProbeEvent)) error {
 	if sink == nil {
 		return fmt.Errorf("add session %d: nil sink", id)
 	}
@@ -146,7 +158,7 @@ func (t *Timestamper) AddSession(id uint32, port uint16, sink func(*ProbeEvent))
 	t.sinks[id] = sink
 	t.dispatchMu.Unlock()
 
-	if err := t.objs.Sessions.Update(id, bpf.ProbeSession{Port: port}, ebpf.UpdateNoExist); err != nil {
+	if err := t.objs.Sessions.Update(id, bpf.ProbeSession{Port: port, Want: uint8(want)}, ebpf.UpdateNoExist); err != nil {
 		t.dispatchMu.Lock()
 		delete(t.sinks, id)
 		t.dispatchMu.Unlock()

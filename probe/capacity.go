@@ -36,7 +36,7 @@ type capacityEnd struct {
 func newCapacityEnd(conn *collector.Conn, id uint32, port uint16, peer netip.Addr, to netip.AddrPort, st Stamper) (*capacityEnd, error) {
 	e := &capacityEnd{conn: conn, id: id, ebpf: newTrainStamps(), done: make(chan struct{})}
 	if st != nil {
-		undo, err := stampSession(st, id, port, peer, e.ebpf.sink)
+		undo, err := stampSession(st, id, port, peer, trainWant, e.ebpf.sink)
 		if err != nil {
 			return nil, err
 		}

@@ -32,6 +32,12 @@ func newSeqStamps(n int, outKind, inKind collector.Kind) *seqStamps {
 	return &seqStamps{out: make([]int64, n), in: make([]int64, n), outKind: outKind, inKind: inKind}
 }
 
+// want is what the TC program must record for this end: its own sends'
+// egress and what it receives at ingress.
+func (s *seqStamps) want() collector.Want {
+	return collector.WantEvent(s.outKind, collector.Egress) | collector.WantEvent(s.inKind, collector.Ingress)
+}
+
 func (s *seqStamps) sink(ev *collector.ProbeEvent) {
 	if int(ev.Seq) >= len(s.out) {
 		return
@@ -50,7 +56,7 @@ func (s *seqStamps) sink(ev *collector.ProbeEvent) {
 
 // stampSession has st timestamp session id on the interface towards peer;
 // the returned function undoes it.
-func stampSession(st Stamper, id uint32, port uint16, peer netip.Addr, sink func(*collector.ProbeEvent)) (func(), error) {
+func stampSession(st Stamper, id uint32, port uint16, peer netip.Addr, want collector.Want, sink func(*collector.ProbeEvent)) (func(), error) {
 	ifindex, err := collector.IfindexFor(peer)
 	if err != nil {
 		return nil, err
@@ -58,7 +64,7 @@ func stampSession(st Stamper, id uint32, port uint16, peer netip.Addr, sink func
 	if err := st.Attach(ifindex); err != nil {
 		return nil, err
 	}
-	if err := st.AddSession(id, port, sink); err != nil {
+	if err := st.AddSession(id, port, want, sink); err != nil {
 		st.Detach(ifindex)
 		return nil, err
 	}

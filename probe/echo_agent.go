@@ -57,7 +57,7 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	sources := []string{dump.SourceSW.String(), dump.SourceUser.String()}
 	ebpf := newSeqStamps(p.Count, collector.KindReply, collector.KindRequest)
 	if s.cfg.Stamper != nil {
-		undo, err := stampSession(s.cfg.Stamper, id, port, peer, ebpf.sink)
+		undo, err := stampSession(s.cfg.Stamper, id, port, peer, ebpf.want(), ebpf.sink)
 		if err != nil {
 			s.log.Warn("no eBPF timestamps for this session", "err", err)
 		} else {

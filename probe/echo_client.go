@@ -72,7 +72,7 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		Point:         dump.EchoPoint{Size: p.Size, Wait: p.Interval, Count: p.Count, IPHeader: ipOverhead(agent.Addr())}}
 	ebpf := newSeqStamps(p.Count, collector.KindRequest, collector.KindReply)
 	if c.cfg.Stamper != nil {
-		undo, err := stampSession(c.cfg.Stamper, op.Session, op.Port, agent.Addr(), ebpf.sink)
+		undo, err := stampSession(c.cfg.Stamper, op.Session, op.Port, agent.Addr(), ebpf.want(), ebpf.sink)
 		if err != nil {
 			return nil, fmt.Errorf("eBPF timestamps: %w", err)
 		}

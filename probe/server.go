@@ -22,7 +22,7 @@ import (
 type Stamper interface {
 	Attach(ifindex int) error
 	Detach(ifindex int) error
-	AddSession(id uint32, port uint16, sink func(*collector.ProbeEvent)) error
+	AddSession(id uint32, port uint16, want collector.Want, sink func(*collector.ProbeEvent)) error
 	RemoveSession(id uint32) error
 	Flush(ctx context.Context) error
 }

@@ -30,6 +30,9 @@ type TrainSpec struct {
 // pktKey names packet index of train id.
 func pktKey(id uint32, index uint16) uint64 { return uint64(id)<<16 | uint64(index) }
 
+// trainWant records train packets both ways: either end may send.
+var trainWant = collector.WantEvent(collector.KindTrain, collector.Egress) | collector.WantEvent(collector.KindTrain, collector.Ingress)
+
 // trainStamps gathers the eBPF timestamps of a session's train packets:
 // egress ones for what this end sends, ingress ones for what it receives.
 type trainStamps struct {
