@@ -278,8 +278,8 @@ func TestProbeProgramRingFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	frame := udp4Frame(t, ipv4Layer(layers.IPProtocolUDP), 51000, 7000, probePayload(ProbeHeader{Session: 1}, 0))
-	// 4 MiB of 40-byte records, and some more.
-	const runs = (4<<20)/40 + 1000
+	// The ring's worth of 40-byte records, and some more.
+	runs := int(ts.objs.Events.MaxEntries())/40 + 1000
 	ret, _, err := ts.objs.TcEgress.Benchmark(frame, runs, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +288,7 @@ func TestProbeProgramRingFull(t *testing.T) {
 		t.Errorf("returned %#x, want TCX_NEXT", ret)
 	}
 	probes, lost := ts.Stats()
-	if lost == 0 || probes+lost != runs {
+	if lost == 0 || probes+lost != uint64(runs) {
 		t.Errorf("stats: probes %d lost %d, want lost > 0 and a sum of %d", probes, lost, runs)
 	}
 }

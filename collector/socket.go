@@ -349,3 +349,22 @@ func HoldRxStamps(ctx context.Context) (*Conn, error) {
 	c.Close()
 	return nil, errors.New("hold rx timestamps: the kernel did not start stamping received datagrams within 1 s")
 }
+
+// StopTxStamps turns software transmit timestamps off (receive ones stay),
+// before the first send. Each costs the kernel a copy of the packet on the
+// error queue; when eBPF stamps every packet at TC egress anyway, a
+// back-to-back run is better off without them.
+func (c *Conn) StopTxStamps() error {
+	var serr error
+	err := c.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPING,
+			stampFlags&^(unix.SOF_TIMESTAMPING_TX_SOFTWARE|unix.SOF_TIMESTAMPING_TX_HARDWARE))
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("stop transmit timestamps: %w", err)
+	}
+	return nil
+}

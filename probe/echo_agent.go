@@ -63,6 +63,11 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 		} else {
 			defer undo()
 			sources = append([]string{dump.SourceEBPF.String()}, sources...)
+			if p.Interval == 0 {
+				if err := uc.StopTxStamps(); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	if err := fc.write(&Message{Opened: &Opened{Session: id, Port: port, Sources: sources}}); err != nil {

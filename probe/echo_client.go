@@ -78,6 +78,11 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		}
 		defer undo()
 		res.ClientSources = append([]string{dump.SourceEBPF.String()}, res.ClientSources...)
+		if p.Interval == 0 {
+			if err := uc.StopTxStamps(); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	recs := make([]dump.EchoRecord, p.Count)

@@ -339,6 +339,9 @@ func (b *bench) sockperf(ctx context.Context) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if !bytes.Contains(out, []byte("Round trip is")) {
+		return 0, errors.New("sockperf printed no full round trip (--full-rtt ignored?)")
+	}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		_, v, ok := strings.Cut(sc.Text(), "percentile 50.000 =")
