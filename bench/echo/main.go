@@ -130,6 +130,7 @@ func main() {
 		fmt.Println("interrupted")
 	}
 	if !allOK {
+		os.RemoveAll(dir) // os.Exit skips the deferred removal
 		os.Exit(1)
 	}
 }

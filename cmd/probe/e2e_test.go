@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -464,5 +465,44 @@ func TestEchoLossMatchesQdiscDrops(t *testing.T) {
 	if there == 0 || there != int(dropsB1-dropsB0) || back != int(dropsA1-dropsA0)+clientDrops {
 		t.Fatalf("lost there %d, back %d; qdisc drops b %d, a %d, client socket %d",
 			there, back, dropsB1-dropsB0, dropsA1-dropsA0, clientDrops)
+	}
+}
+
+// A sweep of sizes and waits: a CSV row per point, the dump re-estimated to
+// the same CSV, and the two plots drawn.
+func TestEchoSweep(t *testing.T) {
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	startAgent(t, (*exec.Cmd).Start, func() (net.Conn, error) { return net.Dial("tcp", addr) },
+		"--listen", addr, "--ebpf", "off")
+	dir := t.TempDir()
+	dumpPath, plots := filepath.Join(dir, "sweep.msgpack"), filepath.Join(dir, "plots")
+	out, stderr, code := run(t, exec.Command(probeBin, "measure", "-h", addr, "--ebpf", "off", "-n", "200",
+		"-s", "100", "--size-to", "1300", "--size-step", "600", "-i", "0", "--interval-to", "100us", "--interval-step", "50us",
+		"--csv", "-w", dumpPath, "--plot", plots))
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if err != nil {
+		t.Fatalf("%v in %q", err, out)
+	}
+	if len(rows) != 1+3*3 || rows[0][0] != "size" {
+		t.Fatalf("want a header and 9 rows, got %d:\n%s", len(rows), out)
+	}
+	for i, want := range [][2]string{{"100", "0"}, {"100", "50"}, {"100", "100"}, {"700", "0"}, {"1300", "100"}} {
+		r := rows[1+[]int{0, 1, 2, 3, 8}[i]]
+		if r[0] != want[0] || r[1] != want[1] || r[2] != "200" {
+			t.Fatalf("row %v: want size %s wait %s µs, 200 sent", r, want[0], want[1])
+		}
+	}
+	again, stderr, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--csv"))
+	if code != 0 || again != out {
+		t.Fatalf("estimate -r --csv: exit %d %s\ngot  %s\nwant %s", code, stderr, again, out)
+	}
+	for _, f := range []string{"rate.png", "rate.svg", "rtt-cdf.png", "rtt-cdf.svg"} {
+		if st, err := os.Stat(filepath.Join(plots, f)); err != nil || st.Size() < 1000 {
+			t.Fatalf("plot %s: %v", f, err)
+		}
 	}
 }

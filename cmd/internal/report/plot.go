@@ -144,7 +144,7 @@ func PlotEcho(dir string, info EchoInfo, points []EchoMeasurement, rows []echoRo
 	rate.Legend.Top = true
 
 	cdf := plot.New()
-	cdf.Title.Text = fmt.Sprintf("echo to %s: RTT (kernel timestamps, agent turnaround subtracted)", info.Agent)
+	cdf.Title.Text = fmt.Sprintf("echo to %s: RTT (%s timestamps, agent turnaround subtracted)", info.Agent, rows[0].Stats.Kernel.Source())
 	cdf.X.Label.Text = "RTT, µs"
 	cdf.Y.Label.Text = "fraction of replies"
 	for k, r := range rows {
