@@ -24,10 +24,12 @@ import (
 // cores busy: tbf releases each packet from an hrtimer, so single gaps jitter
 // by the timer's latency, at most ±45 µs (7 %) idle and ±40 µs loaded, plus a
 // rare late wake-up under load that skips a slot (a 1236 µs gap: a one-frame
-// bucket cannot catch up, so that time is lost, not repaid). Hence: the
-// median gap within 1 %, and 90 % of gaps within ±60 µs (10 %). That still
-// tells a correct timestamp from the ~2× compression that user-space
-// timestamps show on such a train.
+// bucket cannot catch up, so that time is lost, not repaid). With the rest of
+// the test suite loading both cores, the receiver's softirq sometimes runs
+// late and takes two packets at once: a double gap then a near-zero one
+// (seen: 8 of 48 gaps off in one run). Hence: the median gap within 1 %, and
+// 75 % of gaps within ±60 µs (10 %). That still tells a correct timestamp from
+// the ~2× compression that user-space timestamps show on such a train.
 func TestIngressSpacingAcrossTBF(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces and loads eBPF")
@@ -129,7 +131,7 @@ func TestIngressSpacingAcrossTBF(t *testing.T) {
 	if math.Abs(median-want)/want > 0.01 {
 		t.Errorf("median gap %.1f µs, want %.1f µs ± 1 %%", median/1e3, want/1e3)
 	}
-	if within < len(gaps)*9/10 {
+	if within < len(gaps)*3/4 {
 		t.Errorf("only %d of %d gaps within ±60 µs of %.1f µs", within, len(gaps), want/1e3)
 	}
 }
