@@ -25,6 +25,9 @@ type Message struct {
 	Collect        *Collect        `msgpack:"collect,omitempty"`
 	TrainsReceived *TrainsReceived `msgpack:"trains_received,omitempty"`
 
+	TCPStart  *TCPStart  `msgpack:"tcp_start,omitempty"`
+	TCPReport *TCPReport `msgpack:"tcp_report,omitempty"`
+
 	Stamps *Stamps `msgpack:"stamps,omitempty"`
 	Done   *Done   `msgpack:"done,omitempty"`
 	Error  *Error  `msgpack:"error,omitempty"`
@@ -54,6 +57,10 @@ func (m *Message) kind() string {
 		return "collect"
 	case m.TrainsReceived != nil:
 		return "trains_received"
+	case m.TCPStart != nil:
+		return "tcp_start"
+	case m.TCPReport != nil:
+		return "tcp_report"
 	case m.Stamps != nil:
 		return "stamps"
 	case m.Done != nil:
@@ -108,6 +115,7 @@ type Open struct {
 	// the client asks with SendTrains (agent sends) or Collect (agent
 	// received).
 	Capacity *CapacityParams `msgpack:"capacity,omitempty"`
+	TCP      *TCPParams      `msgpack:"tcp,omitempty"`
 }
 
 // CapacityParams describe a capacity session.

@@ -49,9 +49,10 @@ func DefaultLimits() Limits {
 
 // Server is the agent: it accepts control connections and runs sessions.
 type Server struct {
-	cfg    ServerConfig
-	log    *slog.Logger
-	active atomic.Int64 // running sessions
+	cfg       ServerConfig
+	log       *slog.Logger
+	active    atomic.Int64 // running sessions
+	exclusive atomic.Bool  // an exclusive test holds the agent
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -245,11 +246,22 @@ func (s *Server) tell(fc *frameConn, err error) error {
 }
 
 func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *Open) error {
-	if n := s.active.Add(1); n > int64(s.cfg.Limits.MaxSessions) {
-		s.active.Add(-1)
+	if s.exclusive.Load() {
+		return refusal("busy", "agent busy: an exclusive test is running; try again when it ends")
+	}
+	n := s.active.Add(1)
+	defer s.active.Add(-1)
+	if n > int64(s.cfg.Limits.MaxSessions) {
 		return refusal("busy", "agent busy: %d sessions running, limit %d", n-1, s.cfg.Limits.MaxSessions)
 	}
-	defer s.active.Add(-1)
+	if o.TCP != nil && o.TCP.Exclusive {
+		// Only an otherwise idle agent takes an exclusive test, and it
+		// refuses everyone else while it runs.
+		if n > 1 || !s.exclusive.CompareAndSwap(false, true) {
+			return refusal("busy", "agent busy: --exclusive needs an idle agent, and %d other sessions are running", n-1)
+		}
+		defer s.exclusive.Store(false)
+	}
 	switch o.Mode {
 	case "echo":
 		if o.Echo == nil {
@@ -261,6 +273,11 @@ func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *O
 			return refusal("bad-request", "capacity session without parameters")
 		}
 		return s.serveCapacity(ctx, conn, fc, *o.Capacity)
+	case "tcp":
+		if o.TCP == nil {
+			return refusal("bad-request", "tcp session without parameters")
+		}
+		return s.serveTCP(ctx, conn, fc, *o.TCP)
 	}
 	return refusal("bad-request", "unknown mode %q", o.Mode)
 }

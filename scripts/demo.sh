@@ -34,4 +34,4 @@ echo "== probe measure -h $agent_addr --mode capacity (from namespace b; the lin
 "$probe" testbed exec "probe-$name-b" -- "$probe" measure -h "$agent_addr" --mode capacity
 echo
 echo "== probe measure -h $agent_addr --mode echo"
-"$probe" testbed exec "probe-$name-b" -- "$probe" measure -h "$agent_addr" --mode echo -n 200 -s 1000 -i 5ms
+"$probe" testbed exec "probe-$name-b" -- "$probe" measure -h "$agent_addr" --mode echo -n 200 -l 1000 -i 5ms

@@ -142,7 +142,7 @@ func (b *bench) isochronous(ctx context.Context) []row {
 	errRow := row{figure: figErr, bound: "probe ≤ 1 %"}
 	missRow := row{figure: figMissed, bound: "probe ≤ 0.1 % of sends"}
 	fmt.Fprintln(os.Stderr, "bench: isochronous 1 ms for 10 s...")
-	res, perr := b.measure(ctx, 40*time.Second, "-i", "1ms", "-d", "10s", "-s", "64")
+	res, perr := b.measure(ctx, 40*time.Second, "-i", "1ms", "-d", "10s", "-l", "64")
 	var pErr, pMissed float64
 	if perr == nil && res.Schedule == nil {
 		perr = errors.New("probe reported no send schedule")
@@ -183,7 +183,7 @@ func (b *bench) latency(ctx context.Context) []row {
 	r := row{figure: "loopback RTT median", bound: "probe ≤ sockperf"}
 	user := row{figure: "loopback RTT median, user space", bound: "(info)", info: true}
 	fmt.Fprintln(os.Stderr, "bench: RTT, 10000 probes every 100 µs...")
-	res, perr := b.measure(ctx, 30*time.Second, "-n", "10000", "-i", "100us", "-s", "64")
+	res, perr := b.measure(ctx, 30*time.Second, "-n", "10000", "-i", "100us", "-l", "64")
 	switch {
 	case perr != nil:
 		r.probe, user.probe, r.note = "error", "error", "probe: "+perr.Error()
@@ -216,7 +216,7 @@ func (b *bench) zeroWait(ctx context.Context) []row {
 	rate := row{figure: "zero wait 64 B: packets/s", bound: "probe ≥ 1.5 × iperf3"}
 	loss := row{figure: "zero wait 64 B: loss explained", ratio: "-", bound: "unexplained = 0"}
 	fmt.Fprintln(os.Stderr, "bench: zero wait, 200000 probes...")
-	res, perr := b.measure(ctx, 60*time.Second, "-n", "200000", "-i", "0", "-s", "64")
+	res, perr := b.measure(ctx, 60*time.Second, "-n", "200000", "-i", "0", "-l", "64")
 	var pps float64
 	if perr == nil && res.TimePerFrameUs <= 0 {
 		perr = errors.New("probe reported no time per frame")

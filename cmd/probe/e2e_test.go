@@ -167,7 +167,7 @@ func attachedTCX(ifindex int) (int, error) {
 func TestEchoAcrossTestbed(t *testing.T) {
 	tb, agent := testbedWithAgent(t, "e2e", 0)
 	dumpPath := filepath.Join(t.TempDir(), "echo.msgpack")
-	out, stderr, code := measureFrom(t, tb, "-n", "100", "-i", "2ms", "-s", "200", "--json", "-w", dumpPath)
+	out, stderr, code := measureFrom(t, tb, "-n", "100", "-i", "2ms", "-l", "200", "--json", "-w", dumpPath)
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
@@ -451,7 +451,7 @@ func TestEchoLossMatchesQdiscDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, stderr, code := measureFrom(t, tb, "-n", "3000", "-i", "0", "-s", "1000", "--json", "--wait", "1s")
+	out, stderr, code := measureFrom(t, tb, "-n", "3000", "-i", "0", "-l", "1000", "--json", "--wait", "1s")
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
@@ -478,7 +478,7 @@ func TestEchoSweep(t *testing.T) {
 	dir := t.TempDir()
 	dumpPath, plots := filepath.Join(dir, "sweep.msgpack"), filepath.Join(dir, "plots")
 	out, stderr, code := run(t, exec.Command(probeBin, "measure", "-h", addr, "--ebpf", "off", "-n", "200",
-		"-s", "100", "--size-to", "1300", "--size-step", "600", "-i", "0", "--interval-to", "100us", "--interval-step", "50us",
+		"-l", "100", "--size-to", "1300", "--size-step", "600", "-i", "0", "--interval-to", "100us", "--interval-step", "50us",
 		"--csv", "-w", dumpPath, "--plot", plots))
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)

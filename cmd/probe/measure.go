@@ -19,9 +19,9 @@ func measureCommand() *cli.Command {
 		Name:      "measure",
 		Usage:     "measure the path to an agent",
 		UsageText: "probe measure -h HOST[:PORT] [--mode echo|capacity] [options]",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "host", Aliases: []string{"h"}, Required: true, Usage: "agent address, host or host:port"},
-			&cli.StringFlag{Name: "mode", Aliases: []string{"m"}, Value: "echo", Usage: "what to measure: echo, capacity"},
+			&cli.StringFlag{Name: "mode", Aliases: []string{"m"}, Value: "echo", Usage: "what to measure: echo, capacity, tcp"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto (best available), hw, ebpf, sw, user"},
 			&cli.StringFlag{Name: "write", Aliases: []string{"w"}, Usage: "write every record to this dump file (msgpack), for estimate -r"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
@@ -30,7 +30,7 @@ func measureCommand() *cli.Command {
 
 			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 100, Usage: "echo: probes per measurement"},
 			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Usage: "echo: probes per measurement as a duration at --interval (isochronous: -i 1ms -d 10s)"},
-			&cli.IntFlag{Name: "size", Aliases: []string{"s"}, Value: 64, Usage: "echo: UDP payload bytes per probe (the first of a sweep)"},
+			&cli.IntFlag{Name: "size", Aliases: []string{"l"}, Value: 64, Usage: "echo: UDP payload bytes per probe, udpmon's length (the first of a sweep)"},
 			&cli.IntFlag{Name: "size-to", Usage: "echo: sweep payload sizes up to this (with --size-step)"},
 			&cli.IntFlag{Name: "size-step", Usage: "echo: payload size increment of a sweep"},
 			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: 10 * time.Millisecond, Usage: "echo: wait between probes, 0 for back to back (the first of a sweep)"},
@@ -45,7 +45,7 @@ func measureCommand() *cli.Command {
 			&cli.UintFlag{Name: "udp-port", Usage: "echo: this host's UDP port (default: any)"},
 			&cli.BoolFlag{Name: "csv", Usage: "echo: print CSV, a row per measurement"},
 
-			&cli.BoolFlag{Name: "reverse", Aliases: []string{"R"}, Usage: "capacity: measure from this host to the agent"},
+			&cli.BoolFlag{Name: "reverse", Aliases: []string{"R"}, Usage: "capacity, tcp: the agent sends, this host receives (capacity: this host sends)"},
 			&cli.BoolFlag{Name: "quick", Usage: "capacity: preliminary trains and a short check of the sustained rate only"},
 			&cli.BoolFlag{Name: "all-phases", Usage: "capacity: run Phase I (packet sizes 600 B to the MTU) even on an easy path"},
 			&cli.Float64Flag{Name: "budget", Value: 0.1, Usage: "capacity: average probing rate as a fraction of the estimate"},
@@ -53,16 +53,16 @@ func measureCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-train", Value: 50, Usage: "capacity: longest train to try"},
 			&cli.Float64Flag{Name: "bin-width", Aliases: []string{"b"}, Usage: "capacity: histogram bin width, Mbit/s (default: from the preliminary trains)"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "capacity: print through this format: " + report.FormatTokens},
-			&cli.StringFlag{Name: "plot", Usage: "capacity: draw the dispersion histogram to this .png or .svg; echo: draw rate-against-wait and RTT CDF plots into this directory"},
-		},
+			&cli.StringFlag{Name: "plot", Usage: "capacity: histogram .png/.svg; echo: a directory of plots; tcp: rate, cwnd and RTT over time, .png/.svg"},
+		}, tcpFlags()...),
 		Action: measure,
 	}
 }
 
 func measure(c *cli.Context) error {
 	mode := c.String("mode")
-	if mode != "echo" && mode != "capacity" {
-		return fmt.Errorf("--mode %q: want echo or capacity", mode)
+	if mode != "echo" && mode != "capacity" && mode != "tcp" {
+		return fmt.Errorf("--mode %q: want echo, capacity or tcp", mode)
 	}
 	src, err := report.ParseTSSource(c.String("ts-source"))
 	if err != nil {
@@ -88,8 +88,11 @@ func measure(c *cli.Context) error {
 		return err
 	}
 	defer cl.Close()
-	if mode == "capacity" {
+	switch mode {
+	case "capacity":
 		return measureCapacity(ctx, c, cl, src)
+	case "tcp":
+		return measureTCP(ctx, c, cl)
 	}
 	return measureEcho(ctx, c, cl, src)
 }

@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"image/color"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -179,4 +180,17 @@ func PlotEcho(dir string, info EchoInfo, points []EchoMeasurement, rows []echoRo
 		}
 	}
 	return nil
+}
+
+// saveTo writes a canvas (PNG or SVG) to a file.
+func saveTo(path string, w io.WriterTo) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := w.WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/probe-dev/probe/cmd/internal/report"
+	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/probe"
+	"github.com/urfave/cli/v2"
+)
+
+func tcpFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "parallel", Aliases: []string{"P"}, Value: 1, Usage: "tcp: parallel streams, 1..1024"},
+		&cli.BoolFlag{Name: "bidir", Usage: "tcp: data both ways at once"},
+		&cli.DurationFlag{Name: "time", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "tcp: how long to send"},
+		&cli.StringFlag{Name: "bytes", Usage: "tcp: send this many bytes instead (per direction, over all streams; K, M, G suffixes)"},
+		&cli.StringFlag{Name: "write-size", Value: "128K", Usage: "tcp: bytes per write"},
+		&cli.StringSliceFlag{Name: "sockopt", Aliases: []string{"s"}, Usage: "tcp: socket option NAME=VALUE or NUMBER=VALUE on both sides, repeatable (SO_RCVBUF=10000000, TCP_CONGESTION=bbr, 7=65536)"},
+		&cli.StringSliceFlag{Name: "getsockopt", Aliases: []string{"g"}, Usage: "tcp: read this socket option back on both sides, repeatable"},
+		&cli.DurationFlag{Name: "sample", Value: 100 * time.Millisecond, Usage: "tcp: TCP_INFO sampling interval"},
+		&cli.DurationFlag{Name: "report", Value: time.Second, Usage: "tcp: report interval"},
+		&cli.StringFlag{Name: "tcp-info", Usage: "tcp: TCP_INFO fields to print per interval, field[%label],... (e.g. rtt%RTT:,snd_cwnd)"},
+		&cli.BoolFlag{Name: "exclusive", Usage: "tcp: ask for an otherwise idle agent"},
+	}
+}
+
+// parseBytes reads 1500, 128K, 10M, 2G (powers of 1024).
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "K")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("byte count %q: want a number with an optional K, M or G", s)
+	}
+	return n * mult, nil
+}
+
+func measureTCP(ctx context.Context, c *cli.Context, cl *probe.Client) error {
+	p := probe.TCPParams{Streams: c.Int("parallel"), Direction: "forward", Duration: c.Duration("time"),
+		Interval: c.Duration("sample"), SockOpts: c.StringSlice("sockopt"), GetOpts: c.StringSlice("getsockopt"),
+		Exclusive: c.Bool("exclusive")}
+	switch {
+	case c.Bool("bidir") && c.Bool("reverse"):
+		return fmt.Errorf("--bidir and --reverse: choose one")
+	case c.Bool("bidir"):
+		p.Direction = "bidir"
+	case c.Bool("reverse"):
+		p.Direction = "reverse"
+	}
+	ws, err := parseBytes(c.String("write-size"))
+	if err != nil {
+		return fmt.Errorf("--write-size: %w", err)
+	}
+	p.WriteSize = int(ws)
+	if s := c.String("bytes"); s != "" {
+		if p.Bytes, err = parseBytes(s); err != nil {
+			return fmt.Errorf("--bytes: %w", err)
+		}
+	}
+	fields, err := collector.ParseTCPInfoFields(c.String("tcp-info"))
+	if err != nil {
+		return err
+	}
+	if err := p.Check(); err != nil {
+		return err
+	}
+	res, err := cl.TCP(ctx, p)
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "probe: interrupted; reporting what was measured")
+	}
+	return report.TCP(os.Stdout, res, report.TCPOptions{Agent: cl.AgentAddr().String(), Every: c.Duration("report"),
+		Fields: fields, JSON: c.Bool("json"), Plot: c.String("plot")})
+}

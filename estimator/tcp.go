@@ -1,0 +1,118 @@
+package estimator
+
+import (
+	"time"
+
+	"github.com/probe-dev/probe/collector/dump"
+)
+
+// TCPInterval is one report interval of one side of a TCP test, over all
+// streams: the application bytes moved, and the mean TCP_INFO of the streams
+// at the interval's end.
+type TCPInterval struct {
+	Start, End time.Duration
+	Bytes      uint64  // moved in the interval, all streams
+	Rate       float64 // bit/s
+	PerStream  []float64
+	Retrans    uint32        // retransmitted segments in the interval
+	RTT        time.Duration // mean smoothed RTT
+	Cwnd       float64       // mean snd_cwnd, segments
+	Samples    []dump.TCPSample
+}
+
+// TCPIntervals cuts one side's samples into intervals of length every (a
+// multiple of the sampling interval reads best). Each stream's samples are
+// cumulative, so an interval's bytes are the difference of the last sample
+// at or before its end and the last at or before its start.
+func TCPIntervals(streams []dump.TCPStream, every time.Duration) []TCPInterval {
+	if every <= 0 {
+		return nil
+	}
+	var end time.Duration
+	for _, s := range streams {
+		if n := len(s.Samples); n > 0 {
+			end = max(end, s.Samples[n-1].T)
+		}
+	}
+	var out []TCPInterval
+	for start := time.Duration(0); start < end; start += every {
+		stop := min(start+every, end)
+		if end-stop < every/10 {
+			stop = end // the final sample's sliver joins the last interval
+		}
+		iv := TCPInterval{Start: start, End: stop, PerStream: make([]float64, len(streams))}
+		var rttSum time.Duration
+		var cwndSum float64
+		n := 0
+		for k, s := range streams {
+			a, okA := at(s.Samples, iv.Start)
+			b, okB := at(s.Samples, iv.End)
+			if !okB {
+				continue
+			}
+			var before dump.TCPSample // zero at the start of the test
+			if okA {
+				before = a
+			}
+			moved := b.Bytes - before.Bytes
+			iv.Bytes += moved
+			iv.PerStream[k] = float64(8*moved) / (iv.End - iv.Start).Seconds()
+			iv.Retrans += b.TotalRetrans - before.TotalRetrans
+			rttSum += b.RTT
+			cwndSum += float64(b.SndCwnd)
+			iv.Samples = append(iv.Samples, b)
+			n++
+		}
+		iv.Rate = float64(8*iv.Bytes) / (iv.End - iv.Start).Seconds()
+		if n > 0 {
+			iv.RTT, iv.Cwnd = rttSum/time.Duration(n), cwndSum/float64(n)
+		}
+		out = append(out, iv)
+		if stop == end {
+			break
+		}
+	}
+	return out
+}
+
+// at is the last sample taken at or before t.
+func at(samples []dump.TCPSample, t time.Duration) (dump.TCPSample, bool) {
+	var s dump.TCPSample
+	ok := false
+	for _, x := range samples {
+		if x.T > t {
+			break
+		}
+		s, ok = x, true
+	}
+	return s, ok
+}
+
+// TCPTotals are a side's byte counts and rates over the whole test.
+type TCPTotals struct {
+	Sent, Received uint64
+	SendRate       float64 // bit/s over the side's elapsed time
+	RecvRate       float64
+	Retrans        uint32
+	Errors         int // streams that ended with an error
+}
+
+// TCPTotal sums one side's streams.
+func TCPTotal(streams []dump.TCPStream, elapsed time.Duration) TCPTotals {
+	var t TCPTotals
+	for _, s := range streams {
+		t.Sent += s.Sent
+		t.Received += s.Received
+		if n := len(s.Samples); n > 0 {
+			t.Retrans += s.Samples[n-1].TotalRetrans
+		}
+		if s.Err != "" {
+			t.Errors++
+		}
+	}
+	if elapsed > 0 {
+		t.SendRate = float64(8*t.Sent) / elapsed.Seconds()
+		t.RecvRate = float64(8*t.Received) / elapsed.Seconds()
+	}
+	return t
+}

@@ -1,0 +1,440 @@
+package probe
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/collector/dump"
+	"golang.org/x/sys/unix"
+)
+
+// TCP tests: N parallel streams between client and agent, one way or both,
+// each side sampling every stream's TCP_INFO as it goes (design §6).
+
+// MaxStreams bounds a TCP test's parallel streams.
+const MaxStreams = 1024
+
+// TCPParams describe a TCP test.
+type TCPParams struct {
+	Streams   int           `msgpack:"streams"`
+	Direction string        `msgpack:"direction"` // "forward" (client sends), "reverse", "bidir"
+	Duration  time.Duration `msgpack:"duration"`  // of the data phase; ignored with Bytes
+	Bytes     int64         `msgpack:"bytes"`     // per direction, split over the streams; 0: Duration
+	WriteSize int           `msgpack:"write_size"`
+	Interval  time.Duration `msgpack:"interval"` // TCP_INFO sampling
+	SockOpts  []string      `msgpack:"sockopts,omitempty"` // NAME=VALUE, set on both sides
+	GetOpts   []string      `msgpack:"getopts,omitempty"`  // read back on both sides
+	Exclusive bool          `msgpack:"exclusive,omitempty"`
+}
+
+// sends and receives say which way data flows for one side.
+func (p TCPParams) sends(client bool) bool {
+	return p.Direction == "bidir" || (p.Direction == "forward") == client
+}
+
+func (p TCPParams) receives(client bool) bool {
+	return p.Direction == "bidir" || (p.Direction == "forward") != client
+}
+
+// Check validates p; the error is one line for the user.
+func (p TCPParams) Check() error {
+	switch {
+	case p.Streams < 1 || p.Streams > MaxStreams:
+		return fmt.Errorf("%d streams: want 1..%d", p.Streams, MaxStreams)
+	case p.Direction != "forward" && p.Direction != "reverse" && p.Direction != "bidir":
+		return fmt.Errorf("direction %q: want forward, reverse or bidir", p.Direction)
+	case p.Bytes < 0 || (p.Bytes == 0 && p.Duration <= 0):
+		return errors.New("a TCP test needs a duration or a byte count")
+	case p.WriteSize < 1 || p.WriteSize > 16<<20:
+		return fmt.Errorf("write size %d: want 1..%d bytes", p.WriteSize, 16<<20)
+	case p.Interval < 10*time.Millisecond:
+		return fmt.Errorf("sampling interval %v: want at least 10ms", p.Interval)
+	}
+	for _, s := range p.SockOpts {
+		if _, err := collector.ParseSockOpt(s); err != nil {
+			return err
+		}
+	}
+	for _, s := range p.GetOpts {
+		if _, err := collector.LookupSockOpt(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TCPStart tells the agent that every stream is connected; it answers once
+// it has them all, and both sides start.
+type TCPStart struct{}
+
+// TCPSide is one side's account of a TCP test.
+type TCPSide struct {
+	Streams  []dump.TCPStream  `msgpack:"streams"`
+	UserCPU  time.Duration     `msgpack:"user_cpu"`
+	SysCPU   time.Duration     `msgpack:"sys_cpu"`
+	ReadBack map[string]string `msgpack:"read_back,omitempty"` // GetOpts, from the first stream
+	Elapsed  time.Duration     `msgpack:"elapsed"`
+}
+
+// streamHello starts every data connection: magic, session, stream index.
+const streamHelloLen = 12
+
+func putStreamHello(b []byte, session uint32, index int) {
+	binary.BigEndian.PutUint32(b, collector.ProbeMagic)
+	binary.BigEndian.PutUint32(b[4:], session)
+	binary.BigEndian.PutUint32(b[8:], uint32(index))
+}
+
+// setSockOpts returns a Control function that sets opts on a socket before
+// it connects or listens, so that buffer sizes shape the window scale.
+func setSockOpts(opts []string) func(string, string, syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		return applySockOpts(c, opts)
+	}
+}
+
+func applySockOpts(c syscall.RawConn, opts []string) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		for _, s := range opts {
+			o, err := collector.ParseSockOpt(s)
+			if err == nil {
+				err = o.Set(int(fd))
+			}
+			if err != nil {
+				serr = err
+				return
+			}
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	return err
+}
+
+// readBack reads the GetOpts of one socket.
+func readBack(conn *net.TCPConn, names []string) map[string]string {
+	if len(names) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(names))
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return out
+	}
+	rc.Control(func(fd uintptr) {
+		for _, n := range names {
+			o, err := collector.LookupSockOpt(n)
+			if err == nil {
+				out[n], err = o.Get(int(fd))
+			}
+			if err != nil {
+				out[n] = "error: " + err.Error()
+			}
+		}
+	})
+	return out
+}
+
+// tcpRun is one side's part of the data phase: its streams, their byte
+// counters, and the sampler.
+type tcpRun struct {
+	p       TCPParams
+	client  bool
+	conns   []*net.TCPConn
+	sent    []atomic.Uint64
+	recvd   []atomic.Uint64
+	samples [][]dump.TCPSample
+	errs    []string
+	start   time.Time
+	cpu0    unix.Rusage
+}
+
+func newTCPRun(p TCPParams, client bool, conns []*net.TCPConn) *tcpRun {
+	return &tcpRun{p: p, client: client, conns: conns, sent: make([]atomic.Uint64, len(conns)),
+		recvd: make([]atomic.Uint64, len(conns)), samples: make([][]dump.TCPSample, len(conns)), errs: make([]string, len(conns))}
+}
+
+// run moves the data and samples until every stream is done (or ctx ends),
+// and returns this side's account.
+func (r *tcpRun) run(ctx context.Context) TCPSide {
+	unix.Getrusage(unix.RUSAGE_SELF, &r.cpu0)
+	r.start = time.Now()
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		r.sample(stopSampling)
+	}()
+	var wg sync.WaitGroup
+	perStream := int64(0)
+	if r.p.Bytes > 0 {
+		perStream = r.p.Bytes / int64(len(r.conns))
+	}
+	deadline := r.start.Add(r.p.Duration)
+	for i, c := range r.conns {
+		if r.p.sends(r.client) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n := perStream
+				if r.p.Bytes > 0 && i == len(r.conns)-1 {
+					n += r.p.Bytes % int64(len(r.conns)) // the remainder rides on the last stream
+				}
+				r.write(ctx, i, c, n, deadline)
+			}()
+		}
+		if r.p.receives(r.client) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.read(ctx, i, c)
+			}()
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(r.start)
+	close(stopSampling)
+	<-sampled
+	// One last sample, so that the series ends with the final counts.
+	r.sampleOnce(elapsed)
+	var cpu1 unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &cpu1)
+	side := TCPSide{
+		UserCPU: time.Duration(cpu1.Utime.Nano() - r.cpu0.Utime.Nano()),
+		SysCPU:  time.Duration(cpu1.Stime.Nano() - r.cpu0.Stime.Nano()),
+		Elapsed: elapsed,
+	}
+	if len(r.conns) > 0 {
+		side.ReadBack = readBack(r.conns[0], r.p.GetOpts)
+	}
+	for i := range r.conns {
+		side.Streams = append(side.Streams, dump.TCPStream{Index: i, Sent: r.sent[i].Load(), Received: r.recvd[i].Load(),
+			Samples: r.samples[i], Err: r.errs[i]})
+	}
+	return side
+}
+
+// write sends until n bytes (n > 0) or the deadline, then closes its half.
+func (r *tcpRun) write(ctx context.Context, i int, c *net.TCPConn, n int64, deadline time.Time) {
+	buf := make([]byte, r.p.WriteSize)
+	if n == 0 {
+		c.SetWriteDeadline(deadline)
+	}
+	for ctx.Err() == nil {
+		b := buf
+		if n > 0 {
+			left := n - int64(r.sent[i].Load())
+			if left <= 0 {
+				break
+			}
+			b = buf[:min(int64(len(buf)), left)]
+		}
+		k, err := c.Write(b)
+		r.sent[i].Add(uint64(k))
+		if err != nil {
+			if !collector.IsTimeout(err) {
+				r.errs[i] = "write: " + err.Error()
+			}
+			break
+		}
+	}
+	c.CloseWrite()
+}
+
+// read counts until the other side closes its half.
+func (r *tcpRun) read(ctx context.Context, i int, c *net.TCPConn) {
+	buf := make([]byte, 256<<10)
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })
+	defer stop()
+	for {
+		k, err := c.Read(buf)
+		r.recvd[i].Add(uint64(k))
+		if err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				r.errs[i] = "read: " + err.Error()
+			}
+			return
+		}
+	}
+}
+
+func (r *tcpRun) sample(stop chan struct{}) {
+	t := time.NewTicker(r.p.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			r.sampleOnce(now.Sub(r.start))
+		}
+	}
+}
+
+func (r *tcpRun) sampleOnce(at time.Duration) {
+	for i, c := range r.conns {
+		info, err := collector.ReadTCPInfo(c)
+		if err != nil {
+			continue // the socket is gone: its last sample stands
+		}
+		bytes := r.sent[i].Load()
+		if !r.p.sends(r.client) {
+			bytes = r.recvd[i].Load()
+		}
+		r.samples[i] = append(r.samples[i], collector.TCPSampleOf(info, at, bytes))
+	}
+}
+
+// maxTCPBatch bounds the streams per report frame; samples are ~100 bytes.
+func tcpBatches(side TCPSide) []TCPSide {
+	var out []TCPSide
+	cur := TCPSide{UserCPU: side.UserCPU, SysCPU: side.SysCPU, ReadBack: side.ReadBack, Elapsed: side.Elapsed}
+	size := 0
+	for _, s := range side.Streams {
+		n := 256 + 320*len(s.Samples) // encoded sizes, generously
+		if size+n > MaxFrame/2 && len(cur.Streams) > 0 {
+			out = append(out, cur)
+			cur = TCPSide{}
+			size = 0
+		}
+		cur.Streams = append(cur.Streams, s)
+		size += n
+	}
+	return append(out, cur)
+}
+
+// TCPReport carries (part of) the agent's side at the end of a test.
+type TCPReport struct {
+	Side TCPSide `msgpack:"side"`
+	Last bool    `msgpack:"last"`
+}
+
+// serveTCP is the agent's half of a TCP test.
+func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p TCPParams) error {
+	if err := p.Check(); err != nil {
+		return refusal("bad-request", "%v", err)
+	}
+	if time.Duration(p.Duration) > s.cfg.Limits.MaxDuration {
+		return refusal("limit", "duration %v over the agent's limit of %v", p.Duration, s.cfg.Limits.MaxDuration)
+	}
+	local := conn.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
+	peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	lc := net.ListenConfig{Control: setSockOpts(p.SockOpts)}
+	ln, err := lc.Listen(ctx, "tcp", netip.AddrPortFrom(local, 0).String())
+	if err != nil {
+		return refusal("bad-request", "listen with the socket options: %v", err)
+	}
+	defer ln.Close()
+	id := newSessionID()
+	if err := fc.write(&Message{Opened: &Opened{Session: id, Port: uint16(ln.Addr().(*net.TCPAddr).Port)}}); err != nil {
+		return err
+	}
+
+	// Accept the streams until the client says it has dialled them all.
+	conns := make([]*net.TCPConn, p.Streams)
+	accepted := make(chan error, 1)
+	go func() { accepted <- s.acceptStreams(ln.(*net.TCPListener), id, peer, p, conns) }()
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	m, err := fc.read()
+	conn.SetReadDeadline(time.Time{})
+	closeAll := func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}
+	defer closeAll()
+	if err != nil {
+		ln.Close()
+		<-accepted
+		return err
+	}
+	if m.TCPStart == nil {
+		ln.Close()
+		<-accepted
+		return fmt.Errorf("%w: expected tcp start, got %s", errMalformed, m.kind())
+	}
+	select {
+	case err = <-accepted:
+	case <-time.After(10 * time.Second):
+		ln.Close()
+		err = <-accepted
+	}
+	if err != nil {
+		return refusal("streams", "%v", err)
+	}
+	if err := fc.write(&Message{TCPStart: &TCPStart{}}); err != nil {
+		return err
+	}
+
+	// The data phase ends when every stream is done; the client's Finish
+	// (or its going away) ends it early.
+	rctx, cancel := context.WithTimeout(ctx, p.Duration+s.cfg.Limits.MaxDuration)
+	defer cancel()
+	finished := make(chan error, 1)
+	go func() {
+		m, err := fc.read()
+		if err == nil && m.Finish == nil {
+			err = fmt.Errorf("%w: expected finish, got %s", errMalformed, m.kind())
+		}
+		finished <- err
+		// The client is done (or gone): give data in flight a moment to
+		// arrive, then end this side too (Ctrl-C on the client).
+		time.AfterFunc(2*time.Second, cancel)
+	}()
+	side := newTCPRun(p, false, conns).run(rctx)
+	if err := <-finished; err != nil {
+		return err
+	}
+	batches := tcpBatches(side)
+	for i, b := range batches {
+		if err := fc.write(&Message{TCPReport: &TCPReport{Side: b, Last: i == len(batches)-1}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// acceptStreams takes the client's data connections: only from its IP, each
+// opening with this session's hello and a stream index not taken yet.
+func (s *Server) acceptStreams(ln *net.TCPListener, id uint32, peer netip.Addr, p TCPParams, conns []*net.TCPConn) error {
+	for got := 0; got < len(conns); {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			return fmt.Errorf("%d of %d streams connected", got, len(conns))
+		}
+		if c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap() != peer {
+			c.Close()
+			continue
+		}
+		var hello [streamHelloLen]byte
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadFull(c, hello[:])
+		c.SetReadDeadline(time.Time{})
+		idx := int(binary.BigEndian.Uint32(hello[8:]))
+		if err != nil || binary.BigEndian.Uint32(hello[:]) != collector.ProbeMagic ||
+			binary.BigEndian.Uint32(hello[4:]) != id || idx >= len(conns) || conns[idx] != nil {
+			c.Close()
+			continue
+		}
+		if rc, err := c.SyscallConn(); err == nil {
+			applySockOpts(rc, p.SockOpts) // some options are not inherited from the listener
+		}
+		conns[idx] = c
+		got++
+	}
+	return nil
+}

@@ -1,0 +1,105 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// TCPResult is what both sides saw of a TCP test.
+type TCPResult struct {
+	Params  TCPParams
+	Started time.Time
+	Client  TCPSide
+	Agent   TCPSide
+}
+
+// maxDialing bounds the streams being connected at once, so that 1024
+// streams do not overflow the agent's accept queue.
+const maxDialing = 64
+
+// TCP runs a TCP test: it connects p.Streams streams to the agent, moves
+// data for p.Duration or p.Bytes as p.Direction says, and gathers both
+// sides' byte counts, TCP_INFO samples and CPU times. When ctx ends early,
+// it stops and still returns what was measured.
+func (c *Client) TCP(ctx context.Context, p TCPParams) (*TCPResult, error) {
+	if err := p.Check(); err != nil {
+		return nil, err
+	}
+	if err := c.fc.write(&Message{Open: &Open{Mode: "tcp", TCP: &p}}); err != nil {
+		return nil, err
+	}
+	m, err := c.expect("opened")
+	if err != nil {
+		return nil, err
+	}
+	agent := netip.AddrPortFrom(c.AgentAddr(), m.Opened.Port)
+	conns := make([]*net.TCPConn, p.Streams)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	var g errgroup.Group
+	g.SetLimit(maxDialing)
+	d := net.Dialer{Control: setSockOpts(p.SockOpts), Timeout: c.cfg.Timeout}
+	for i := range conns {
+		g.Go(func() error {
+			nc, err := d.DialContext(ctx, "tcp", agent.String())
+			if err != nil {
+				return fmt.Errorf("connect stream %d: %w", i, err)
+			}
+			conns[i] = nc.(*net.TCPConn)
+			var hello [streamHelloLen]byte
+			putStreamHello(hello[:], m.Opened.Session, i)
+			if _, err := nc.Write(hello[:]); err != nil {
+				return fmt.Errorf("stream %d: %w", i, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if err := c.fc.write(&Message{TCPStart: &TCPStart{}}); err != nil {
+		return nil, err
+	}
+	c.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	_, err = c.expect("tcp_start")
+	c.conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, err
+	}
+
+	res := &TCPResult{Params: p, Started: time.Now()}
+	res.Client = newTCPRun(p, true, conns).run(ctx)
+
+	// The agent's account comes after Finish, whatever ctx says.
+	c.conn.SetDeadline(time.Now().Add(c.cfg.Timeout + 5*time.Second))
+	defer c.conn.SetDeadline(time.Time{})
+	if err := c.fc.write(&Message{Finish: &Finish{}}); err != nil {
+		return nil, err
+	}
+	for {
+		m, err := c.expect("tcp_report")
+		if err != nil {
+			return nil, fmt.Errorf("agent's report: %w", err)
+		}
+		r := m.TCPReport
+		if res.Agent.Streams == nil {
+			streams := res.Agent.Streams
+			res.Agent = r.Side
+			res.Agent.Streams = streams
+		}
+		res.Agent.Streams = append(res.Agent.Streams, r.Side.Streams...)
+		if r.Last {
+			return res, nil
+		}
+	}
+}

@@ -1,0 +1,158 @@
+package probe
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func tcpParams(streams int, dir string, bytes int64) TCPParams {
+	return TCPParams{Streams: streams, Direction: dir, Bytes: bytes, WriteSize: 64 << 10, Interval: 20 * time.Millisecond}
+}
+
+// Every byte one side wrote the other read, in every direction, and each
+// stream was sampled.
+func TestTCPByteAccounting(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	for _, dir := range []string{"forward", "reverse", "bidir"} {
+		c, err := Dial(context.Background(), addr, ClientConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const total = 40<<20 + 3 // not a multiple of the streams: the remainder must arrive too
+		p := tcpParams(4, dir, total)
+		p.SockOpts = []string{"SO_RCVBUF=1000000", "TCP_NODELAY=1"}
+		p.GetOpts = []string{"SO_RCVBUF", "TCP_NODELAY"}
+		res, err := c.TCP(context.Background(), p)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		check := func(from, to TCPSide, name string) {
+			var sent, got uint64
+			for i := range from.Streams {
+				sent += from.Streams[i].Sent
+				got += to.Streams[i].Received
+				if from.Streams[i].Sent != to.Streams[i].Received {
+					t.Errorf("%s %s stream %d: sent %d, received %d", dir, name, i, from.Streams[i].Sent, to.Streams[i].Received)
+				}
+				if len(from.Streams[i].Samples) == 0 || from.Streams[i].Err != "" || to.Streams[i].Err != "" {
+					t.Errorf("%s %s stream %d: %d samples, errors %q %q", dir, name, i, len(from.Streams[i].Samples), from.Streams[i].Err, to.Streams[i].Err)
+				}
+			}
+			if sent != total || got != total {
+				t.Errorf("%s %s: sent %d, received %d, want %d", dir, name, sent, got, total)
+			}
+		}
+		if p.sends(true) {
+			check(res.Client, res.Agent, "client to agent")
+		}
+		if p.sends(false) {
+			check(res.Agent, res.Client, "agent to client")
+		}
+		for _, side := range []TCPSide{res.Client, res.Agent} {
+			if side.ReadBack["TCP_NODELAY"] != "1" || !strings.HasPrefix(side.ReadBack["SO_RCVBUF"], "2") {
+				t.Errorf("%s: read back %v, want TCP_NODELAY 1 and SO_RCVBUF doubled to 2000000", dir, side.ReadBack)
+			}
+		}
+	}
+}
+
+// 1024 streams connect, move their bytes and report without error.
+func TestTCPThousandStreams(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	c, err := Dial(context.Background(), addr, ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := c.TCP(context.Background(), tcpParams(MaxStreams, "forward", 64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got uint64
+	for _, s := range res.Agent.Streams {
+		if s.Err != "" {
+			t.Fatalf("stream %d: %s", s.Index, s.Err)
+		}
+		got += s.Received
+	}
+	if len(res.Agent.Streams) != MaxStreams || got != 64<<20 {
+		t.Fatalf("%d streams, %d bytes", len(res.Agent.Streams), got)
+	}
+}
+
+// An exclusive test wants an idle agent, and holds it.
+func TestTCPExclusive(t *testing.T) {
+	s, addr := startAgent(t, ServerConfig{})
+	busy, err := Dial(context.Background(), addr, ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	done := make(chan error, 1)
+	go func() {
+		p := tcpParams(1, "forward", 0)
+		p.Duration = time.Second
+		_, err := busy.TCP(context.Background(), p)
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	c, err := Dial(context.Background(), addr, ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := tcpParams(1, "forward", 1<<20)
+	p.Exclusive = true
+	if _, err := c.TCP(context.Background(), p); err == nil || !strings.Contains(err.Error(), "--exclusive needs an idle agent") {
+		t.Fatalf("exclusive beside another test: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Once idle (the agent ends its side a moment after the client), the
+	// exclusive test runs, and nobody else gets in meanwhile.
+	for s.active.Load() != 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	go func() {
+		p := tcpParams(1, "forward", 0)
+		p.Duration, p.Exclusive = time.Second, true
+		_, err := c.TCP(context.Background(), p)
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := busy.Echo(context.Background(), EchoParams{Count: 5, Size: 64}, EchoOptions{Wait: time.Second}); err == nil || !strings.Contains(err.Error(), "exclusive test is running") {
+		t.Fatalf("echo beside an exclusive test: %v (exclusive test: %v)", err, <-done)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTCPParamsCheck(t *testing.T) {
+	good := tcpParams(1, "forward", 1000)
+	for _, tc := range []struct {
+		mod  func(*TCPParams)
+		want string
+	}{
+		{func(p *TCPParams) { p.Streams = 1025 }, "1025 streams"},
+		{func(p *TCPParams) { p.Direction = "up" }, `direction "up"`},
+		{func(p *TCPParams) { p.Bytes = 0 }, "duration or a byte count"},
+		{func(p *TCPParams) { p.WriteSize = 0 }, "write size 0"},
+		{func(p *TCPParams) { p.SockOpts = []string{"SO_NOSUCH=1"} }, "SO_RCVBUF"},
+		{func(p *TCPParams) { p.SockOpts = []string{"TCP_NODELAY=yes"} }, "yes"},
+		{func(p *TCPParams) { p.GetOpts = []string{"SO_NOSUCH"} }, "SO_RCVBUF"},
+	} {
+		p := good
+		tc.mod(&p)
+		if err := p.Check(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: err %v, want one mentioning %q", p, err, tc.want)
+		}
+	}
+	if err := good.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
