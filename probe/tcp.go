@@ -31,7 +31,7 @@ type TCPParams struct {
 	Duration  time.Duration `msgpack:"duration"`  // of the data phase; ignored with Bytes
 	Bytes     int64         `msgpack:"bytes"`     // per direction, split over the streams; 0: Duration
 	WriteSize int           `msgpack:"write_size"`
-	Interval  time.Duration `msgpack:"interval"` // TCP_INFO sampling
+	Interval  time.Duration `msgpack:"interval"`           // TCP_INFO sampling
 	SockOpts  []string      `msgpack:"sockopts,omitempty"` // NAME=VALUE, set on both sides
 	GetOpts   []string      `msgpack:"getopts,omitempty"`  // read back on both sides
 	Exclusive bool          `msgpack:"exclusive,omitempty"`
