@@ -98,3 +98,9 @@ func (h *Host) rxCounters() (bytes, packets uint64, at time.Time, err error) {
 	s := l.Attrs().Statistics
 	return s.RxBytes, s.RxPackets, at, nil
 }
+
+// RxCounters reads the bytes and packets h's testbed interface received.
+func (h *Host) RxCounters() (bytes, packets uint64, err error) {
+	bytes, packets, _, err = h.rxCounters()
+	return bytes, packets, err
+}
