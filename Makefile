@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin
 
-.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo
+.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp
 
 all: build
 
@@ -46,3 +46,7 @@ bench-capacity: build
 # The UDP echo benchmark: probe against irtt, sockperf and iperf3 on loopback.
 bench-echo: build
 	$(GO) run ./bench/echo
+
+# The TCP benchmark: probe --mode tcp against iperf3 on loopback and the testbed.
+bench-tcp: build
+	$(GO) run ./bench/tcp

@@ -34,6 +34,9 @@ func TCPIntervals(streams []dump.TCPStream, every time.Duration) []TCPInterval {
 			end = max(end, s.Samples[n-1].T)
 		}
 	}
+	// Samples are taken a little after each tick: a quarter of the sampling
+	// period's slack keeps each on the boundary it belongs to.
+	slack := min(every, samplingPeriod(streams)) / 4
 	var out []TCPInterval
 	for start := time.Duration(0); start < end; start += every {
 		stop := min(start+every, end)
@@ -45,8 +48,11 @@ func TCPIntervals(streams []dump.TCPStream, every time.Duration) []TCPInterval {
 		var cwndSum float64
 		n := 0
 		for k, s := range streams {
-			a, okA := at(s.Samples, iv.Start)
-			b, okB := at(s.Samples, iv.End)
+			a, okA := at(s.Samples, iv.Start+slack)
+			b, okB := at(s.Samples, iv.End+slack)
+			if iv.Start == 0 {
+				okA = false
+			}
 			if !okB {
 				continue
 			}
@@ -73,6 +79,16 @@ func TCPIntervals(streams []dump.TCPStream, every time.Duration) []TCPInterval {
 		}
 	}
 	return out
+}
+
+// samplingPeriod is the time between a stream's first two samples.
+func samplingPeriod(streams []dump.TCPStream) time.Duration {
+	for _, s := range streams {
+		if len(s.Samples) >= 2 {
+			return s.Samples[1].T - s.Samples[0].T
+		}
+	}
+	return time.Hour
 }
 
 // at is the last sample taken at or before t.

@@ -53,3 +53,14 @@ func TestTCPIntervalsFinalSliver(t *testing.T) {
 		t.Fatalf("%+v", iv)
 	}
 }
+
+// Samples land a little after their ticks; they still count for the
+// interval they close.
+func TestTCPIntervalsLateTicks(t *testing.T) {
+	ms := time.Millisecond
+	s := []dump.TCPStream{{Samples: []dump.TCPSample{{T: 101 * ms, Bytes: 100}, {T: 202 * ms, Bytes: 200}, {T: 303 * ms, Bytes: 300}}}}
+	iv := TCPIntervals(s, 100*ms)
+	if len(iv) != 3 || iv[0].Bytes != 100 || iv[1].Bytes != 100 || iv[2].Bytes != 100 || iv[2].End != 303*ms {
+		t.Fatalf("%+v", iv)
+	}
+}

@@ -1,0 +1,626 @@
+// Command tcp is the TCP benchmark (issue 5): in one run it measures with
+// probe measure --mode tcp and with iperf3 and prints one table: per figure
+// probe's value, the peer's (iperf3, or the truth the figure is judged
+// against), their ratio, the bound and whether it holds. The figures:
+// aggregate throughput at 1 and 8 streams on loopback and on an unshaped veth
+// testbed, probe and iperf3 alternating; 1024 streams on loopback; probe's
+// byte counts against the receiving interface's counters; the goodput of a
+// 20 Mbit/s tbf link. It exits non-zero when a bound fails or iperf3 is
+// missing. Run as root, from the repository: make bench-tcp.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/probe-dev/probe/testbed"
+)
+
+const (
+	rounds      = 3               // alternating rounds per tool and case
+	roundTime   = 5 * time.Second // each throughput round
+	manyStreams = 1024
+	manyBytes   = "256M"
+	// wireHeader is what every data segment carries on the veth besides its
+	// payload: 14 Ethernet + 20 IP + 32 TCP (20 + 12 of timestamps).
+	wireHeader = 14 + 20 + 32
+	mss        = 1500 - 20 - 32 // payload of a full frame at MTU 1500
+	frame      = 1500 + 14      // what tbf counts per full frame
+	slowRate   = 20e6           // the shaped testbed, bit/s of frames
+)
+
+// tcpResult holds the fields of probe measure --mode tcp --json the bounds
+// read.
+type tcpResult struct {
+	Client    side `json:"client"`
+	AgentSide side `json:"agent_side"`
+}
+
+type side struct {
+	Streams []struct {
+		Err string
+	}
+	Elapsed time.Duration // ns
+	Totals  struct {
+		Sent, Received     uint64
+		SendRate, RecvRate float64 // bit/s
+		Retrans            uint32
+		Errors             int
+	} `json:"totals"`
+}
+
+func (s side) firstErr() string {
+	for _, st := range s.Streams {
+		if st.Err != "" {
+			return st.Err
+		}
+	}
+	return ""
+}
+
+// row is one line of the table. An info row has no bound and cannot fail.
+type row struct {
+	figure, probe, peer, ratio, bound, note string
+	ok, info                                bool
+}
+
+// host runs commands and reads sockets in one network namespace: this
+// process's (tb nil) or a testbed host's.
+type host struct {
+	tb *testbed.Host
+}
+
+func (h host) start(cmd *exec.Cmd) error {
+	if h.tb == nil {
+		return cmd.Start()
+	}
+	return h.tb.Start(cmd)
+}
+
+func (h host) do(fn func() error) error {
+	if h.tb == nil {
+		return fn()
+	}
+	return h.tb.Do(fn)
+}
+
+// prefix is what runs a command in h's namespace from a shell.
+func (h host) prefix() string {
+	if h.tb == nil {
+		return ""
+	}
+	return "ip netns exec " + h.tb.NS + " "
+}
+
+// place is where a throughput case runs: the servers on one host listening
+// on addr, the clients on another.
+type place struct {
+	name           string
+	server, client host
+	agent, iperf   netip.AddrPort
+}
+
+// bench holds what every figure needs.
+type bench struct {
+	probeBin string
+	commands []string // every command as run, once, printed under the table
+}
+
+func main() {
+	bin := flag.String("bin", "bin", "directory with the probe binary")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fail("the tcp benchmark needs root (testbed namespaces, tc)")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		fail("iperf3 not installed (apt-get install -y iperf3)")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	b := &bench{probeBin: filepath.Join(*bin, "probe")}
+	rows := b.all(ctx) // every server and testbed is gone when it returns
+	interrupted := ctx.Err() != nil
+	stop()
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\tprobe\tpeer\tprobe/peer\tbound\tok\tnote\t")
+	allOK := !interrupted
+	for _, r := range rows {
+		ok := fmt.Sprint(r.ok)
+		if r.info {
+			ok = "-"
+		} else {
+			allOK = allOK && r.ok
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.figure, r.probe, r.peer, r.ratio, r.bound, ok, r.note)
+	}
+	tw.Flush()
+	fmt.Printf("\nthroughput: the receiver's rate (probe: agent_side.totals.RecvRate; iperf3: end.sum_received.bits_per_second),\n")
+	fmt.Printf("%d rounds of %v per tool, probe and iperf3 alternating; the median, the rounds in brackets.\n", rounds, roundTime)
+	fmt.Printf("veth: the testbed's unshaped a — b veth, offloads off, MTU 1500; servers in a, clients in b.\n")
+	fmt.Printf("wire payload: the receiving veth's rx_bytes − %d × rx_packets (14 Ethernet + 20 IP + 32 TCP with\n", wireHeader)
+	fmt.Printf("timestamps per frame; offloads off, so every segment is one frame of at most the MTU). Pure ACKs\n")
+	fmt.Printf("travel the other way; handshakes, the control connection and retransmissions count as noise.\n")
+	fmt.Printf("tbf truth: the TCP goodput of the link, %s × %d/%d (payload per full frame).\n",
+		testbed.FormatRate(slowRate), mss, frame)
+	fmt.Println("commands (ip netns exec NS: run inside the testbed's namespace NS):")
+	for _, c := range b.commands {
+		fmt.Println("  " + c)
+	}
+	if interrupted {
+		fmt.Println("interrupted")
+	}
+	if !allOK {
+		os.Exit(1)
+	}
+}
+
+// all runs every figure and returns its rows; it stops every process it
+// started and takes every testbed down before it returns.
+func (b *bench) all(ctx context.Context) []row {
+	var rows []row
+	// Loopback: throughput, then 1024 streams against the same agent.
+	lo := netip.MustParseAddr("127.0.0.1")
+	ports, err := freePorts(2)
+	if err != nil {
+		return []row{{figure: "loopback", probe: "error", note: err.Error()}}
+	}
+	p := &place{name: "loopback", agent: netip.AddrPortFrom(lo, ports[0]), iperf: netip.AddrPortFrom(lo, ports[1])}
+	rows = append(rows, b.withServers(ctx, p, func() []row {
+		return append(b.throughput(ctx, p), b.many(ctx, p))
+	})...)
+
+	// The unshaped veth: throughput and byte accounting.
+	if ctx.Err() == nil {
+		rows = append(rows, b.withTestbed(ctx, "veth", 0, func(tb *testbed.Testbed, p *place) []row {
+			return append(b.throughput(ctx, p), b.accounting(ctx, tb, p)...)
+		})...)
+	}
+	// The 20 Mbit/s tbf link: goodput.
+	if ctx.Err() == nil {
+		rows = append(rows, b.withTestbed(ctx, "tbf", slowRate, func(tb *testbed.Testbed, p *place) []row {
+			return b.goodput(ctx, p)
+		})...)
+	}
+	return rows
+}
+
+// withTestbed brings a testbed up, runs fn with the servers in a and the
+// clients in b, and takes it down.
+func (b *bench) withTestbed(ctx context.Context, label string, rate uint64, fn func(*testbed.Testbed, *place) []row) []row {
+	fmt.Fprintf(os.Stderr, "bench: testbed %s up...\n", label)
+	name := fmt.Sprintf("bt%s%d", label, os.Getpid()%100000)
+	tb, err := testbed.Up(testbed.Config{Name: name, Rate: rate})
+	if err != nil {
+		return []row{{figure: label + " testbed", probe: "error", note: err.Error()}}
+	}
+	defer func() {
+		if err := tb.Down(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+	}()
+	// Fresh namespaces: the usual ports are free.
+	p := &place{name: label, server: host{tb.A}, client: host{tb.B},
+		agent: netip.AddrPortFrom(tb.A.Addr, 7323), iperf: netip.AddrPortFrom(tb.A.Addr, 5201)}
+	return b.withServers(ctx, p, func() []row { return fn(tb, p) })
+}
+
+// withServers starts the probe agent and the iperf3 server of p, runs fn and
+// stops them.
+func (b *bench) withServers(ctx context.Context, p *place, fn func() []row) []row {
+	agent, err := b.startServer(ctx, p.server, "probe agent", p.agent,
+		b.probeBin, "serve", "--listen", p.agent.String(), "--ebpf", "off")
+	if err != nil {
+		return []row{{figure: p.name, probe: "error", note: err.Error()}}
+	}
+	defer agent.stop()
+	// No -1: one server for every round; it is killed at the end.
+	iperf, err := b.startServer(ctx, p.server, "iperf3 server", p.iperf,
+		"iperf3", "-s", "-B", p.iperf.Addr().String(), "-p", strconv.Itoa(int(p.iperf.Port())))
+	if err != nil {
+		return []row{{figure: p.name, peer: "error", note: err.Error()}}
+	}
+	defer iperf.stop()
+	return fn()
+}
+
+// throughput is figure 1 at one place: at 1 and 8 streams, probe and iperf3
+// alternating, the medians of the receivers' rates.
+func (b *bench) throughput(ctx context.Context, p *place) []row {
+	var rows []row
+	for _, n := range []int{1, 8} {
+		r := row{figure: fmt.Sprintf("%s -P %d: throughput", p.name, n), bound: "probe ≥ 0.95 × iperf3"}
+		var pr, ir []float64
+		var errs []string
+		for k := range rounds {
+			if ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(os.Stderr, "bench: %s -P %d round %d: probe...\n", p.name, n, k+1)
+			res, err := b.measure(ctx, p, 30*time.Second, "-P", strconv.Itoa(n), "-t", roundTime.String())
+			if err == nil && res.AgentSide.Totals.Errors > 0 {
+				err = fmt.Errorf("%d streams failed: %s", res.AgentSide.Totals.Errors, res.AgentSide.firstErr())
+			}
+			if err != nil {
+				errs = append(errs, "probe: "+err.Error())
+			} else {
+				pr = append(pr, res.AgentSide.Totals.RecvRate)
+			}
+			fmt.Fprintf(os.Stderr, "bench: %s -P %d round %d: iperf3...\n", p.name, n, k+1)
+			bps, err := b.iperf3(ctx, p, n, roundTime)
+			if err != nil {
+				errs = append(errs, "iperf3: "+err.Error())
+			} else {
+				ir = append(ir, bps)
+			}
+		}
+		r.probe, r.peer = medianText(pr), medianText(ir)
+		if len(pr) > 0 && len(ir) > 0 {
+			pm, im := median(pr), median(ir)
+			r.ratio = ratio(pm, im)
+			r.ok = len(errs) == 0 && len(pr) == rounds && len(ir) == rounds && pm >= 0.95*im
+		}
+		if len(errs) > 0 {
+			r.note = strings.Join(errs, "; ")
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// many is figure 2: 1024 streams on loopback carry a fixed amount.
+func (b *bench) many(ctx context.Context, p *place) row {
+	want, _ := strconv.ParseInt(strings.TrimSuffix(manyBytes, "M"), 10, 64)
+	want <<= 20
+	r := row{figure: fmt.Sprintf("%s -P %d --bytes %s", p.name, manyStreams, manyBytes), peer: "-", ratio: "-",
+		bound: "exit 0, totals.Errors = 0 both sides, all bytes received"}
+	fmt.Fprintf(os.Stderr, "bench: %s -P %d --bytes %s...\n", p.name, manyStreams, manyBytes)
+	res, err := b.measure(ctx, p, 60*time.Second, "-P", strconv.Itoa(manyStreams), "--bytes", manyBytes)
+	c, a := res.Client, res.AgentSide
+	if err != nil {
+		r.probe, r.note = "error", err.Error()
+		if e := join(c.firstErr(), a.firstErr()); e != "" {
+			r.note = join(r.note, "e.g. "+e)
+		}
+		return r
+	}
+	r.probe = fmt.Sprintf("exit 0; errors %d/%d; %d B in %.2f s", c.Totals.Errors, a.Totals.Errors,
+		a.Totals.Received, a.Elapsed.Seconds())
+	r.ok = c.Totals.Errors == 0 && a.Totals.Errors == 0 && c.Totals.Sent == uint64(want) && a.Totals.Received == uint64(want)
+	r.note = fmt.Sprintf("errors client/agent; streams client %d, agent %d; client sent %d B, agent received %d B (%s), retransmits %d",
+		len(c.Streams), len(a.Streams), c.Totals.Sent, a.Totals.Received, fmtRate(a.Totals.RecvRate), c.Totals.Retrans)
+	if e := join(c.firstErr(), a.firstErr()); e != "" {
+		r.note = join(r.note, "e.g. "+e)
+	}
+	return r
+}
+
+// accounting is figure 3: the client's bytes sent equal the agent's bytes
+// received, and both the payload the receiving interface carried.
+func (b *bench) accounting(ctx context.Context, tb *testbed.Testbed, p *place) []row {
+	eq := row{figure: p.name + " -P 4: client Sent = agent Received", ratio: "-", bound: "equal"}
+	wire := row{figure: p.name + " -P 4: agent Received vs wire payload", bound: "|wire − received| ≤ 1 % of received"}
+	fmt.Fprintf(os.Stderr, "bench: %s byte accounting, -P 4 for 3 s...\n", p.name)
+	b0, p0, err := tb.A.RxCounters()
+	if err != nil {
+		eq.probe, wire.probe, eq.note = "error", "error", err.Error()
+		return []row{eq, wire}
+	}
+	res, merr := b.measure(ctx, p, 30*time.Second, "-P", "4", "-t", "3s")
+	b1, p1, err := tb.A.RxCounters()
+	if merr != nil || err != nil {
+		eq.probe, wire.probe, eq.note = "error", "error", join(errText(merr), errText(err))
+		return []row{eq, wire}
+	}
+	sent, got := res.Client.Totals.Sent, res.AgentSide.Totals.Received
+	eq.probe = fmt.Sprintf("%d B sent, %d B received", sent, got)
+	eq.peer = "-"
+	eq.ok = sent == got && got > 0
+	eq.note = fmt.Sprintf("difference %d B; %s", int64(sent)-int64(got), fmtRate(res.AgentSide.Totals.RecvRate))
+
+	db, dp := b1-b0, p1-p0
+	payload := int64(db) - wireHeader*int64(dp)
+	wire.probe = fmt.Sprintf("%d B", got)
+	wire.peer = fmt.Sprintf("%d B", payload)
+	wire.ratio = ratio(float64(got), float64(payload))
+	dev := 100 * math.Abs(float64(payload)-float64(got)) / float64(max(got, 1))
+	wire.ok = got > 0 && dev <= 1
+	wire.note = fmt.Sprintf("%s rx on %s: %d B, %d packets; deviation %.4f %%; client retransmits %d",
+		tb.A.NS, tb.A.Ifname, db, dp, dev, res.Client.Totals.Retrans)
+	return []row{eq, wire}
+}
+
+// goodput is figure 4: one stream over the 20 Mbit/s link against the
+// link's TCP goodput, and iperf3's figure for reference.
+func (b *bench) goodput(ctx context.Context, p *place) []row {
+	truth := slowRate * mss / frame
+	r := row{figure: fmt.Sprintf("%s %s -P 1 -t 10s: goodput", p.name, testbed.FormatRate(slowRate)),
+		peer: "truth " + fmtRate(truth), bound: "|probe − truth| ≤ 5 % of truth"}
+	ref := row{figure: fmt.Sprintf("%s %s -P 1 -t 10s: iperf3", p.name, testbed.FormatRate(slowRate)),
+		bound: "(info)", info: true}
+	fmt.Fprintf(os.Stderr, "bench: %s -P 1 for 10 s: probe...\n", p.name)
+	res, err := b.measure(ctx, p, 40*time.Second, "-P", "1", "-t", "10s")
+	var rate float64
+	if err != nil {
+		r.probe, ref.probe, r.note = "error", "error", "probe: "+err.Error()
+	} else {
+		rate = res.AgentSide.Totals.RecvRate
+		r.probe, ref.probe = fmtRate(rate), fmtRate(rate)
+		r.ratio = ratio(rate, truth)
+		r.ok = math.Abs(rate-truth) <= 0.05*truth
+		r.note = fmt.Sprintf("%+.2f %% of truth; %d B in %.2f s; client retransmits %d", 100*(rate-truth)/truth,
+			res.AgentSide.Totals.Received, res.AgentSide.Elapsed.Seconds(), res.Client.Totals.Retrans)
+	}
+	fmt.Fprintf(os.Stderr, "bench: %s -P 1 for 10 s: iperf3...\n", p.name)
+	bps, err := b.iperf3(ctx, p, 1, 10*time.Second)
+	if err != nil {
+		ref.peer, ref.note = "error", "iperf3: "+err.Error()
+	} else {
+		ref.peer = fmtRate(bps)
+		ref.note = fmt.Sprintf("iperf3 %+.2f %% of truth", 100*(bps-truth)/truth)
+		if rate > 0 {
+			ref.ratio = ratio(rate, bps)
+		}
+	}
+	return []row{r, ref}
+}
+
+// measure runs one probe TCP measurement from p's client host and reads its
+// JSON.
+func (b *bench) measure(ctx context.Context, p *place, limit time.Duration, args ...string) (tcpResult, error) {
+	args = append([]string{"measure", "-h", p.agent.String(), "--mode", "tcp"}, args...)
+	args = append(args, "--json", "--ebpf", "off")
+	var res tcpResult
+	out, err := b.run(ctx, p.client, limit, b.probeBin, args...)
+	// A failed run may still print its JSON; keep what it says.
+	jerr := json.Unmarshal(out, &res)
+	if err != nil {
+		return res, err
+	}
+	if jerr != nil {
+		return res, fmt.Errorf("read probe measure output: %w", jerr)
+	}
+	return res, nil
+}
+
+// iperf3 runs one iperf3 TCP test from p's client host and returns the
+// receiver's rate in bit/s.
+func (b *bench) iperf3(ctx context.Context, p *place, streams int, d time.Duration) (float64, error) {
+	out, err := b.run(ctx, p.client, d+25*time.Second, "iperf3", "-c", p.iperf.Addr().String(),
+		"-p", strconv.Itoa(int(p.iperf.Port())), "-P", strconv.Itoa(streams), "-t", strconv.Itoa(int(d.Seconds())), "--json")
+	// iperf3 exits non-zero on failure but still prints its JSON with the
+	// reason.
+	var doc struct {
+		Error string `json:"error"`
+		End   struct {
+			SumReceived *struct {
+				Seconds float64 `json:"seconds"`
+				Bps     float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if jerr := json.Unmarshal(out, &doc); jerr != nil {
+		if err != nil {
+			return 0, err
+		}
+		return 0, fmt.Errorf("read iperf3 output: %w", jerr)
+	}
+	if doc.Error != "" {
+		return 0, fmt.Errorf("iperf3: %s", doc.Error)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if doc.End.SumReceived == nil || doc.End.SumReceived.Seconds <= 0 {
+		return 0, errors.New("iperf3 output has no end.sum_received")
+	}
+	return doc.End.SumReceived.Bps, nil
+}
+
+// record notes a command as run, once.
+func (b *bench) record(h host, bin string, args ...string) {
+	c := h.prefix() + bin + " " + strings.Join(args, " ")
+	if !slices.Contains(b.commands, c) {
+		b.commands = append(b.commands, c)
+	}
+}
+
+// run runs a command in h to its end, within limit, and returns its standard
+// output, also when it fails.
+func (b *bench) run(ctx context.Context, h host, limit time.Duration, bin string, args ...string) ([]byte, error) {
+	b.record(h, bin, args...)
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := h.start(cmd); err != nil {
+		return nil, err
+	}
+	err := cmd.Wait()
+	if ctx.Err() != nil {
+		return out.Bytes(), fmt.Errorf("%s: %w", filepath.Base(bin), ctx.Err())
+	}
+	if err != nil {
+		msg := strings.TrimSpace(errb.String())
+		if msg == "" {
+			msg = lastLine(out.String())
+		}
+		return out.Bytes(), fmt.Errorf("%s: %v: %s", filepath.Base(bin), err, msg)
+	}
+	return out.Bytes(), nil
+}
+
+// server is a process that runs until the benchmark stops it.
+type server struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	stderr bytes.Buffer
+}
+
+// startServer starts a server in h and waits until it listens on addr. The
+// context bounds its life.
+func (b *bench) startServer(ctx context.Context, h host, name string, addr netip.AddrPort, bin string, args ...string) (*server, error) {
+	b.record(h, bin, args...)
+	s := &server{cmd: exec.CommandContext(ctx, bin, args...), done: make(chan struct{})}
+	s.cmd.Stdout, s.cmd.Stderr = &s.stderr, &s.stderr
+	if err := h.start(s.cmd); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !listening(h, addr) {
+		select {
+		case <-s.done:
+			return nil, fmt.Errorf("%s exited: %s", name, strings.TrimSpace(s.stderr.String()))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, fmt.Errorf("%s not listening on %s after 10 s", name, addr)
+		}
+	}
+	return s, nil
+}
+
+func (s *server) stop() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.cmd.Process.Kill()
+	<-s.done
+}
+
+// listening reports whether a TCP socket listens on addr in h's namespace,
+// from /proc/thread-self/net/tcp, so that checking does not connect to the
+// server (iperf3 would count a connection without a test as a failed one).
+func listening(h host, addr netip.AddrPort) bool {
+	a := addr.Addr().As4()
+	// /proc prints the address as a host-order (little-endian) word.
+	local := fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], addr.Port())
+	var found bool
+	h.do(func() error {
+		data, err := os.ReadFile("/proc/thread-self/net/tcp")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 3 && f[1] == local && f[3] == "0A" {
+				found = true
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+// freePorts finds n distinct free loopback TCP ports.
+func freePorts(n int) ([]uint16, error) {
+	var ports []uint16
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, uint16(ln.Addr().(*net.TCPAddr).Port))
+	}
+	return ports, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// medianText is the median and, in brackets, every round.
+func medianText(xs []float64) string {
+	if len(xs) == 0 {
+		return "error"
+	}
+	var each []string
+	scale, unit := rateUnit(median(xs))
+	for _, x := range xs {
+		each = append(each, fmt.Sprintf("%.2f", x/scale))
+	}
+	return fmt.Sprintf("%.2f %s (%s)", median(xs)/scale, unit, strings.Join(each, ", "))
+}
+
+func rateUnit(bps float64) (float64, string) {
+	if bps >= 1e9 {
+		return 1e9, "Gbit/s"
+	}
+	return 1e6, "Mbit/s"
+}
+
+func fmtRate(bps float64) string {
+	scale, unit := rateUnit(bps)
+	return fmt.Sprintf("%.3f %s", bps/scale, unit)
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	return s[strings.LastIndex(s, "\n")+1:]
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	r := a / b
+	if math.IsInf(r, 0) || math.IsNaN(r) {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", r)
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func join(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "bench:", msg)
+	os.Exit(1)
+}
