@@ -68,7 +68,14 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 	name, side := sender(r)
 	fmt.Fprintf(w, "intervals from the %s's counters and TCP_INFO (mean over streams):\n", name)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	// Each stream gets a column too, while they fit on a line.
+	perStream := len(side.Streams) > 1 && len(side.Streams) <= 8
 	head := "time s\tMbit/s\tretrans\trtt µs\tcwnd\t"
+	if perStream {
+		for i := range side.Streams {
+			head += fmt.Sprintf("#%d Mbit/s\t", i)
+		}
+	}
 	for _, f := range o.Fields {
 		head += strings.TrimRight(f.Label, ":= ") + "\t"
 	}
@@ -76,6 +83,11 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 	for _, iv := range estimator.TCPIntervals(side.Streams, o.Every) {
 		line := fmt.Sprintf("%.1f-%.1f\t%.2f\t%d\t%.0f\t%.1f\t", iv.Start.Seconds(), iv.End.Seconds(), iv.Rate/1e6, iv.Retrans,
 			float64(iv.RTT)/1e3, iv.Cwnd)
+		if perStream {
+			for _, r := range iv.PerStream {
+				line += fmt.Sprintf("%.2f\t", r/1e6)
+			}
+		}
 		for _, f := range o.Fields {
 			line += fmt.Sprintf("%.1f\t", meanField(iv, f.Field))
 		}
