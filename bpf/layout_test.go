@@ -64,6 +64,9 @@ func TestLayoutMatchesC(t *testing.T) {
 	checkGoMatchesC(t, probe, "session", ProbeSession{})
 	checkGoMatchesC(t, probe, "probe_stats", ProbeProbeStats{})
 	checkGoMatchesC(t, sched, "switch_counts", SchedSwitchCounts{})
+	checkGoMatchesC(t, sched, "sched_stats", SchedSchedStats{})
+	checkGoMatchesC(t, sched, "thread_key", SchedThreadKey{})
+	checkGoMatchesC(t, sched, "task_times", SchedTaskTimes{})
 }
 
 // TestProbeEventDecodeLayout checks the offsets the collector decodes at

@@ -13,18 +13,46 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type SchedSchedStats struct {
+	_           structs.HostLayout
+	OncpuNs     uint64
+	Voluntary   uint64
+	Involuntary uint64
+	Runq        [32]uint64
+}
+
 type SchedSwitchCounts struct {
 	_           structs.HostLayout
 	Voluntary   uint64
 	Involuntary uint64
 }
 
+type SchedTaskTimes struct {
+	_             structs.HostLayout
+	OncpuSince    uint64
+	RunnableSince uint64
+}
+
+type SchedThreadKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pid  uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SchedMapSwitches       = "switches"
-	SchedProgOnSchedSwitch = "on_sched_switch"
+	SchedMapProcStats              = "proc_stats"
+	SchedMapSwitches               = "switches"
+	SchedMapTaskTimes              = "task_times"
+	SchedMapThreadStats            = "thread_stats"
+	SchedMapWatched                = "watched"
+	SchedProgOnSchedSwitch         = "on_sched_switch"
+	SchedProgWatchSchedProcessFork = "watch_sched_process_fork"
+	SchedProgWatchSchedSwitch      = "watch_sched_switch"
+	SchedProgWatchSchedWakeup      = "watch_sched_wakeup"
+	SchedProgWatchSchedWakeupNew   = "watch_sched_wakeup_new"
 )
 
 // LoadSched returns the embedded CollectionSpec for Sched.
@@ -69,14 +97,22 @@ type SchedSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SchedProgramSpecs struct {
-	OnSchedSwitch *ebpf.ProgramSpec `ebpf:"on_sched_switch"`
+	OnSchedSwitch         *ebpf.ProgramSpec `ebpf:"on_sched_switch"`
+	WatchSchedProcessFork *ebpf.ProgramSpec `ebpf:"watch_sched_process_fork"`
+	WatchSchedSwitch      *ebpf.ProgramSpec `ebpf:"watch_sched_switch"`
+	WatchSchedWakeup      *ebpf.ProgramSpec `ebpf:"watch_sched_wakeup"`
+	WatchSchedWakeupNew   *ebpf.ProgramSpec `ebpf:"watch_sched_wakeup_new"`
 }
 
 // SchedMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SchedMapSpecs struct {
-	Switches *ebpf.MapSpec `ebpf:"switches"`
+	ProcStats   *ebpf.MapSpec `ebpf:"proc_stats"`
+	Switches    *ebpf.MapSpec `ebpf:"switches"`
+	TaskTimes   *ebpf.MapSpec `ebpf:"task_times"`
+	ThreadStats *ebpf.MapSpec `ebpf:"thread_stats"`
+	Watched     *ebpf.MapSpec `ebpf:"watched"`
 }
 
 // SchedVariableSpecs contains global variables before they are loaded into the kernel.
@@ -105,12 +141,20 @@ func (o *SchedObjects) Close() error {
 //
 // It can be passed to LoadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SchedMaps struct {
-	Switches *ebpf.Map `ebpf:"switches"`
+	ProcStats   *ebpf.Map `ebpf:"proc_stats"`
+	Switches    *ebpf.Map `ebpf:"switches"`
+	TaskTimes   *ebpf.Map `ebpf:"task_times"`
+	ThreadStats *ebpf.Map `ebpf:"thread_stats"`
+	Watched     *ebpf.Map `ebpf:"watched"`
 }
 
 func (m *SchedMaps) Close() error {
 	return _SchedClose(
+		m.ProcStats,
 		m.Switches,
+		m.TaskTimes,
+		m.ThreadStats,
+		m.Watched,
 	)
 }
 
@@ -124,12 +168,20 @@ type SchedVariables struct {
 //
 // It can be passed to LoadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SchedPrograms struct {
-	OnSchedSwitch *ebpf.Program `ebpf:"on_sched_switch"`
+	OnSchedSwitch         *ebpf.Program `ebpf:"on_sched_switch"`
+	WatchSchedProcessFork *ebpf.Program `ebpf:"watch_sched_process_fork"`
+	WatchSchedSwitch      *ebpf.Program `ebpf:"watch_sched_switch"`
+	WatchSchedWakeup      *ebpf.Program `ebpf:"watch_sched_wakeup"`
+	WatchSchedWakeupNew   *ebpf.Program `ebpf:"watch_sched_wakeup_new"`
 }
 
 func (p *SchedPrograms) Close() error {
 	return _SchedClose(
 		p.OnSchedSwitch,
+		p.WatchSchedProcessFork,
+		p.WatchSchedSwitch,
+		p.WatchSchedWakeup,
+		p.WatchSchedWakeupNew,
 	)
 }
 

@@ -414,7 +414,8 @@ func TestCapacityProgressAndInterrupt(t *testing.T) {
 // 600-1500 B down to 0, so a 0.1 % error in the per-byte slope moves it by
 // 2.5 B, and here tbf's timer leaves small packets' gaps ~0.3 % short
 // (measured: 244.8 µs for 600 B against 245.6, 605.0 µs for 1500 B against
-// 605.6), which fits to 8-11 B. 14 ± 7 B still tells tbf's 14 from a wire's 38.
+// 605.6), which fits to 8-11 B, and under the rest of the suite's load once to
+// 5.9 B. 14 ± 10 B still tells tbf's 14 from a wire's 38.
 func TestCapacityPhaseOneFitsOverhead(t *testing.T) {
 	tb, _ := testbedWithAgent(t, "p1", 0)
 	plot := filepath.Join(t.TempDir(), "hist.svg")
@@ -426,8 +427,8 @@ func TestCapacityPhaseOneFitsOverhead(t *testing.T) {
 	truth := 20e6 * 1500 / 1514 / 1e6
 	est, o := m["estimate"].(float64), m["link_overhead_bytes"].(float64)
 	t.Logf("estimate %.3f (%+.2f %%), overhead %.1f B, samples %v, %v s", est, 100*(est-truth)/truth, o, m["samples"], m["duration_s"])
-	if math.Abs(est-truth)/truth > 0.02 || math.Abs(o-14) > 7 || m["samples"].(float64) < 200 {
-		t.Fatalf("estimate %.3f Mbit/s, overhead %.1f B from %v samples; want %.3f ± 2 %% and 14 ± 7 B", est, o, m["samples"], truth)
+	if math.Abs(est-truth)/truth > 0.02 || math.Abs(o-14) > 10 || m["samples"].(float64) < 200 {
+		t.Fatalf("estimate %.3f Mbit/s, overhead %.1f B from %v samples; want %.3f ± 2 %% and 14 ± 10 B", est, o, m["samples"], truth)
 	}
 	if d := m["duration_s"].(float64); d > 20 {
 		t.Fatalf("took %.1f s, want ≤ 20 s at 20 Mbit/s", d)
@@ -537,5 +538,28 @@ func TestTCPAcrossTestbed(t *testing.T) {
 	}
 	if math.Abs(rate-truth)/truth > 0.05 {
 		t.Fatalf("%.3f Mbit/s, want %.3f ± 5 %%", rate/1e6, truth/1e6)
+	}
+}
+
+// probe watch runs a command held until the watcher is ready and follows its
+// children: 100 sleeps in 100 child processes show at least 100 voluntary
+// switches, and the shell's time on CPU adds up with theirs.
+func TestWatchFollowsChildren(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads eBPF scheduler programs")
+	}
+	out, stderr, code := run(t, exec.Command(probeBin, "watch", "--json", "--ebpf", "on", "--",
+		"sh", "-c", "for i in $(seq 100); do sleep 0.005; done"))
+	if code != 0 {
+		t.Fatalf("watch: exit %d\n%s", code, stderr)
+	}
+	s := parseJSON(t, out)["summary"].(map[string]any)
+	t.Logf("voluntary %v, involuntary %v, on CPU %v ns, samples %v", s["Voluntary"], s["Involuntary"], s["OnCPU"], s["Samples"])
+	if s["Voluntary"].(float64) < 100 || s["OnCPU"].(float64) <= 0 || s["Samples"].(float64) < 2 {
+		t.Fatalf("summary %v", s)
+	}
+	_, stderr, code = run(t, exec.Command(probeBin, "watch", "--ebpf", "off"))
+	if code != 1 || !strings.Contains(stderr, "give a command after -- or --pid") {
+		t.Fatalf("watch without a command: exit %d, %q", code, stderr)
 	}
 }

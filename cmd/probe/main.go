@@ -35,6 +35,7 @@ func app() *cli.App {
 			fmt.Fprintf(os.Stderr, "probe: unknown command %q: see probe --help\n", name)
 			os.Exit(1)
 		},
-		Commands: []*cli.Command{serveCommand(), measureCommand(), testbedCommand()},
+		Commands: []*cli.Command{serveCommand(), measureCommand(), watchCommand(), testbedCommand(),
+			{Name: heldCommand, Hidden: true, SkipFlagParsing: true, Action: heldCommandAction}},
 	}
 }
