@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin
 
-.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp
+.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched
 
 all: build
 
@@ -50,3 +50,7 @@ bench-echo: build
 # The TCP benchmark: probe --mode tcp against iperf3 on loopback and the testbed.
 bench-tcp: build
 	$(GO) run ./bench/tcp
+
+# What the scheduler tracer costs a context-switch-heavy workload.
+bench-sched: build
+	$(GO) run ./bench/sched
