@@ -35,7 +35,7 @@ func app() *cli.App {
 			fmt.Fprintf(os.Stderr, "probe: unknown command %q: see probe --help\n", name)
 			os.Exit(1)
 		},
-		Commands: []*cli.Command{serveCommand(), measureCommand(), watchCommand(), testbedCommand(),
+		Commands: []*cli.Command{serveCommand(), measureCommand(), watchCommand(), testbedCommand(), runCommand(), reportCommand(), compareCommand(),
 			{Name: heldCommand, Hidden: true, SkipFlagParsing: true, Action: heldCommandAction}},
 	}
 }

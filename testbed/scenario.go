@@ -1,0 +1,329 @@
+package testbed
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Scenario is one `probe run` test (design §8): a server and clients on testbed hosts,
+// run for a number of iterations.
+type Scenario struct {
+	TestName        string
+	ServerHost      string
+	ClientHosts     []string
+	ClientsPerHost  int           // default 1
+	Iterations      int           // default 1
+	PauseBetween    time.Duration // between iterations; default 30 s
+	ServerWarmup    time.Duration // from the server's start to the first client's; default 500 ms
+	ServerBinary    string        // resolved: absolute, or as exec.LookPath found it
+	ServerArgs      []string      // may hold SERVER_IP
+	ClientBinary    string
+	ClientArgs      []string
+	MaxTestDuration time.Duration // 0: until the clients end or the run is interrupted
+	Testbed         StarShape
+}
+
+// StarShape is the scenario's `testbed:` section.
+type StarShape struct {
+	Rate  uint64 // bit/s on the router's egress toward each host; 0 unshaped
+	Burst uint32 // tbf bucket in bytes; 0 the Config default
+	Limit uint32 // tbf queue in bytes; 0 the Config default
+	MTU   int    // 0: DefaultMTU
+}
+
+// ServerIPWord in server_args and client_args is replaced by the server host's address.
+const ServerIPWord = "SERVER_IP"
+
+// Scenario defaults.
+const (
+	DefaultPauseBetween = 30 * time.Second
+	DefaultServerWarmup = 500 * time.Millisecond
+)
+
+// ScenarioError is a scenario file problem at one line.
+type ScenarioError struct {
+	File string // "" in ParseScenario; LoadScenario fills it in
+	Line int
+	Msg  string
+}
+
+func (e *ScenarioError) Error() string {
+	f := e.File
+	if f == "" {
+		f = "scenario"
+	}
+	return fmt.Sprintf("%s:%d: %s", f, e.Line, e.Msg)
+}
+
+func errAt(n *yaml.Node, format string, args ...any) error {
+	return &ScenarioError{Line: n.Line, Msg: fmt.Sprintf(format, args...)}
+}
+
+var (
+	testNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+	// Host names end up in namespace names; "router" is the star's own.
+	hostNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,15}$`)
+)
+
+// LoadScenario reads and parses a scenario file; binaries are resolved relative to its folder.
+func LoadScenario(path string) (*Scenario, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read scenario: %w", err)
+	}
+	s, err := ParseScenario(data, filepath.Dir(path))
+	if se, ok := errors.AsType[*ScenarioError](err); ok {
+		se.File = path
+	}
+	return s, err
+}
+
+// ParseScenario parses a YAML scenario. Relative binary paths are resolved against dir,
+// bare names against dir and then PATH. Every error is a *ScenarioError naming a line.
+func ParseScenario(data []byte, dir string) (*Scenario, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, yamlError(err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, &ScenarioError{Line: 1, Msg: "empty scenario"}
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, errAt(root, "want a mapping of keys (test_name: ..., server_host: ...)")
+	}
+	s := &Scenario{ClientsPerHost: 1, Iterations: 1, PauseBetween: DefaultPauseBetween, ServerWarmup: DefaultServerWarmup}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if seen[k.Value] {
+			return nil, errAt(k, "key %q given twice", k.Value)
+		}
+		seen[k.Value] = true
+		var err error
+		switch k.Value {
+		case "test_name":
+			if s.TestName, err = str(v); err == nil && !testNameRE.MatchString(s.TestName) {
+				err = errAt(v, "test_name %q: want 1 to 64 letters, digits, '.', '-' or '_' (it names folders)", s.TestName)
+			}
+		case "server_host":
+			s.ServerHost, err = hostName(v)
+		case "client_hosts":
+			s.ClientHosts, err = hostList(v)
+		case "clients_per_host":
+			s.ClientsPerHost, err = positive(v, 1000)
+		case "iterations":
+			s.Iterations, err = positive(v, 100000)
+		case "pause_between":
+			s.PauseBetween, err = duration(v)
+		case "server_warmup":
+			s.ServerWarmup, err = duration(v)
+		case "max_test_duration":
+			s.MaxTestDuration, err = duration(v)
+		case "server_binary":
+			s.ServerBinary, err = binary(v, dir)
+		case "client_binary":
+			s.ClientBinary, err = binary(v, dir)
+		case "server_args":
+			s.ServerArgs, err = strList(v)
+		case "client_args":
+			s.ClientArgs, err = strList(v)
+		case "testbed":
+			s.Testbed, err = starShape(v)
+		default:
+			err = errAt(k, "unknown key %q", k.Value)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, req := range []string{"test_name", "server_host", "client_hosts", "server_binary", "client_binary"} {
+		if !seen[req] {
+			return nil, errAt(root, "missing key %q", req)
+		}
+	}
+	return s, nil
+}
+
+// yamlError turns the parser's "yaml: line 3: ..." into a ScenarioError.
+func yamlError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 1
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, tail, ok := strings.Cut(rest, ": "); ok {
+			if l, err := strconv.Atoi(n); err == nil {
+				line, msg = l, tail
+			}
+		}
+	}
+	return &ScenarioError{Line: line, Msg: msg}
+}
+
+func str(v *yaml.Node) (string, error) {
+	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" || v.Value == "" {
+		return "", errAt(v, "want a non-empty string")
+	}
+	return v.Value, nil
+}
+
+func hostName(v *yaml.Node) (string, error) {
+	h, err := str(v)
+	if err != nil {
+		return "", err
+	}
+	if !hostNameRE.MatchString(h) || h == starRouter {
+		return "", errAt(v, "host %q: want 1 to 16 lower-case letters, digits, '-' or '_', not %q", h, starRouter)
+	}
+	return h, nil
+}
+
+func hostList(v *yaml.Node) ([]string, error) {
+	if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
+		return nil, errAt(v, "want a non-empty list of hosts")
+	}
+	var hs []string
+	seen := map[string]bool{}
+	for _, e := range v.Content {
+		h, err := hostName(e)
+		if err != nil {
+			return nil, err
+		}
+		if seen[h] {
+			return nil, errAt(e, "host %q listed twice", h)
+		}
+		seen[h] = true
+		hs = append(hs, h)
+	}
+	return hs, nil
+}
+
+func strList(v *yaml.Node) ([]string, error) {
+	if v.Kind != yaml.SequenceNode {
+		return nil, errAt(v, "want a list of strings, e.g. [\"-s\", \"SERVER_IP\"]")
+	}
+	out := []string{}
+	for _, e := range v.Content {
+		if e.Kind != yaml.ScalarNode {
+			return nil, errAt(e, "want a string")
+		}
+		out = append(out, e.Value)
+	}
+	return out, nil
+}
+
+func positive(v *yaml.Node, maxv int) (int, error) {
+	n, err := strconv.Atoi(v.Value)
+	if v.Kind != yaml.ScalarNode || err != nil || n < 1 || n > maxv {
+		return 0, errAt(v, "want a whole number from 1 to %d, not %q", maxv, v.Value)
+	}
+	return n, nil
+}
+
+func duration(v *yaml.Node) (time.Duration, error) {
+	if v.Kind == yaml.ScalarNode && v.Value == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v.Value)
+	if v.Kind != yaml.ScalarNode || err != nil || d < 0 {
+		return 0, errAt(v, "bad duration %q: want e.g. 30s, 1m30s or 0", v.Value)
+	}
+	return d, nil
+}
+
+// binary resolves a program path and checks that it is an executable file.
+func binary(v *yaml.Node, dir string) (string, error) {
+	name, err := str(v)
+	if err != nil {
+		return "", err
+	}
+	path := name
+	switch {
+	case strings.Contains(name, "/"):
+		if !filepath.IsAbs(name) {
+			path = filepath.Join(dir, name)
+		}
+	case isExecutable(filepath.Join(dir, name)) == nil:
+		path = filepath.Join(dir, name)
+	default:
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return "", errAt(v, "binary %q: not in %s nor in PATH", name, dir)
+		}
+		path = p
+	}
+	if err := isExecutable(path); err != nil {
+		return "", errAt(v, "binary %q: %v", name, err)
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return path, nil
+}
+
+func isExecutable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s does not exist", path)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file", path)
+	}
+	return nil
+}
+
+func starShape(v *yaml.Node) (StarShape, error) {
+	var sh StarShape
+	if v.Kind != yaml.MappingNode {
+		return sh, errAt(v, "want a mapping (rate: 20mbit, ...)")
+	}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		switch k.Value {
+		case "rate":
+			r, err := ParseRate(val.Value)
+			if err != nil {
+				msg := strings.TrimPrefix(err.Error(), fmt.Sprintf("parse rate %q: ", val.Value))
+				return sh, errAt(val, "bad rate %q: %s", val.Value, msg)
+			}
+			sh.Rate = r
+		case "burst", "limit":
+			n, err := strconv.ParseUint(val.Value, 10, 32)
+			if err != nil || n == 0 {
+				return sh, errAt(val, "bad %s %q: want bytes, a whole number above 0", k.Value, val.Value)
+			}
+			if k.Value == "burst" {
+				sh.Burst = uint32(n)
+			} else {
+				sh.Limit = uint32(n)
+			}
+		case "mtu":
+			n, err := strconv.Atoi(val.Value)
+			if err != nil || n < 68 || n > 65535 {
+				return sh, errAt(val, "bad mtu %q: want 68 to 65535", val.Value)
+			}
+			sh.MTU = n
+		default:
+			return sh, errAt(k, "unknown key %q in testbed (want rate, burst, limit, mtu)", k.Value)
+		}
+	}
+	return sh, nil
+}
+
+// Argv returns args with SERVER_IP replaced by the server's address.
+func Argv(args []string, server netip.Addr) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = strings.ReplaceAll(a, ServerIPWord, server.String())
+	}
+	return out
+}

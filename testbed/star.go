@@ -1,0 +1,211 @@
+package testbed
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// StarConfig says what UpStar builds: a router namespace with one veth to each host
+// namespace, each host alone in its /24.
+type StarConfig struct {
+	Name  string   // tells stars apart, as Config.Name; namespaces are "probe-<name>-<host>"
+	Hosts []string // host names; the first one is usually the server
+	Rate  uint64   // tbf on the router's egress toward each host, bit/s; 0 unshaped
+	Burst uint32   // tbf bucket; 0 the Config default
+	Limit uint32   // tbf queue; 0 the Config default
+	MTU   int      // default DefaultMTU
+}
+
+// Star is a running star testbed. Like Testbed, it holds no open files.
+type Star struct {
+	Name   string
+	Router *Host // one interface per host: veth<i> toward Hosts[i]
+	Hosts  []*Host
+	MTU    int
+}
+
+// starRouter names the router namespace of a star; no host may be called so.
+const starRouter = "router"
+
+// maxStarHosts keeps each host in its own 10.78.<i+1>.0/24.
+const maxStarHosts = 250
+
+func starLayout(name string, hosts []string, mtu int) *Star {
+	s := &Star{Name: name, MTU: mtu, Router: &Host{Name: starRouter, NS: nsName(name, starRouter)}}
+	for i, h := range hosts {
+		hostPfx := netip.MustParsePrefix(fmt.Sprintf("10.78.%d.1/24", i+1))
+		rtrPfx := netip.MustParsePrefix(fmt.Sprintf("10.78.%d.254/24", i+1))
+		s.Hosts = append(s.Hosts, &Host{
+			Name: h, NS: nsName(name, h), Addr: hostPfx.Addr(), Ifname: "veth0",
+			Ifaces:  []Iface{{Name: "veth0", Prefix: hostPfx}},
+			gateway: rtrPfx.Addr(),
+		})
+		s.Router.Ifaces = append(s.Router.Ifaces, Iface{Name: fmt.Sprintf("veth%d", i), Prefix: rtrPfx, Bottleneck: true})
+	}
+	s.Router.Ifname, s.Router.Addr = s.Router.Ifaces[0].Name, s.Router.Ifaces[0].Prefix.Addr()
+	return s
+}
+
+// all returns the router and then the hosts.
+func (s *Star) all() []*Host { return append([]*Host{s.Router}, s.Hosts...) }
+
+// Host returns the host of that name.
+func (s *Star) Host(name string) (*Host, error) {
+	for _, h := range s.Hosts {
+		if h.Name == name {
+			return h, nil
+		}
+	}
+	return nil, fmt.Errorf("star %s has no host %q", s.Name, name)
+}
+
+// UpStar builds the star cfg describes, removing what it made if a step fails. Its
+// namespaces start with "probe-", so DownAll finds leftovers.
+func UpStar(cfg StarConfig) (_ *Star, err error) {
+	if err := CheckPrivileges(); err != nil {
+		return nil, err
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if err := checkName(cfg.Name); err != nil {
+		return nil, err
+	}
+	if len(cfg.Hosts) == 0 || len(cfg.Hosts) > maxStarHosts {
+		return nil, fmt.Errorf("star %s: want 1 to %d hosts, not %d", cfg.Name, maxStarHosts, len(cfg.Hosts))
+	}
+	seen := map[string]bool{}
+	for _, h := range cfg.Hosts {
+		if !hostNameRE.MatchString(h) || h == starRouter || seen[h] {
+			return nil, fmt.Errorf("star %s: bad or repeated host name %q", cfg.Name, h)
+		}
+		seen[h] = true
+	}
+	s := starLayout(cfg.Name, cfg.Hosts, cfg.MTU)
+	var tbf *netlink.Tbf
+	var burst uint32
+	if cfg.Rate > 0 {
+		// newTbf only needs the MTU of a testbed.
+		if tbf, burst, err = (&Testbed{MTU: cfg.MTU}).newTbf(cfg.Rate, cfg.Burst, cfg.Limit); err != nil {
+			return nil, err
+		}
+	}
+	var names []string
+	for _, h := range s.all() {
+		if nsExists(h.NS) {
+			return nil, fmt.Errorf("star %s already exists (namespace %s)", cfg.Name, h.NS)
+		}
+		names = append(names, h.NS)
+	}
+	created, err := createNamespaces(names, func(ns string) error {
+		// No IPv6 on the veths: router solicitations, MLD and DAD add packets nobody asked for.
+		err := writeSysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
+		if errors.Is(err, unix.ENOENT) {
+			err = nil // a kernel without IPv6
+		}
+		if err == nil && ns == s.Router.NS {
+			err = writeSysctl("/proc/sys/net/ipv4/ip_forward", "1")
+		}
+		if err != nil {
+			return fmt.Errorf("in %s: %w", ns, err)
+		}
+		return nil
+	})
+	defer func() {
+		if err != nil {
+			for _, ns := range created {
+				err = errors.Join(err, deleteNamespace(ns))
+			}
+		}
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("star %s up: %w", cfg.Name, err)
+	}
+	if err := s.build(); err != nil {
+		return nil, fmt.Errorf("star %s up: %w", cfg.Name, err)
+	}
+	if tbf != nil {
+		for _, ifc := range s.Router.Ifaces {
+			if err := shapeIface(s.Router.NS, ifc.Name, tbf, burst); err != nil {
+				return nil, fmt.Errorf("star %s up: %w", cfg.Name, err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// build makes the veths, addresses and routes, and turns offloads off; the same steps as
+// Testbed.build over the star's wires.
+func (s *Star) build() error {
+	handles := map[*Host]*netlink.Handle{}
+	defer func() {
+		for _, nh := range handles {
+			nh.Close()
+		}
+	}()
+	for _, h := range s.all() {
+		nh, err := handleAt(h.NS)
+		if err != nil {
+			return err
+		}
+		handles[h] = nh
+		lo, err := nh.LinkByName("lo")
+		if err == nil {
+			err = nh.LinkSetUp(lo)
+		}
+		if err != nil {
+			return fmt.Errorf("bring up lo in %s: %w", h.NS, err)
+		}
+	}
+	for i, h := range s.Hosts {
+		if err := addVeth(handles[s.Router], wireEnd{s.Router, s.Router.Ifaces[i].Name}, wireEnd{h, h.Ifname}, s.MTU); err != nil {
+			return err
+		}
+	}
+	for _, h := range s.all() {
+		nh := handles[h]
+		for _, ifc := range h.Ifaces {
+			l, err := nh.LinkByName(ifc.Name)
+			if err != nil {
+				return fmt.Errorf("find %s in %s: %w", ifc.Name, h.NS, err)
+			}
+			if err := nh.AddrAdd(l, &netlink.Addr{IPNet: ipNet(ifc.Prefix)}); err != nil {
+				return fmt.Errorf("add address %s to %s in %s: %w", ifc.Prefix, ifc.Name, h.NS, err)
+			}
+			if err := nh.LinkSetUp(l); err != nil {
+				return fmt.Errorf("bring up %s in %s: %w", ifc.Name, h.NS, err)
+			}
+		}
+		if h.gateway.IsValid() {
+			if err := nh.RouteAdd(&netlink.Route{Gw: net.IP(h.gateway.AsSlice())}); err != nil {
+				return fmt.Errorf("add default route via %s in %s: %w", h.gateway, h.NS, err)
+			}
+		}
+	}
+	for _, h := range s.all() {
+		if err := h.disableOffloads(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Down removes the star's namespaces.
+func (s *Star) Down() error {
+	if err := CheckPrivileges(); err != nil {
+		return err
+	}
+	var errs []error
+	for _, h := range s.all() {
+		errs = append(errs, deleteNamespace(h.NS))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("star %s down: %w", s.Name, err)
+	}
+	return nil
+}
