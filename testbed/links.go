@@ -17,14 +17,19 @@ import (
 
 // build makes the veths, addresses and routes in namespaces that already exist, and
 // turns offloads off.
-func (tb *Testbed) build() error {
+func (tb *Testbed) build() error { return wireUp(tb.Hosts(), tb.wires(), tb.MTU) }
+
+// wireUp brings up lo in every host, creates the wires, gives each host's
+// interfaces their addresses and default route, and turns offloads off. The
+// two-host testbed and the star share it.
+func wireUp(hosts []*Host, wires [][2]wireEnd, mtu int) error {
 	handles := map[*Host]*netlink.Handle{}
 	defer func() {
 		for _, nh := range handles {
 			nh.Close()
 		}
 	}()
-	for _, h := range tb.Hosts() {
+	for _, h := range hosts {
 		nh, err := handleAt(h.NS)
 		if err != nil {
 			return err
@@ -38,12 +43,12 @@ func (tb *Testbed) build() error {
 			return fmt.Errorf("bring up lo in %s: %w", h.NS, err)
 		}
 	}
-	for _, w := range tb.wires() {
-		if err := addVeth(handles[w[0].host], w[0], w[1], tb.MTU); err != nil {
+	for _, w := range wires {
+		if err := addVeth(handles[w[0].host], w[0], w[1], mtu); err != nil {
 			return err
 		}
 	}
-	for _, h := range tb.Hosts() {
+	for _, h := range hosts {
 		nh := handles[h]
 		for _, ifc := range h.Ifaces {
 			l, err := nh.LinkByName(ifc.Name)
@@ -65,7 +70,7 @@ func (tb *Testbed) build() error {
 			}
 		}
 	}
-	for _, h := range tb.Hosts() {
+	for _, h := range hosts {
 		if err := h.disableOffloads(); err != nil {
 			return err
 		}

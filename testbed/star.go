@@ -3,7 +3,6 @@ package testbed
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -139,60 +138,14 @@ func UpStar(cfg StarConfig) (_ *Star, err error) {
 	return s, nil
 }
 
-// build makes the veths, addresses and routes, and turns offloads off; the same steps as
-// Testbed.build over the star's wires.
+// build makes the star's wires (router to each host), addresses and routes, and
+// turns offloads off.
 func (s *Star) build() error {
-	handles := map[*Host]*netlink.Handle{}
-	defer func() {
-		for _, nh := range handles {
-			nh.Close()
-		}
-	}()
-	for _, h := range s.all() {
-		nh, err := handleAt(h.NS)
-		if err != nil {
-			return err
-		}
-		handles[h] = nh
-		lo, err := nh.LinkByName("lo")
-		if err == nil {
-			err = nh.LinkSetUp(lo)
-		}
-		if err != nil {
-			return fmt.Errorf("bring up lo in %s: %w", h.NS, err)
-		}
-	}
+	wires := make([][2]wireEnd, len(s.Hosts))
 	for i, h := range s.Hosts {
-		if err := addVeth(handles[s.Router], wireEnd{s.Router, s.Router.Ifaces[i].Name}, wireEnd{h, h.Ifname}, s.MTU); err != nil {
-			return err
-		}
+		wires[i] = [2]wireEnd{{s.Router, s.Router.Ifaces[i].Name}, {h, h.Ifname}}
 	}
-	for _, h := range s.all() {
-		nh := handles[h]
-		for _, ifc := range h.Ifaces {
-			l, err := nh.LinkByName(ifc.Name)
-			if err != nil {
-				return fmt.Errorf("find %s in %s: %w", ifc.Name, h.NS, err)
-			}
-			if err := nh.AddrAdd(l, &netlink.Addr{IPNet: ipNet(ifc.Prefix)}); err != nil {
-				return fmt.Errorf("add address %s to %s in %s: %w", ifc.Prefix, ifc.Name, h.NS, err)
-			}
-			if err := nh.LinkSetUp(l); err != nil {
-				return fmt.Errorf("bring up %s in %s: %w", ifc.Name, h.NS, err)
-			}
-		}
-		if h.gateway.IsValid() {
-			if err := nh.RouteAdd(&netlink.Route{Gw: net.IP(h.gateway.AsSlice())}); err != nil {
-				return fmt.Errorf("add default route via %s in %s: %w", h.gateway, h.NS, err)
-			}
-		}
-	}
-	for _, h := range s.all() {
-		if err := h.disableOffloads(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return wireUp(s.all(), wires, s.MTU)
 }
 
 // Down removes the star's namespaces.
