@@ -367,11 +367,21 @@ func TestSchedWatchOnCPU(t *testing.T) {
 	procCPU, rusageCPU, out := h.wait(t)
 
 	const want = 500 * time.Millisecond
+	tid, _ := strconv.ParseUint(out["tid"], 10, 32)
+	// Under load the exiting thread may wait a while for the CPU before its
+	// last switch out, which credits its last slice: read until it settles.
+	for last, deadline := time.Duration(-1), time.Now().Add(2*time.Second); time.Now().Before(deadline); {
+		now := w.Threads(h.pid)[uint32(tid)].OnCPU
+		if now == last {
+			break
+		}
+		last = now
+		time.Sleep(100 * time.Millisecond)
+	}
 	got, ok := w.Process(h.pid)
 	if !ok {
 		t.Fatalf("no stats for the helper (tgid %d)", h.pid)
 	}
-	tid, _ := strconv.ParseUint(out["tid"], 10, 32)
 	thread, ok := w.Threads(h.pid)[uint32(tid)]
 	if !ok {
 		t.Errorf("no stats for the burning thread %d of %d: %v", tid, h.pid, w.Threads(h.pid))
