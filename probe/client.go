@@ -34,6 +34,7 @@ type Client struct {
 	conn   net.Conn
 	fc     *frameConn
 	limits Limits
+	host   string // as the user named the agent, for TLS names
 }
 
 // Dial connects to the agent at addr (host or host:port) and completes the
@@ -63,6 +64,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, conn: conn, fc: newFrameConn(conn), hold: hold}
+	c.host, _, _ = net.SplitHostPort(addr)
 	conn.SetDeadline(time.Now().Add(cfg.Timeout))
 	if err := c.handshake(); err != nil {
 		c.Close()

@@ -28,6 +28,9 @@ type Message struct {
 	TCPStart  *TCPStart  `msgpack:"tcp_start,omitempty"`
 	TCPReport *TCPReport `msgpack:"tcp_report,omitempty"`
 
+	QUICStart  *QUICStart  `msgpack:"quic_start,omitempty"`
+	QUICReport *QUICReport `msgpack:"quic_report,omitempty"`
+
 	Stamps *Stamps `msgpack:"stamps,omitempty"`
 	Done   *Done   `msgpack:"done,omitempty"`
 	Error  *Error  `msgpack:"error,omitempty"`
@@ -61,6 +64,10 @@ func (m *Message) kind() string {
 		return "tcp_start"
 	case m.TCPReport != nil:
 		return "tcp_report"
+	case m.QUICStart != nil:
+		return "quic_start"
+	case m.QUICReport != nil:
+		return "quic_report"
 	case m.Stamps != nil:
 		return "stamps"
 	case m.Done != nil:
@@ -105,6 +112,7 @@ type Limits struct {
 	MaxPackets    int           `msgpack:"max_packets"`     // per session
 	MaxPacketSize int           `msgpack:"max_packet_size"` // UDP payload bytes
 	MaxRate       int           `msgpack:"max_rate"`        // packets per second, per session
+	MaxBytes      int64         `msgpack:"max_bytes"`       // QUIC: stream bytes per session, both ways
 }
 
 // Open asks for a session (client -> agent).
@@ -116,6 +124,7 @@ type Open struct {
 	// received).
 	Capacity *CapacityParams `msgpack:"capacity,omitempty"`
 	TCP      *TCPParams      `msgpack:"tcp,omitempty"`
+	QUIC     *QUICParams     `msgpack:"quic,omitempty"`
 }
 
 // CapacityParams describe a capacity session.
@@ -170,6 +179,9 @@ type Opened struct {
 	Port    uint16 `msgpack:"port"`
 	// Sources the agent stamps with, best first.
 	Sources []string `msgpack:"sources"`
+	// CertSHA256 is the SHA-256 of the agent's QUIC certificate (DER), for
+	// the client to pin: the control connection vouches for it.
+	CertSHA256 []byte `msgpack:"cert_sha256,omitempty"`
 }
 
 // Finish ends the session's traffic and asks for the agent's records.

@@ -5,6 +5,7 @@ package probe
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,9 @@ type ServerConfig struct {
 	Stamper          Stamper // nil: no eBPF timestamps, software ones only
 	Logger           *slog.Logger
 	HandshakeTimeout time.Duration // default 10 s
+	// QUICCert is the certificate of QUIC sessions; nil: a self-signed one
+	// made when the agent starts.
+	QUICCert *tls.Certificate
 }
 
 // DefaultLimits are what an agent allows unless told otherwise.
@@ -44,6 +48,7 @@ func DefaultLimits() Limits {
 		MaxPackets:    1_000_000,
 		MaxPacketSize: 65507,
 		MaxRate:       1_000_000,
+		MaxBytes:      64 << 30,
 	}
 }
 
@@ -53,6 +58,7 @@ type Server struct {
 	log       *slog.Logger
 	active    atomic.Int64 // running sessions
 	exclusive atomic.Bool  // an exclusive test holds the agent
+	quic      quicTLS      // the certificate QUIC sessions present
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -77,6 +83,9 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	if l.MaxRate == 0 {
 		l.MaxRate = d.MaxRate
+	}
+	if l.MaxBytes == 0 {
+		l.MaxBytes = d.MaxBytes
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
@@ -254,7 +263,7 @@ func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *O
 	if n > int64(s.cfg.Limits.MaxSessions) {
 		return refusal("busy", "agent busy: %d sessions running, limit %d", n-1, s.cfg.Limits.MaxSessions)
 	}
-	if o.TCP != nil && o.TCP.Exclusive {
+	if (o.TCP != nil && o.TCP.Exclusive) || (o.QUIC != nil && o.QUIC.Exclusive) {
 		// Only an otherwise idle agent takes an exclusive test, and it
 		// refuses everyone else while it runs.
 		if n > 1 || !s.exclusive.CompareAndSwap(false, true) {
@@ -278,6 +287,11 @@ func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *O
 			return refusal("bad-request", "tcp session without parameters")
 		}
 		return s.serveTCP(ctx, conn, fc, *o.TCP)
+	case "quic":
+		if o.QUIC == nil {
+			return refusal("bad-request", "quic session without parameters")
+		}
+		return s.serveQUIC(ctx, conn, fc, *o.QUIC)
 	}
 	return refusal("bad-request", "unknown mode %q", o.Mode)
 }

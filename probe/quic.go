@@ -1,0 +1,330 @@
+package probe
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/probe-dev/probe/collector/dump"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlog"
+	"github.com/quic-go/quic-go/qlogwriter"
+	"golang.org/x/sys/unix"
+)
+
+// QUIC tests (design §6): bulk transfers over 1..N streams of one quic-go
+// connection, framed as the QUIC perf protocol (draft-banks-quic-performance)
+// so that other perf clients and servers interoperate: ALPN "perf"; on every
+// stream the client first sends 8 bytes, a big-endian uint64, the number of
+// bytes it wants back; then it sends its upload and closes its side; the
+// server drains the upload and sends the requested bytes. A request of
+// 2^64-1 asks for bytes until the client stops reading (STOP_SENDING).
+// Beside the streams, datagrams (RFC 9221) echoed by the agent give RTT and
+// jitter, and both ends sample their connection's statistics.
+
+// perfUnlimited asks the server to send until the client stops it.
+const perfUnlimited = math.MaxUint64
+
+// perfRequestLen is the perf protocol's request header: the response size.
+const perfRequestLen = 8
+
+// Stream error codes the agent and the client use.
+const (
+	perfStop     quic.StreamErrorCode = 0 // the client has read enough
+	perfErrLimit quic.StreamErrorCode = 1 // the request passes the agent's byte limit
+)
+
+// QUICParams describe a QUIC test.
+type QUICParams struct {
+	Streams int `msgpack:"streams"`
+	// Direction is "forward" (the client uploads), "reverse" (it
+	// downloads) or "bidir" (an upload and a download stream per index,
+	// at once: a perf stream carries its upload before its response).
+	Direction string        `msgpack:"direction"`
+	Duration  time.Duration `msgpack:"duration"` // of the data phase; ignored with Bytes
+	Bytes     int64         `msgpack:"bytes"`    // per direction, split over the streams; 0: Duration
+	WriteSize int           `msgpack:"write_size"`
+	Interval  time.Duration `msgpack:"interval"` // sampling
+	// Pings datagrams are echoed before the data phase, one every
+	// PingEvery, which goes on during it; PingEvery 0: no datagrams.
+	Pings     int           `msgpack:"pings"`
+	PingEvery time.Duration `msgpack:"ping_every"`
+	Exclusive bool          `msgpack:"exclusive,omitempty"`
+}
+
+func (p QUICParams) uploads() bool   { return p.Direction != "reverse" }
+func (p QUICParams) downloads() bool { return p.Direction != "forward" }
+
+// total is what the test asks of the agent's byte limit: Bytes each way.
+func (p QUICParams) total() int64 {
+	if p.Direction == "bidir" {
+		return 2 * p.Bytes
+	}
+	return p.Bytes
+}
+
+// Check validates p; the error is one line for the user.
+func (p QUICParams) Check() error {
+	switch {
+	case p.Streams < 1 || p.Streams > MaxStreams:
+		return fmt.Errorf("%d streams: want 1..%d", p.Streams, MaxStreams)
+	case p.Direction != "forward" && p.Direction != "reverse" && p.Direction != "bidir":
+		return fmt.Errorf("direction %q: want forward, reverse or bidir", p.Direction)
+	case p.Bytes < 0 || (p.Bytes == 0 && p.Duration <= 0):
+		return errors.New("a QUIC test needs a duration or a byte count")
+	case p.WriteSize < 1 || p.WriteSize > 16<<20:
+		return fmt.Errorf("write size %d: want 1..%d bytes", p.WriteSize, 16<<20)
+	case p.Interval < 10*time.Millisecond:
+		return fmt.Errorf("sampling interval %v: want at least 10ms", p.Interval)
+	case p.Pings < 0 || p.Pings > 100_000:
+		return fmt.Errorf("%d pings: want 0..100000", p.Pings)
+	case p.PingEvery < 0 || (p.PingEvery > 0 && p.PingEvery < time.Millisecond):
+		return fmt.Errorf("ping interval %v: want 0 (none) or at least 1ms", p.PingEvery)
+	}
+	return nil
+}
+
+// QUICStart tells the agent that the client's connection is up and its
+// streams are about to open; the agent answers, and the data phase starts.
+type QUICStart struct{}
+
+// QUICReport carries (part of) the agent's side at the end of a test.
+type QUICReport struct {
+	Side QUICSide `msgpack:"side"`
+	Last bool     `msgpack:"last"`
+}
+
+// QUICSide is one side's account of a QUIC test.
+type QUICSide struct {
+	Streams  []dump.QUICStream     `msgpack:"streams"`
+	Conn     []dump.QUICConnSample `msgpack:"conn"`
+	UserCPU  time.Duration         `msgpack:"user_cpu"`
+	SysCPU   time.Duration         `msgpack:"sys_cpu"`
+	Elapsed  time.Duration         `msgpack:"elapsed"`
+	GSO      bool                  `msgpack:"gso"` // quic-go sends with UDP GSO
+	Buffers  UDPBuffers            `msgpack:"buffers"`
+	Warnings []string              `msgpack:"warnings,omitempty"`
+}
+
+// quicBatches splits a side into report frames under the frame limit.
+func quicBatches(side QUICSide) []QUICSide {
+	var out []QUICSide
+	cur := side
+	cur.Streams = nil
+	size := 160 * len(side.Conn)
+	for _, s := range side.Streams {
+		n := 128 + 32*len(s.Samples) // encoded sizes, generously
+		if size+n > MaxFrame/2 && len(cur.Streams) > 0 {
+			out = append(out, cur)
+			cur = QUICSide{}
+			size = 0
+		}
+		cur.Streams = append(cur.Streams, s)
+		size += n
+	}
+	return append(out, cur)
+}
+
+// quicConfig is both ends' quic-go configuration: windows large enough for
+// a fast path, streams for MaxStreams in both directions, datagrams, 0-RTT,
+// and the tracer that follows bytes in flight.
+func quicConfig() *quic.Config {
+	return &quic.Config{
+		HandshakeIdleTimeout:       10 * time.Second,
+		MaxIdleTimeout:             30 * time.Second,
+		KeepAlivePeriod:            5 * time.Second,
+		InitialStreamReceiveWindow: 1 << 20,
+		MaxStreamReceiveWindow:     32 << 20,
+		MaxConnectionReceiveWindow: 64 << 20,
+		MaxIncomingStreams:         2*MaxStreams + 16,
+		MaxIncomingUniStreams:      2*MaxStreams + 16,
+		EnableDatagrams:            true,
+		Allow0RTT:                  true,
+		Tracer: func(ctx context.Context, _ bool, _ quic.ConnectionID) qlogwriter.Trace {
+			if m, ok := ctx.Value(metricsKey{}).(*connMetrics); ok {
+				return m
+			}
+			return nil
+		},
+	}
+}
+
+// metricsKey carries a connection's *connMetrics in the context quic-go
+// hands its tracer.
+type metricsKey struct{}
+
+// connMetrics is a qlog trace that keeps only what ConnectionStats lacks:
+// the bytes in flight of quic-go's metrics_updated events.
+type connMetrics struct {
+	inFlight atomic.Int64
+}
+
+func (m *connMetrics) AddProducer() qlogwriter.Recorder { return m }
+
+func (m *connMetrics) RecordEvent(e qlogwriter.Event) {
+	if u, ok := e.(qlog.MetricsUpdated); ok {
+		m.inFlight.Store(int64(u.BytesInFlight))
+	}
+}
+
+func (m *connMetrics) Close() error { return nil }
+
+func putPerfRequest(b []byte, n uint64) { binary.BigEndian.PutUint64(b, n) }
+
+// quicStream is one stream of the data phase on one side.
+type quicStream struct {
+	id        int64
+	dir       string // "up" or "down"
+	requested uint64
+	sends     bool // this side writes its payload
+	sent      atomic.Uint64
+	recvd     atomic.Uint64
+	samples   []dump.QUICStreamSample // the sampler's
+	err       string                  // under quicRun.mu
+}
+
+// quicRun is one side's data phase: its streams' counters, its
+// connection, and the sampler.
+type quicRun struct {
+	interval time.Duration
+	mu       sync.Mutex
+	streams  []*quicStream
+	conn     *quic.Conn
+	metrics  *connMetrics
+	samples  []dump.QUICConnSample
+	start    time.Time
+	lastEnd  atomic.Int64 // ns after start that the last stream ended
+	cpu0     unix.Rusage
+	stop     chan struct{}
+	sampled  chan struct{}
+}
+
+func newQUICRun(interval time.Duration) *quicRun {
+	return &quicRun{interval: interval, stop: make(chan struct{}), sampled: make(chan struct{})}
+}
+
+// begin starts the clock and the sampler on conn.
+func (r *quicRun) begin(conn *quic.Conn, m *connMetrics) {
+	unix.Getrusage(unix.RUSAGE_SELF, &r.cpu0)
+	r.mu.Lock()
+	r.conn, r.metrics, r.start = conn, m, time.Now()
+	r.mu.Unlock()
+	go func() {
+		defer close(r.sampled)
+		t := time.NewTicker(r.interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.stop:
+				return
+			case now := <-t.C:
+				r.sampleOnce(now.Sub(r.start))
+			}
+		}
+	}()
+}
+
+func (r *quicRun) add(s *quicStream) {
+	r.mu.Lock()
+	r.streams = append(r.streams, s)
+	r.mu.Unlock()
+}
+
+func (r *quicRun) fail(s *quicStream, format string, args ...any) {
+	r.mu.Lock()
+	if s.err == "" {
+		s.err = fmt.Sprintf(format, args...)
+	}
+	r.mu.Unlock()
+}
+
+// ended notes that a stream is done.
+func (r *quicRun) ended() {
+	at := int64(time.Since(r.start))
+	for {
+		old := r.lastEnd.Load()
+		if at <= old || r.lastEnd.CompareAndSwap(old, at) {
+			return
+		}
+	}
+}
+
+func (r *quicRun) sampleOnce(at time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.streams {
+		b := s.recvd.Load()
+		if s.sends {
+			b = s.sent.Load()
+		}
+		s.samples = append(s.samples, dump.QUICStreamSample{T: at, Bytes: b})
+	}
+	if r.conn == nil {
+		return
+	}
+	st := r.conn.ConnectionStats()
+	cs := dump.QUICConnSample{T: at, SmoothedRTT: st.SmoothedRTT, MinRTT: st.MinRTT, LatestRTT: st.LatestRTT,
+		RTTVar: st.MeanDeviation, Cwnd: st.CongestionWindow, PacketsSent: st.PacketsSent, BytesSent: st.BytesSent,
+		PacketsLost: st.PacketsLost, BytesLost: st.BytesLost, PacketsRecv: st.PacketsReceived, BytesRecv: st.BytesReceived}
+	if r.metrics != nil {
+		cs.BytesInFlight = uint64(max(r.metrics.inFlight.Load(), 0))
+	}
+	r.samples = append(r.samples, cs)
+}
+
+// end stops the sampler, takes the last sample at the last stream's end,
+// and returns this side's account.
+func (r *quicRun) end() QUICSide {
+	close(r.stop)
+	<-r.sampled
+	elapsed := time.Duration(r.lastEnd.Load())
+	if elapsed == 0 {
+		elapsed = time.Since(r.start)
+	}
+	r.sampleOnce(elapsed)
+	var cpu1 unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &cpu1)
+	side := QUICSide{
+		UserCPU: time.Duration(cpu1.Utime.Nano() - r.cpu0.Utime.Nano()),
+		SysCPU:  time.Duration(cpu1.Stime.Nano() - r.cpu0.Stime.Nano()),
+		Elapsed: elapsed,
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conn != nil {
+		side.GSO = r.conn.ConnectionState().GSO
+	}
+	side.Conn = r.samples
+	for _, s := range r.streams {
+		side.Streams = append(side.Streams, dump.QUICStream{ID: s.id, Dir: s.dir, Requested: s.requested,
+			Sent: s.sent.Load(), Received: s.recvd.Load(), Samples: s.samples, Err: s.err})
+	}
+	return side
+}
+
+// drain reads a stream to its end, counting.
+func drain(r io.Reader, n *atomic.Uint64, buf []byte) error {
+	for {
+		k, err := r.Read(buf)
+		n.Add(uint64(k))
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// isStop says whether err is the peer's STOP_SENDING or RESET_STREAM with
+// code.
+func isStreamCode(err error, code quic.StreamErrorCode) bool {
+	var se *quic.StreamError
+	return errors.As(err, &se) && se.Remote && se.ErrorCode == code
+}

@@ -1,0 +1,322 @@
+package probe
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/probe-dev/probe/collector/dump"
+	"github.com/quic-go/quic-go"
+)
+
+func quicParams(streams int, dir string, bytes int64) QUICParams {
+	return QUICParams{Streams: streams, Direction: dir, Bytes: bytes, WriteSize: 64 << 10, Interval: 20 * time.Millisecond,
+		Pings: 10, PingEvery: 2 * time.Millisecond}
+}
+
+func dialAgent(t *testing.T, addr string) *Client {
+	t.Helper()
+	c, err := Dial(context.Background(), addr, ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// byID indexes a side's streams.
+func byID(side QUICSide) map[int64]dump.QUICStream {
+	m := make(map[int64]dump.QUICStream)
+	for _, s := range side.Streams {
+		m[s.ID] = s
+	}
+	return m
+}
+
+// Every byte one side wrote the other read, stream by stream, in every
+// direction and over many streams; the second connection resumed the
+// first's session in 0-RTT; idle datagrams all came back.
+func TestQUICByteAccounting(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	for _, tc := range []struct {
+		dir     string
+		streams int
+	}{{"forward", 1}, {"reverse", 1}, {"bidir", 3}, {"reverse", 64}} {
+		c := dialAgent(t, addr)
+		const total = 24<<20 + 5 // not a multiple of the streams: the remainder must arrive too
+		p := quicParams(tc.streams, tc.dir, total)
+		res, err := c.QUIC(context.Background(), p, QUICTrust{})
+		if err != nil {
+			t.Fatalf("%s -P %d: %v", tc.dir, tc.streams, err)
+		}
+		name := func(s string) string { return tc.dir + " " + s }
+		agent := byID(res.Agent)
+		want := tc.streams
+		if tc.dir == "bidir" {
+			want *= 2
+		}
+		if len(res.Client.Streams) != want || len(res.Agent.Streams) != want {
+			t.Fatalf("%s: %d client streams, %d agent streams, want %d", tc.dir, len(res.Client.Streams), len(res.Agent.Streams), want)
+		}
+		var up, down uint64
+		for _, cs := range res.Client.Streams {
+			as, ok := agent[cs.ID]
+			if !ok {
+				t.Fatalf("%s: stream %d unknown to the agent", tc.dir, cs.ID)
+			}
+			if cs.Err != "" || as.Err != "" || len(cs.Samples) == 0 || len(as.Samples) == 0 {
+				t.Errorf("%s stream %d: errors %q %q, %d and %d samples", tc.dir, cs.ID, cs.Err, as.Err, len(cs.Samples), len(as.Samples))
+			}
+			if cs.Dir != as.Dir {
+				t.Errorf("%s stream %d: client says %s, agent %s", tc.dir, cs.ID, cs.Dir, as.Dir)
+			}
+			switch cs.Dir {
+			case "up":
+				if cs.Sent != as.Received {
+					t.Errorf("%s stream %d: sent %d, received %d", name("up"), cs.ID, cs.Sent, as.Received)
+				}
+				up += as.Received
+			case "down":
+				if as.Sent != cs.Received || cs.Requested != as.Requested {
+					t.Errorf("%s stream %d: sent %d, received %d, requested %d/%d", name("down"), cs.ID, as.Sent, cs.Received, cs.Requested, as.Requested)
+				}
+				down += cs.Received
+			}
+		}
+		if p.uploads() && up != total {
+			t.Errorf("%s: %d bytes up, want %d", tc.dir, up, total)
+		}
+		if p.downloads() && down != total {
+			t.Errorf("%s: %d bytes down, want %d", tc.dir, down, total)
+		}
+		if len(res.Client.Conn) == 0 || len(res.Agent.Conn) == 0 || res.Client.Conn[len(res.Client.Conn)-1].PacketsSent == 0 {
+			t.Errorf("%s: connection samples %d and %d", tc.dir, len(res.Client.Conn), len(res.Agent.Conn))
+		}
+		hs := res.Handshakes
+		if len(hs) != 2 || hs[0].Resumed || !hs[1].Resumed || !hs[1].Used0RTT || hs[0].FirstByte == 0 || hs[1].FirstByte == 0 {
+			t.Errorf("%s: handshakes %+v: want a full one, then one resumed in 0-RTT", tc.dir, hs)
+		}
+		idle, echoed := 0, 0
+		for _, pg := range res.Pings {
+			if !pg.Loaded {
+				idle++
+				if pg.RTT > 0 {
+					echoed++
+				}
+			}
+		}
+		if idle != p.Pings || echoed != idle {
+			t.Errorf("%s: %d idle pings, %d echoed; want %d", tc.dir, idle, echoed, p.Pings)
+		}
+	}
+}
+
+// A test by time: every uploaded byte arrives, downloads stop with
+// STOP_SENDING and the agent wrote at least what the client read.
+func TestQUICByTime(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	c := dialAgent(t, addr)
+	p := quicParams(2, "bidir", 0)
+	p.Duration = 300 * time.Millisecond
+	res, err := c.QUIC(context.Background(), p, QUICTrust{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := byID(res.Agent)
+	for _, cs := range res.Client.Streams {
+		as := agent[cs.ID]
+		if cs.Err != "" || as.Err != "" {
+			t.Fatalf("stream %d (%s): errors %q %q", cs.ID, cs.Dir, cs.Err, as.Err)
+		}
+		switch {
+		case cs.Dir == "up" && (cs.Sent == 0 || cs.Sent != as.Received):
+			t.Errorf("up stream %d: sent %d, received %d", cs.ID, cs.Sent, as.Received)
+		case cs.Dir == "down" && (cs.Received == 0 || as.Sent < cs.Received || cs.Requested != perfUnlimited):
+			t.Errorf("down stream %d: agent sent %d, client received %d, requested %d", cs.ID, as.Sent, cs.Received, cs.Requested)
+		}
+	}
+}
+
+// A test larger than the agent's limit is refused before it starts, and the
+// control connection stays usable; a perf stream asking for more than the
+// session's budget is reset with the limit's code.
+func TestQUICLimit(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{Limits: Limits{MaxBytes: 1 << 20}})
+	c := dialAgent(t, addr)
+	if c.Limits().MaxBytes != 1<<20 {
+		t.Fatalf("welcome limits %+v", c.Limits())
+	}
+	_, err := c.QUIC(context.Background(), quicParams(1, "reverse", 2<<20), QUICTrust{})
+	if err == nil || !strings.Contains(err.Error(), "2097152 bytes over the agent's limit of 1048576 bytes per session") {
+		t.Fatalf("over the limit: %v", err)
+	}
+	if _, err := c.QUIC(context.Background(), quicParams(1, "bidir", 256<<10), QUICTrust{}); err != nil {
+		t.Fatalf("within the limit, after a refusal: %v", err)
+	}
+
+	// A bare perf client (as the draft has it) in a session of its own.
+	if err := c.fc.write(&Message{Open: &Open{Mode: "quic", QUIC: &QUICParams{Streams: 1, Direction: "reverse", Bytes: 1,
+		WriteSize: 1000, Interval: time.Second}}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.expect("opened")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.fc.write(&Message{Finish: &Finish{}})
+	qc := perfDial(t, c, m.Opened)
+	s, err := qc.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hdr [perfRequestLen]byte
+	putPerfRequest(hdr[:], 2<<20)
+	s.Write(hdr[:])
+	s.Close()
+	_, err = io.ReadAll(s)
+	var se *quic.StreamError
+	if !errors.As(err, &se) || se.ErrorCode != perfErrLimit || !se.Remote {
+		t.Fatalf("request over the limit: %v, want a reset with code %d", err, perfErrLimit)
+	}
+	if got := quicStreamError(err).Error(); !strings.Contains(got, "over its byte limit") {
+		t.Fatalf("client's words: %q", got)
+	}
+	// Within the budget, the same connection is served.
+	s, _ = qc.OpenStreamSync(context.Background())
+	putPerfRequest(hdr[:], 1000)
+	s.Write(hdr[:])
+	s.Close()
+	if b, err := io.ReadAll(s); err != nil || len(b) != 1000 {
+		t.Fatalf("request within the limit: %d bytes, %v", len(b), err)
+	}
+}
+
+// perfDial connects to a session's QUIC port as a plain perf client,
+// pinning the announced certificate.
+func perfDial(t *testing.T, c *Client, o *Opened) *quic.Conn {
+	t.Helper()
+	conf, err := clientTLS(QUICTrust{}, c.host, o.CertSHA256, &certCheck{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	qc, err := quic.DialAddr(ctx, netip.AddrPortFrom(c.AgentAddr(), o.Port).String(), conf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qc.CloseWithError(0, "") })
+	return qc
+}
+
+// A handshake with a certificate other than the pinned one, or not signed
+// by the given CA, fails with one line that says so, and the session ends
+// cleanly; with the right CA, it succeeds.
+func TestQUICCertificates(t *testing.T) {
+	caCert, caKey, pool := testCA(t)
+	leaf := issue(t, caCert, caKey)
+	_, addr := startAgent(t, ServerConfig{QUICCert: &leaf})
+	c := dialAgent(t, addr)
+	p := quicParams(1, "reverse", 1000)
+
+	wrong := make([]byte, 32)
+	_, err := c.QUIC(context.Background(), p, QUICTrust{Pin: wrong})
+	if err == nil || !strings.Contains(err.Error(), "is not the pinned sha256:0000") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("wrong pin: %v", err)
+	}
+	t.Logf("wrong pin: %v", err)
+
+	_, _, otherPool := testCA(t)
+	_, err = c.QUIC(context.Background(), p, QUICTrust{CA: otherPool})
+	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("other CA: %v", err)
+	}
+	t.Logf("other CA: %v", err)
+
+	if _, err := c.QUIC(context.Background(), p, QUICTrust{CA: pool}); err != nil {
+		t.Fatalf("right CA: %v", err)
+	}
+	res, err := c.QUIC(context.Background(), p, QUICTrust{Pin: CertFingerprint(leaf.Certificate[0])})
+	if err != nil {
+		t.Fatalf("right pin: %v", err)
+	}
+	if len(res.Handshakes) != 2 || !res.Handshakes[1].Used0RTT {
+		t.Errorf("handshakes %+v", res.Handshakes)
+	}
+}
+
+func testCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey, *x509.CertPool) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "probe test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return cert, key, pool
+}
+
+func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "agent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func TestQUICParamsCheck(t *testing.T) {
+	good := quicParams(1, "forward", 1000)
+	for _, tc := range []struct {
+		mod  func(*QUICParams)
+		want string
+	}{
+		{func(p *QUICParams) { p.Streams = 1025 }, "1025 streams"},
+		{func(p *QUICParams) { p.Direction = "up" }, `direction "up"`},
+		{func(p *QUICParams) { p.Bytes = 0 }, "duration or a byte count"},
+		{func(p *QUICParams) { p.WriteSize = 0 }, "write size 0"},
+		{func(p *QUICParams) { p.Interval = time.Millisecond }, "sampling interval"},
+		{func(p *QUICParams) { p.PingEvery = time.Microsecond }, "ping interval"},
+	} {
+		p := good
+		tc.mod(&p)
+		if err := p.Check(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: err %v, want one mentioning %q", p, err, tc.want)
+		}
+	}
+	if err := good.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFingerprintRoundTrip(t *testing.T) {
+	sum := CertFingerprint([]byte("certificate"))
+	got, err := ParseFingerprint(FormatFingerprint(sum))
+	if err != nil || string(got) != string(sum) {
+		t.Fatalf("%x, %v", got, err)
+	}
+	if _, err := ParseFingerprint("sha256:abcd"); err == nil {
+		t.Fatal("a short fingerprint parsed")
+	}
+}

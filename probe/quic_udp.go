@@ -1,0 +1,58 @@
+package probe
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// quicBufferSize is what quic-go asks of a UDP socket's buffers (its
+// desiredBufferSize on Linux); smaller ones drop bursts at high rates.
+const quicBufferSize = 7 << 20
+
+// UDPBuffers are a QUIC socket's buffer sizes as the kernel reports them
+// (twice what was set, for its bookkeeping).
+type UDPBuffers struct {
+	Rcv int `msgpack:"rcv" json:"rcv"`
+	Snd int `msgpack:"snd" json:"snd"`
+}
+
+// listenQUICUDP opens the UDP socket of a QUIC endpoint and raises its
+// buffers as quic-go would, so that a shortfall becomes our one warning
+// (quic-go then finds them large enough and stays quiet); the warning says
+// how to lift the system's limit.
+func listenQUICUDP(addr netip.AddrPort) (*net.UDPConn, UDPBuffers, []string, error) {
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		return nil, UDPBuffers{}, nil, fmt.Errorf("open the QUIC socket on %s: %w", addr, err)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, UDPBuffers{}, nil, err
+	}
+	var b UDPBuffers
+	rc.Control(func(fd uintptr) {
+		for _, o := range []struct{ set, force int }{{unix.SO_RCVBUF, unix.SO_RCVBUFFORCE}, {unix.SO_SNDBUF, unix.SO_SNDBUFFORCE}} {
+			// The FORCE options pass the sysctl limit, with CAP_NET_ADMIN.
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.force, quicBufferSize) != nil {
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.set, quicBufferSize)
+			}
+		}
+		b.Rcv, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+		b.Snd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+	})
+	var warn []string
+	// The kernel doubles what it was given.
+	if b.Rcv < quicBufferSize {
+		warn = append(warn, fmt.Sprintf("UDP receive buffer is %d KiB (as the kernel counts it), quic-go wants %d KiB: the system limit stops it "+
+			"(run as root, or sysctl -w net.core.rmem_max=%d); QUIC may drop packets at high rates", b.Rcv>>10, quicBufferSize>>10, quicBufferSize))
+	}
+	if b.Snd < quicBufferSize {
+		warn = append(warn, fmt.Sprintf("UDP send buffer is %d KiB (as the kernel counts it), quic-go wants %d KiB: the system limit stops it "+
+			"(run as root, or sysctl -w net.core.wmem_max=%d)", b.Snd>>10, quicBufferSize>>10, quicBufferSize))
+	}
+	return c, b, warn, nil
+}
