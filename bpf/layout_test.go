@@ -66,7 +66,7 @@ func TestLayoutMatchesC(t *testing.T) {
 	checkGoMatchesC(t, sched, "switch_counts", SchedSwitchCounts{})
 	checkGoMatchesC(t, sched, "sched_stats", SchedSchedStats{})
 	checkGoMatchesC(t, sched, "thread_key", SchedThreadKey{})
-	checkGoMatchesC(t, sched, "task_times", SchedTaskTimes{})
+	checkGoMatchesC(t, sched, "thread_entry", SchedThreadEntry{})
 }
 
 // TestProbeEventDecodeLayout checks the offsets the collector decodes at

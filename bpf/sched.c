@@ -6,12 +6,13 @@
 // the task blocked, involuntary when it was preempted while still runnable.
 //
 // The watch_* programs account, for a watched set of processes only, the
-// on-CPU time, the switches and the run-queue latency per process and per
-// thread. User space fills `watched`; forks of a watched process join it.
+// on-CPU time, the switches and the run-queue latency per thread. User
+// space sets `watched`; forks of a watched process join it.
 
 #include "vmlinux.h"
 #include "bpf_helpers.h"
 #include "bpf_tracing.h"
+#include "bpf_core_read.h"
 
 // The kernel's TASK_RUNNING and TASK_DEAD (include/linux/sched.h); macros
 // are not in vmlinux.h.
@@ -62,7 +63,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	return 0;
 }
 
-// sched_stats are the totals of a watched process or thread.
+// sched_stats are the totals of a watched thread.
 struct sched_stats {
 	__u64 oncpu_ns;
 	__u64 voluntary;
@@ -77,65 +78,95 @@ struct thread_key {
 	__u32 pid;
 };
 
-// task_times are the running timestamps of one thread (bpf_ktime_get_ns),
-// 0 when not set.
-struct task_times {
-	__u64 oncpu_since;	// switched in
-	__u64 runnable_since;	// woken or preempted, waiting for a CPU
+// thread_entry is a watched thread's totals and where its current run
+// started.
+struct thread_entry {
+	struct thread_key key;	// tgid 0: slot not yet filled
+	struct sched_stats stats;
+	__u64 runtime_in;	// its se.sum_exec_runtime when switched in
+	__u32 on_cpu;		// runtime_in is set
+	__u32 pad;
 };
 
-// Plain hash maps, preallocated: updates never allocate in the scheduler.
+// The watch costs every context switch of the host, so the programs use
+// what the scheduler has already computed and touch as little as they
+// can (bench/sched measures it): on-CPU time is the kernel's own
+// se.sum_exec_runtime, run-queue latency its sched_info.last_queued
+// against the run queue's clock (no wake-up hook, no clock read); the
+// watched set is a bitmap and each thread's totals a slot of an array,
+// found through its task storage (no hashing); and a thread's slot is
+// written only on the CPU that switches it, so needs no atomics. User
+// space reads both arrays through their mapped memory.
+
+// PID_MAX_LIMIT of 64-bit kernels: every possible tgid has a bit.
+#define PID_MAX_LIMIT (4 * 1024 * 1024)
+#define MAX_THREADS 16384
+
+// watched holds bit tgid%64 of word tgid/64 for each watched process.
+// User space sets bits, fork sets its children's; both atomically, since
+// neighbouring tgids share a word.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32); // tgid
-	__type(value, __u8);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, PID_MAX_LIMIT / 64);
+	__type(key, __u32);
+	__type(value, __u64);
 } watched SEC(".maps");
 
-// Kept after the process exits, so that its totals can still be read.
+// threads holds the watched threads in the order first seen, kept after
+// they exit so that their totals can still be read.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32); // tgid
-	__type(value, struct sched_stats);
-} proc_stats SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, MAX_THREADS);
+	__type(key, __u32);
+	__type(value, struct thread_entry);
+} threads SEC(".maps");
 
+// slot_of is a thread's index in threads, plus one (0: none yet).
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct thread_key);
-	__type(value, struct sched_stats);
-} thread_stats SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} slot_of SEC(".maps");
 
-// Deleted at a thread's last switch out, so it does not outlive the thread.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); // pid (thread id)
-	__type(value, struct task_times);
-} task_times SEC(".maps");
+// Slots handed out; past MAX_THREADS, threads_lost counts the threads that
+// found none.
+__u32 threads_used;
+__u64 threads_lost;
 
 static __always_inline bool is_watched(__u32 tgid)
 {
-	return tgid != 0 && bpf_map_lookup_elem(&watched, &tgid);
+	__u32 word = (tgid / 64) & (PID_MAX_LIMIT / 64 - 1);
+	__u64 *w = bpf_map_lookup_elem(&watched, &word);
+
+	return tgid != 0 && w && (*w >> (tgid % 64)) & 1;
 }
 
-static __always_inline void *lookup_or_init(void *map, const void *key, const void *zero)
+static __always_inline struct thread_entry *entry_of(struct task_struct *p)
 {
-	void *v = bpf_map_lookup_elem(map, key);
+	__u32 *slot = bpf_task_storage_get(&slot_of, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	__u32 i;
 
-	if (v)
-		return v;
-	// NOEXIST: another CPU may have inserted it since the lookup.
-	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(map, key);
-}
+	if (!slot)
+		return 0;
+	if (*slot) {
+		i = *slot - 1;
+		return bpf_map_lookup_elem(&threads, &i);
+	}
+	// First sight: only this CPU switches p now, so no other takes its slot.
+	i = __sync_fetch_and_add(&threads_used, 1);
+	struct thread_entry *t = bpf_map_lookup_elem(&threads, &i);
 
-static __always_inline struct task_times *times_of(__u32 pid)
-{
-	struct task_times zero = {};
-
-	return lookup_or_init(&task_times, &pid, &zero);
+	if (!t) {
+		__sync_fetch_and_add(&threads_lost, 1);
+		return 0;
+	}
+	*slot = i + 1;
+	t->key.pid = p->pid;
+	t->key.tgid = p->tgid;
+	return t;
 }
 
 static __always_inline __u32 log2_us(__u64 ns)
@@ -156,94 +187,49 @@ static __always_inline __u32 log2_us(__u64 ns)
 	return k < RUNQ_BUCKETS ? k : RUNQ_BUCKETS - 1;
 }
 
-// account adds one switch out, or one run-queue wait, to a thread and its
-// process.
-static __always_inline void account(__u32 tgid, __u32 pid, __u64 oncpu_ns,
-				    int voluntary, int involuntary, int runq_bucket)
-{
-	struct sched_stats zero = {};
-	struct thread_key tk = { .tgid = tgid, .pid = pid };
-	struct sched_stats *s[2];
-
-	s[0] = lookup_or_init(&proc_stats, &tgid, &zero);
-	s[1] = lookup_or_init(&thread_stats, &tk, &zero);
-#pragma unroll
-	for (int i = 0; i < 2; i++) {
-		if (!s[i])
-			continue;
-		if (oncpu_ns)
-			__sync_fetch_and_add(&s[i]->oncpu_ns, oncpu_ns);
-		if (voluntary)
-			__sync_fetch_and_add(&s[i]->voluntary, 1);
-		if (involuntary)
-			__sync_fetch_and_add(&s[i]->involuntary, 1);
-		if (runq_bucket >= 0 && runq_bucket < RUNQ_BUCKETS)
-			__sync_fetch_and_add(&s[i]->runq[runq_bucket], 1);
-	}
-}
-
 SEC("tp_btf/sched_switch")
 int BPF_PROG(watch_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
-	__u64 now = bpf_ktime_get_ns();
-	__u32 tgid = prev->tgid, pid = prev->pid;
-
-	if (is_watched(tgid)) {
-		bool runnable = preempt || prev_state == TASK_RUNNING;
-		struct task_times *t = times_of(pid);
-		__u64 oncpu = 0;
+	// The scheduler has updated prev's runtime and switch count, not yet
+	// next's run-queue accounting (sched_info_arrive comes after).
+	if (is_watched(prev->tgid)) {
+		struct thread_entry *t = entry_of(prev);
 
 		if (t) {
-			// Unset when the thread was already on a CPU at Watch.
-			if (t->oncpu_since && now > t->oncpu_since)
-				oncpu = now - t->oncpu_since;
-			t->oncpu_since = 0;
-			// A preempted thread waits on the run queue from now.
-			t->runnable_since = runnable ? now : 0;
-		}
-		account(tgid, pid, oncpu, !runnable, runnable, -1);
-		if (prev_state & TASK_DEAD)
-			bpf_map_delete_elem(&task_times, &pid);
-	}
+			__u64 rt = prev->se.sum_exec_runtime;
 
-	tgid = next->tgid;
-	pid = next->pid;
-	if (is_watched(tgid)) {
-		struct task_times *t = times_of(pid);
+			// Not on_cpu when it was already running at Watch.
+			if (t->on_cpu && rt > t->runtime_in)
+				t->stats.oncpu_ns += rt - t->runtime_in;
+			t->on_cpu = 0;
+			// The same rule as the kernel's nvcsw/nivcsw: a preempted
+			// task, or one still TASK_RUNNING, did not choose to leave.
+			if (preempt || prev_state == TASK_RUNNING)
+				t->stats.involuntary++;
+			else
+				t->stats.voluntary++;
+		}
+	}
+	if (is_watched(next->tgid)) {
+		struct thread_entry *t = entry_of(next);
 
 		if (!t)
 			return 0;
-		t->oncpu_since = now;
-		if (t->runnable_since && now > t->runnable_since)
-			account(tgid, pid, 0, 0, 0, log2_us(now - t->runnable_since));
-		t->runnable_since = 0;
+		t->runtime_in = next->se.sum_exec_runtime;
+		t->on_cpu = 1;
+		// Queued when woken or preempted, by the clock of the run
+		// queue it now runs from (set_task_cpu points se.cfs_rq at
+		// it); 0 without CONFIG_SCHED_INFO.
+		__u64 queued = next->sched_info.last_queued;
+
+		if (queued && bpf_core_field_exists(next->se.cfs_rq)) {
+			__u64 now = next->se.cfs_rq->rq->clock;
+
+			if (now >= queued)
+				t->stats.runq[log2_us(now - queued)]++;
+		}
 	}
-	return 0;
-}
-
-static __always_inline void woken(struct task_struct *p)
-{
-	if (!is_watched(p->tgid))
-		return;
-	struct task_times *t = times_of(p->pid);
-
-	// A wakeup of a task already waiting keeps the earlier time.
-	if (t && !t->runnable_since)
-		t->runnable_since = bpf_ktime_get_ns();
-}
-
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(watch_sched_wakeup, struct task_struct *p)
-{
-	woken(p);
-	return 0;
-}
-
-SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(watch_sched_wakeup_new, struct task_struct *p)
-{
-	woken(p);
 	return 0;
 }
 
@@ -251,11 +237,15 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(watch_sched_process_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 tgid = child->tgid;
-	__u8 one = 1;
 
 	// A new thread has its parent's tgid, already watched.
-	if (tgid != parent->tgid && is_watched(parent->tgid))
-		bpf_map_update_elem(&watched, &tgid, &one, BPF_ANY);
+	if (tgid != parent->tgid && is_watched(parent->tgid)) {
+		__u32 word = (tgid / 64) & (PID_MAX_LIMIT / 64 - 1);
+		__u64 *w = bpf_map_lookup_elem(&watched, &word);
+
+		if (w)
+			__sync_fetch_and_or(w, 1ull << (tgid % 64));
+	}
 	return 0;
 }
 

@@ -27,10 +27,13 @@ type SchedSwitchCounts struct {
 	Involuntary uint64
 }
 
-type SchedTaskTimes struct {
-	_             structs.HostLayout
-	OncpuSince    uint64
-	RunnableSince uint64
+type SchedThreadEntry struct {
+	_         structs.HostLayout
+	Key       SchedThreadKey
+	Stats     SchedSchedStats
+	RuntimeIn uint64
+	OnCpu     uint32
+	Pad       uint32
 }
 
 type SchedThreadKey struct {
@@ -43,16 +46,15 @@ type SchedThreadKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SchedMapProcStats              = "proc_stats"
+	SchedMapSlotOf                 = "slot_of"
 	SchedMapSwitches               = "switches"
-	SchedMapTaskTimes              = "task_times"
-	SchedMapThreadStats            = "thread_stats"
+	SchedMapThreads                = "threads"
 	SchedMapWatched                = "watched"
 	SchedProgOnSchedSwitch         = "on_sched_switch"
 	SchedProgWatchSchedProcessFork = "watch_sched_process_fork"
 	SchedProgWatchSchedSwitch      = "watch_sched_switch"
-	SchedProgWatchSchedWakeup      = "watch_sched_wakeup"
-	SchedProgWatchSchedWakeupNew   = "watch_sched_wakeup_new"
+	SchedVarThreadsLost            = "threads_lost"
+	SchedVarThreadsUsed            = "threads_used"
 )
 
 // LoadSched returns the embedded CollectionSpec for Sched.
@@ -100,25 +102,24 @@ type SchedProgramSpecs struct {
 	OnSchedSwitch         *ebpf.ProgramSpec `ebpf:"on_sched_switch"`
 	WatchSchedProcessFork *ebpf.ProgramSpec `ebpf:"watch_sched_process_fork"`
 	WatchSchedSwitch      *ebpf.ProgramSpec `ebpf:"watch_sched_switch"`
-	WatchSchedWakeup      *ebpf.ProgramSpec `ebpf:"watch_sched_wakeup"`
-	WatchSchedWakeupNew   *ebpf.ProgramSpec `ebpf:"watch_sched_wakeup_new"`
 }
 
 // SchedMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SchedMapSpecs struct {
-	ProcStats   *ebpf.MapSpec `ebpf:"proc_stats"`
-	Switches    *ebpf.MapSpec `ebpf:"switches"`
-	TaskTimes   *ebpf.MapSpec `ebpf:"task_times"`
-	ThreadStats *ebpf.MapSpec `ebpf:"thread_stats"`
-	Watched     *ebpf.MapSpec `ebpf:"watched"`
+	SlotOf   *ebpf.MapSpec `ebpf:"slot_of"`
+	Switches *ebpf.MapSpec `ebpf:"switches"`
+	Threads  *ebpf.MapSpec `ebpf:"threads"`
+	Watched  *ebpf.MapSpec `ebpf:"watched"`
 }
 
 // SchedVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SchedVariableSpecs struct {
+	ThreadsLost *ebpf.VariableSpec `ebpf:"threads_lost"`
+	ThreadsUsed *ebpf.VariableSpec `ebpf:"threads_used"`
 }
 
 // SchedObjects contains all objects after they have been loaded into the kernel.
@@ -141,19 +142,17 @@ func (o *SchedObjects) Close() error {
 //
 // It can be passed to LoadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SchedMaps struct {
-	ProcStats   *ebpf.Map `ebpf:"proc_stats"`
-	Switches    *ebpf.Map `ebpf:"switches"`
-	TaskTimes   *ebpf.Map `ebpf:"task_times"`
-	ThreadStats *ebpf.Map `ebpf:"thread_stats"`
-	Watched     *ebpf.Map `ebpf:"watched"`
+	SlotOf   *ebpf.Map `ebpf:"slot_of"`
+	Switches *ebpf.Map `ebpf:"switches"`
+	Threads  *ebpf.Map `ebpf:"threads"`
+	Watched  *ebpf.Map `ebpf:"watched"`
 }
 
 func (m *SchedMaps) Close() error {
 	return _SchedClose(
-		m.ProcStats,
+		m.SlotOf,
 		m.Switches,
-		m.TaskTimes,
-		m.ThreadStats,
+		m.Threads,
 		m.Watched,
 	)
 }
@@ -162,6 +161,8 @@ func (m *SchedMaps) Close() error {
 //
 // It can be passed to LoadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SchedVariables struct {
+	ThreadsLost *ebpf.Variable `ebpf:"threads_lost"`
+	ThreadsUsed *ebpf.Variable `ebpf:"threads_used"`
 }
 
 // SchedPrograms contains all programs after they have been loaded into the kernel.
@@ -171,8 +172,6 @@ type SchedPrograms struct {
 	OnSchedSwitch         *ebpf.Program `ebpf:"on_sched_switch"`
 	WatchSchedProcessFork *ebpf.Program `ebpf:"watch_sched_process_fork"`
 	WatchSchedSwitch      *ebpf.Program `ebpf:"watch_sched_switch"`
-	WatchSchedWakeup      *ebpf.Program `ebpf:"watch_sched_wakeup"`
-	WatchSchedWakeupNew   *ebpf.Program `ebpf:"watch_sched_wakeup_new"`
 }
 
 func (p *SchedPrograms) Close() error {
@@ -180,8 +179,6 @@ func (p *SchedPrograms) Close() error {
 		p.OnSchedSwitch,
 		p.WatchSchedProcessFork,
 		p.WatchSchedSwitch,
-		p.WatchSchedWakeup,
-		p.WatchSchedWakeupNew,
 	)
 }
 

@@ -3,13 +3,16 @@ package collector
 import (
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
+	"math/bits"
+	"os"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/probe-dev/probe/bpf"
 )
@@ -48,7 +51,10 @@ func loadSched(objs any) error {
 	return spec.LoadAndAssign(objs, nil)
 }
 
-var schedNeeds = needs{caps: "CAP_BPF, CAP_PERFMON", kernel: "5.5", what: "tp_btf programs", btf: true}
+var (
+	schedNeeds = needs{caps: "CAP_BPF, CAP_PERFMON", kernel: "5.5", what: "tp_btf programs", btf: true}
+	watchNeeds = needs{caps: "CAP_BPF, CAP_PERFMON", kernel: "5.12", what: "tp_btf programs with task storage and atomics", btf: true}
+)
 
 // NewSwitchCounter loads the sched_switch program and attaches it; counting
 // starts now, for every process on the host.
@@ -131,25 +137,28 @@ func schedStats(v *bpf.SchedSchedStats) SchedStats {
 type SchedWatch struct {
 	objs  watchObjects
 	links []link.Link
+	// The programs' arrays, mapped: watched has bit tgid%64 of word
+	// tgid/64 set for each watched process; threads the watched threads'
+	// entries, in the order first seen.
+	watched []uint64
+	threads []bpf.SchedThreadEntry
+	mems    [][]byte
 }
 
 // watchObjects are the part of bpf/sched.c that SchedWatch uses.
 type watchObjects struct {
-	Switch    *ebpf.Program `ebpf:"watch_sched_switch"`
-	Wakeup    *ebpf.Program `ebpf:"watch_sched_wakeup"`
-	WakeupNew *ebpf.Program `ebpf:"watch_sched_wakeup_new"`
-	Fork      *ebpf.Program `ebpf:"watch_sched_process_fork"`
+	Switch *ebpf.Program `ebpf:"watch_sched_switch"`
+	Fork   *ebpf.Program `ebpf:"watch_sched_process_fork"`
 
-	Watched     *ebpf.Map `ebpf:"watched"`
-	ProcStats   *ebpf.Map `ebpf:"proc_stats"`
-	ThreadStats *ebpf.Map `ebpf:"thread_stats"`
-	TaskTimes   *ebpf.Map `ebpf:"task_times"`
+	Watched *ebpf.Map `ebpf:"watched"`
+	Threads *ebpf.Map `ebpf:"threads"`
+	SlotOf  *ebpf.Map `ebpf:"slot_of"`
+
+	ThreadsLost *ebpf.Variable `ebpf:"threads_lost"`
 }
 
 func (o *watchObjects) Close() error {
-	return errors.Join(
-		o.Switch.Close(), o.Wakeup.Close(), o.WakeupNew.Close(), o.Fork.Close(),
-		o.Watched.Close(), o.ProcStats.Close(), o.ThreadStats.Close(), o.TaskTimes.Close())
+	return errors.Join(o.Switch.Close(), o.Fork.Close(), o.Watched.Close(), o.Threads.Close(), o.SlotOf.Close())
 }
 
 // NewSchedWatch loads the watch programs and attaches them; the watched set
@@ -158,8 +167,19 @@ func NewSchedWatch() (*SchedWatch, error) {
 	_ = rlimit.RemoveMemlock() // see NewSwitchCounter
 	w := &SchedWatch{}
 	if err := loadSched(&w.objs); err != nil {
-		return nil, loadError("load scheduler watch", schedNeeds, err)
+		return nil, loadError("load scheduler watch", watchNeeds, err)
 	}
+	watched, err := mapArray[uint64](w, w.objs.Watched)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	threads, err := mapArray[bpf.SchedThreadEntry](w, w.objs.Threads)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	w.watched, w.threads = watched, threads
 	// Fork first, so that no child of a watched process is missed once
 	// the others run.
 	for _, p := range []struct {
@@ -167,68 +187,110 @@ func NewSchedWatch() (*SchedWatch, error) {
 		prog *ebpf.Program
 	}{
 		{"sched_process_fork", w.objs.Fork},
-		{"sched_wakeup", w.objs.Wakeup},
-		{"sched_wakeup_new", w.objs.WakeupNew},
 		{"sched_switch", w.objs.Switch},
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
 			w.Close()
-			return nil, loadError("attach scheduler watch to "+p.name, schedNeeds, err)
+			return nil, loadError("attach scheduler watch to "+p.name, watchNeeds, err)
 		}
 		w.links = append(w.links, l)
 	}
 	return w, nil
 }
 
+// mapArray maps an mmapable array map's memory as a slice of its values
+// (T is the value type, whose size is a multiple of 8 as the kernel lays
+// them out).
+func mapArray[T any](w *SchedWatch, m *ebpf.Map) ([]T, error) {
+	size := int(unsafe.Sizeof(*new(T)))
+	if int(m.ValueSize()) != size || size%8 != 0 {
+		return nil, fmt.Errorf("scheduler watch map %v: values of %d bytes, want %d", m, m.ValueSize(), size)
+	}
+	n := int(m.MaxEntries())
+	mem, err := unix.Mmap(m.FD(), 0, (n*size+os.Getpagesize()-1)&^(os.Getpagesize()-1), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map scheduler watch map %v: %w", m, err)
+	}
+	w.mems = append(w.mems, mem)
+	return unsafe.Slice((*T)(unsafe.Pointer(&mem[0])), n), nil
+}
+
 // Watch adds process tgid, all its threads and, from now on, its new
 // children to the watched set. A thread already on a CPU is accounted from
 // its next switch in; start the process blocked to miss nothing.
 func (w *SchedWatch) Watch(tgid uint32) error {
-	if err := w.objs.Watched.Update(tgid, uint8(1), ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("watch process %d: %w", tgid, err)
+	word := int(tgid / 64)
+	if tgid == 0 || word >= len(w.watched) {
+		return fmt.Errorf("watch process %d: not a process id", tgid)
 	}
+	// Atomic: the fork program sets the bits of neighbouring children.
+	atomic.OrUint64(&w.watched[word], 1<<(tgid%64))
 	return nil
 }
 
-// Process returns the totals of process tgid; ok is false when none of its
-// threads has been switched in or out since it was watched.
+// Process returns the totals of process tgid, the sum of its threads'; ok
+// is false when none of its threads has been switched in or out since it
+// was watched.
 func (w *SchedWatch) Process(tgid uint32) (stats SchedStats, ok bool) {
-	var v bpf.SchedSchedStats
-	if err := w.objs.ProcStats.Lookup(tgid, &v); err != nil {
-		return SchedStats{}, false
+	for _, t := range w.Threads(tgid) {
+		ok = true
+		stats.OnCPU += t.OnCPU
+		stats.Voluntary += t.Voluntary
+		stats.Involuntary += t.Involuntary
+		for i, n := range t.RunQueue {
+			stats.RunQueue[i] += n
+		}
 	}
-	return schedStats(&v), true
+	return stats, ok
 }
 
 // Threads returns the totals of each thread (by thread id) of process tgid
 // that ran while watched, exited threads included.
 func (w *SchedWatch) Threads(tgid uint32) map[uint32]SchedStats {
 	threads := make(map[uint32]SchedStats)
-	var k bpf.SchedThreadKey
-	var v bpf.SchedSchedStats
-	it := w.objs.ThreadStats.Iterate()
-	for it.Next(&k, &v) {
+	// Slots fill in order; one whose key is not written yet ends the list
+	// for now. The programs write each counter whole (aligned 8 bytes).
+	for i := range w.threads {
+		t := &w.threads[i]
+		k := t.Key
+		if k.Tgid == 0 {
+			break
+		}
 		if k.Tgid == tgid {
-			threads[k.Pid] = schedStats(&v)
+			threads[k.Pid] = schedStats(&t.Stats)
 		}
 	}
-	// An iteration cut short by concurrent deletes is still a useful
-	// snapshot; nothing here deletes thread entries.
 	return threads
+}
+
+// SwitchProgram is the program on sched_switch, for measuring what it costs
+// (bench/sched reads its run-time statistics).
+func (w *SchedWatch) SwitchProgram() *ebpf.Program { return w.objs.Switch }
+
+// Lost returns the number of watched threads that found no slot (more than
+// the programs hold) and so are not in any total.
+func (w *SchedWatch) Lost() uint64 {
+	var n uint64
+	if w.objs.ThreadsLost != nil {
+		w.objs.ThreadsLost.Get(&n)
+	}
+	return n
 }
 
 // Watched returns the watched tgids, children that joined included, in
 // ascending order.
 func (w *SchedWatch) Watched() []uint32 {
-	set := make(map[uint32]bool)
-	var k uint32
-	var v uint8
-	it := w.objs.Watched.Iterate()
-	for it.Next(&k, &v) {
-		set[k] = true
+	var tgids []uint32
+	for i := range w.watched {
+		word := atomic.LoadUint64(&w.watched[i])
+		for word != 0 {
+			b := bits.TrailingZeros64(word)
+			tgids = append(tgids, uint32(i*64+b))
+			word &^= 1 << b
+		}
 	}
-	return slices.Sorted(maps.Keys(set))
+	return tgids
 }
 
 // Close detaches the programs and frees their maps.
@@ -239,6 +301,10 @@ func (w *SchedWatch) Close() error {
 			errs = append(errs, fmt.Errorf("detach scheduler watch: %w", err))
 		}
 	}
+	for _, m := range w.mems {
+		unix.Munmap(m)
+	}
+	w.mems, w.watched, w.threads = nil, nil, nil
 	if err := w.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close scheduler watch: %w", err))
 	}

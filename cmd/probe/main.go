@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/probe-dev/probe/collector"
 	"github.com/urfave/cli/v2"
 )
 
 func main() {
+	collector.RunIfHeld() // the shim of commands started held (probe watch, probe run)
 	if err := app().Run(os.Args); err != nil {
 		code := 1
 		if ec, ok := err.(cli.ExitCoder); ok {
@@ -35,7 +37,6 @@ func app() *cli.App {
 			fmt.Fprintf(os.Stderr, "probe: unknown command %q: see probe --help\n", name)
 			os.Exit(1)
 		},
-		Commands: []*cli.Command{serveCommand(), measureCommand(), watchCommand(), testbedCommand(), runCommand(), reportCommand(), compareCommand(),
-			{Name: heldCommand, Hidden: true, SkipFlagParsing: true, Action: heldCommandAction}},
+		Commands: []*cli.Command{serveCommand(), measureCommand(), watchCommand(), testbedCommand(), runCommand(), reportCommand(), compareCommand()},
 	}
 }

@@ -19,11 +19,6 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// heldCommand is the hidden first step of `probe watch -- CMD`: it waits on
-// fd 3 until the watcher is ready, then becomes CMD (same pid), so that not
-// one context switch of CMD goes unseen.
-const heldCommand = "__held"
-
 func watchCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "watch",
@@ -37,24 +32,6 @@ func watchCommand() *cli.Command {
 		},
 		Action: watch,
 	}
-}
-
-func heldCommandAction(c *cli.Context) error {
-	args := c.Args().Slice()
-	if len(args) == 0 {
-		return errors.New("nothing to run")
-	}
-	var b [1]byte
-	f := os.NewFile(3, "release")
-	if _, err := f.Read(b[:]); err != nil {
-		return fmt.Errorf("wait for the watcher: %w", err)
-	}
-	f.Close()
-	path, err := exec.LookPath(args[0])
-	if err != nil {
-		return err
-	}
-	return syscall.Exec(path, args, os.Environ())
 }
 
 func watch(c *cli.Context) error {
@@ -86,29 +63,27 @@ func watch(c *cli.Context) error {
 	var cmd *exec.Cmd
 	name := fmt.Sprintf("pid %d", pid)
 	if pid == 0 {
-		self, err := os.Executable()
+		// Held until the eBPF side watches it, so that nothing it does
+		// goes uncounted.
+		cmd = exec.Command(args[0], args[1:]...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stderr, os.Stderr
+		release, err := collector.StartHeld(cmd, nil)
 		if err != nil {
-			return err
-		}
-		r, w, err := os.Pipe()
-		if err != nil {
-			return err
-		}
-		cmd = exec.Command(self, append([]string{heldCommand}, args...)...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = os.Stdin, os.Stderr, os.Stderr, []*os.File{r}
-		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", args[0], err)
 		}
-		r.Close()
 		pid, name = cmd.Process.Pid, args[0]
 		if cfg.Sched != nil {
 			if err := cfg.Sched.Watch(uint32(pid)); err != nil {
-				cmd.Process.Kill()
+				release(false)
+				cmd.Wait()
 				return err
 			}
 		}
-		w.Write([]byte{1})
-		w.Close()
+		if err := release(true); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return err
+		}
 		go func() {
 			cmd.Wait()
 			close(exited)
