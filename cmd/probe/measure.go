@@ -18,10 +18,10 @@ func measureCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "measure",
 		Usage:     "measure the path to an agent",
-		UsageText: "probe measure -h HOST[:PORT] [--mode echo|capacity] [options]",
+		UsageText: "probe measure -h HOST[:PORT] [--mode echo|capacity|tcp|quic|tcp,quic] [options]",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "host", Aliases: []string{"h"}, Required: true, Usage: "agent address, host or host:port"},
-			&cli.StringFlag{Name: "mode", Aliases: []string{"m"}, Value: "echo", Usage: "what to measure: echo, capacity, tcp"},
+			&cli.StringFlag{Name: "mode", Aliases: []string{"m"}, Value: "echo", Usage: "what to measure: echo, capacity, tcp, quic, or tcp,quic (both, one after the other, side by side)"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto (best available), hw, ebpf, sw, user"},
 			&cli.StringFlag{Name: "write", Aliases: []string{"w"}, Usage: "write every record to this dump file (msgpack), for estimate -r"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
@@ -53,16 +53,18 @@ func measureCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-train", Value: 50, Usage: "capacity: longest train to try"},
 			&cli.Float64Flag{Name: "bin-width", Aliases: []string{"b"}, Usage: "capacity: histogram bin width, Mbit/s (default: from the preliminary trains)"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "capacity: print through this format: " + report.FormatTokens},
-			&cli.StringFlag{Name: "plot", Usage: "capacity: histogram .png/.svg; echo: a directory of plots; tcp: rate, cwnd and RTT over time, .png/.svg"},
-		}, tcpFlags()...),
+			&cli.StringFlag{Name: "plot", Usage: "capacity: histogram .png/.svg; echo: a directory of plots; tcp, quic: rate, cwnd and RTT over time, .png/.svg"},
+		}, append(tcpFlags(), quicFlags()...)...),
 		Action: measure,
 	}
 }
 
 func measure(c *cli.Context) error {
 	mode := c.String("mode")
-	if mode != "echo" && mode != "capacity" && mode != "tcp" {
-		return fmt.Errorf("--mode %q: want echo, capacity or tcp", mode)
+	switch mode {
+	case "echo", "capacity", "tcp", "quic", "tcp,quic", "quic,tcp":
+	default:
+		return fmt.Errorf("--mode %q: want echo, capacity, tcp, quic or tcp,quic", mode)
 	}
 	src, err := report.ParseTSSource(c.String("ts-source"))
 	if err != nil {
@@ -93,6 +95,10 @@ func measure(c *cli.Context) error {
 		return measureCapacity(ctx, c, cl, src)
 	case "tcp":
 		return measureTCP(ctx, c, cl)
+	case "quic":
+		return measureQUIC(ctx, c, cl)
+	case "tcp,quic", "quic,tcp":
+		return measureTCPQUIC(ctx, c, cl)
 	}
 	return measureEcho(ctx, c, cl, src)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -26,6 +27,9 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "max-duration", Value: d.MaxDuration, Usage: "longest session"},
 			&cli.IntFlag{Name: "max-packets", Value: d.MaxPackets, Usage: "most packets in one session"},
 			&cli.IntFlag{Name: "max-rate", Value: d.MaxRate, Usage: "most packets per second in one session"},
+			&cli.Int64Flag{Name: "max-bytes", Value: d.MaxBytes, Usage: "quic: most stream bytes in one session, both ways"},
+			&cli.StringFlag{Name: "cert", Usage: "quic: certificate (PEM) to present; default: a self-signed one made at start"},
+			&cli.StringFlag{Name: "key", Usage: "quic: the --cert's private key (PEM)"},
 		},
 		Action: func(c *cli.Context) error {
 			key, err := readKey(c)
@@ -36,10 +40,14 @@ func serveCommand() *cli.Command {
 				Key: key,
 				Limits: probe.Limits{
 					MaxSessions: c.Int("max-sessions"), MaxDuration: c.Duration("max-duration"),
-					MaxPackets: c.Int("max-packets"), MaxRate: c.Int("max-rate"),
+					MaxPackets: c.Int("max-packets"), MaxRate: c.Int("max-rate"), MaxBytes: c.Int64("max-bytes"),
 				},
 				Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 			}
+			if cfg.QUICCert, err = quicCert(c); err != nil {
+				return err
+			}
+			quicQuiet()
 			ts, err := openStamper(c.String("ebpf"), cfg.Logger)
 			if err != nil {
 				return err
@@ -54,12 +62,34 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", c.String("listen"), err)
 			}
-			cfg.Logger.Info("agent listening", "addr", ln.Addr().String(), "ebpf", ts != nil, "auth", len(key) > 0)
-			err = probe.NewServer(cfg).Serve(ctx, ln)
+			srv := probe.NewServer(cfg)
+			sum, err := srv.QUICFingerprint()
+			if err != nil {
+				return err
+			}
+			cfg.Logger.Info("agent listening", "addr", ln.Addr().String(), "ebpf", ts != nil, "auth", len(key) > 0,
+				"quic_cert", probe.FormatFingerprint(sum))
+			err = srv.Serve(ctx, ln)
 			cfg.Logger.Info("agent stopped")
 			return err
 		},
 	}
+}
+
+// quicCert loads --cert and --key; nil when neither is given.
+func quicCert(c *cli.Context) (*tls.Certificate, error) {
+	cert, key := c.String("cert"), c.String("key")
+	switch {
+	case cert == "" && key == "":
+		return nil, nil
+	case cert == "" || key == "":
+		return nil, fmt.Errorf("--cert and --key go together")
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("load --cert/--key: %w", err)
+	}
+	return &pair, nil
 }
 
 func keyFileFlag() cli.Flag {

@@ -49,28 +49,7 @@ func parseBytes(s string) (int64, error) {
 }
 
 func measureTCP(ctx context.Context, c *cli.Context, cl *probe.Client) error {
-	p := probe.TCPParams{Streams: c.Int("parallel"), Direction: "forward", Duration: c.Duration("time"),
-		Interval: c.Duration("sample"), SockOpts: c.StringSlice("sockopt"), GetOpts: c.StringSlice("getsockopt"),
-		Exclusive: c.Bool("exclusive")}
-	switch {
-	case c.Bool("bidir") && c.Bool("reverse"):
-		return fmt.Errorf("--bidir and --reverse: choose one")
-	case c.Bool("bidir"):
-		p.Direction = "bidir"
-	case c.Bool("reverse"):
-		p.Direction = "reverse"
-	}
-	ws, err := parseBytes(c.String("write-size"))
-	if err != nil {
-		return fmt.Errorf("--write-size: %w", err)
-	}
-	p.WriteSize = int(ws)
-	if s := c.String("bytes"); s != "" {
-		if p.Bytes, err = parseBytes(s); err != nil {
-			return fmt.Errorf("--bytes: %w", err)
-		}
-	}
-	fields, err := collector.ParseTCPInfoFields(c.String("tcp-info"))
+	p, fields, err := tcpParams(c)
 	if err != nil {
 		return err
 	}
@@ -86,4 +65,35 @@ func measureTCP(ctx context.Context, c *cli.Context, cl *probe.Client) error {
 	}
 	return report.TCP(os.Stdout, res, report.TCPOptions{Agent: cl.AgentAddr().String(), Every: c.Duration("report"),
 		Fields: fields, JSON: c.Bool("json"), Plot: c.String("plot")})
+}
+
+// tcpParams turns the flags into a TCP test (the QUIC mode takes its
+// parameters from it too) and the TCP_INFO fields to print.
+func tcpParams(c *cli.Context) (probe.TCPParams, []collector.SelectedField, error) {
+	p := probe.TCPParams{Streams: c.Int("parallel"), Direction: "forward", Duration: c.Duration("time"),
+		Interval: c.Duration("sample"), SockOpts: c.StringSlice("sockopt"), GetOpts: c.StringSlice("getsockopt"),
+		Exclusive: c.Bool("exclusive")}
+	switch {
+	case c.Bool("bidir") && c.Bool("reverse"):
+		return p, nil, fmt.Errorf("--bidir and --reverse: choose one")
+	case c.Bool("bidir"):
+		p.Direction = "bidir"
+	case c.Bool("reverse"):
+		p.Direction = "reverse"
+	}
+	ws, err := parseBytes(c.String("write-size"))
+	if err != nil {
+		return p, nil, fmt.Errorf("--write-size: %w", err)
+	}
+	p.WriteSize = int(ws)
+	if s := c.String("bytes"); s != "" {
+		if p.Bytes, err = parseBytes(s); err != nil {
+			return p, nil, fmt.Errorf("--bytes: %w", err)
+		}
+	}
+	fields, err := collector.ParseTCPInfoFields(c.String("tcp-info"))
+	if err != nil {
+		return p, nil, err
+	}
+	return p, fields, nil
 }

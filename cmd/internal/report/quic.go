@@ -1,0 +1,427 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/estimator"
+	"github.com/probe-dev/probe/probe"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+	"gonum.org/v1/plot/vg/vgsvg"
+)
+
+// QUICOptions say how to print a QUIC test.
+type QUICOptions struct {
+	Agent string
+	Every time.Duration // report interval
+	JSON  bool
+	Plot  string // file, .png or .svg
+}
+
+// quicFlow is one direction of a QUIC test as its sender saw it: the
+// streams it wrote and its connection statistics (cwnd, loss and bytes in
+// flight are the sender's).
+type quicFlow struct {
+	name    string // "up" or "down"
+	sender  string // "client" or "agent"
+	streams []dump.QUICStream
+	conn    []dump.QUICConnSample
+}
+
+// quicFlows are the test's directions; for bidir both are taken from the
+// client, whose upload it sends and whose download it reads.
+func quicFlows(r *probe.QUICResult) []quicFlow {
+	pick := func(side probe.QUICSide, dir string) []dump.QUICStream {
+		var out []dump.QUICStream
+		for _, s := range side.Streams {
+			if s.Dir == dir {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	switch r.Params.Direction {
+	case "reverse":
+		return []quicFlow{{"down", "agent", pick(r.Agent, "down"), r.Agent.Conn}}
+	case "bidir":
+		return []quicFlow{{"up", "client", pick(r.Client, "up"), r.Client.Conn}, {"down", "client", pick(r.Client, "down"), r.Client.Conn}}
+	}
+	return []quicFlow{{"up", "client", pick(r.Client, "up"), r.Client.Conn}}
+}
+
+// QUICReceiveRate is the rate at which the receiving side read stream bytes
+// (of both directions, for bidir), over its elapsed time.
+func QUICReceiveRate(r *probe.QUICResult) float64 {
+	switch r.Params.Direction {
+	case "reverse":
+		return estimator.QUICTotal(r.Client.Streams, r.Client.Conn, r.Client.Elapsed).RecvRate
+	case "bidir":
+		return estimator.QUICTotal(r.Client.Streams, r.Client.Conn, r.Client.Elapsed).RecvRate +
+			estimator.QUICTotal(r.Agent.Streams, r.Agent.Conn, r.Agent.Elapsed).RecvRate
+	}
+	return estimator.QUICTotal(r.Agent.Streams, r.Agent.Conn, r.Agent.Elapsed).RecvRate
+}
+
+// cpuPerGB is a side's CPU seconds per GB (1e9 bytes) of stream data it
+// moved either way.
+func cpuPerGB(user, sys time.Duration, bytes uint64) float64 {
+	if bytes == 0 {
+		return 0
+	}
+	return (user + sys).Seconds() / (float64(bytes) / 1e9)
+}
+
+// QUIC prints a QUIC test.
+func QUIC(w io.Writer, r *probe.QUICResult, o QUICOptions) error {
+	if o.Plot != "" {
+		if err := PlotQUIC(o.Plot, r, o); err != nil {
+			return err
+		}
+	}
+	if o.JSON {
+		return quicJSON(w, r, o)
+	}
+	quicText(w, r, o)
+	return nil
+}
+
+func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
+	p := r.Params
+	what := fmt.Sprintf("%v", p.Duration)
+	if p.Bytes > 0 {
+		what = fmt.Sprintf("%d bytes", p.Bytes)
+	}
+	fmt.Fprintf(w, "quic to %s: %d streams, %s, %s, writes of %d B; QUIC %s, GSO client %s agent %s\n", o.Agent, p.Streams,
+		p.Direction, what, p.WriteSize, r.Version, onOff(r.Client.GSO), onOff(r.Agent.GSO))
+	for _, h := range r.Handshakes {
+		kind := "full handshake"
+		if h.Resumed {
+			kind = "resumed"
+			if h.Used0RTT {
+				kind += ", request in 0-RTT"
+			}
+		}
+		fmt.Fprintf(w, "%-32s handshake %s, first byte %s\n", kind+":", fmtDur(h.Handshake), fmtDur(h.FirstByte))
+	}
+	for _, loaded := range []bool{false, true} {
+		d := estimator.QUICPings(r.Pings, loaded)
+		if d.Sent == 0 {
+			continue
+		}
+		when := "idle"
+		if loaded {
+			when = "during the transfer"
+		}
+		fmt.Fprintf(w, "datagram RTT %s: %d of %d echoed; min %s, median %s, p99 %s, max %s; jitter %s\n", when, d.Echoed, d.Sent,
+			fmtDur(d.Min), fmtDur(d.Median), fmtDur(d.P99), fmtDur(d.Max), fmtDur(d.Jitter))
+	}
+	for _, f := range quicFlows(r) {
+		fmt.Fprintf(w, "%s: intervals from the %s's stream counters and connection statistics:\n", f.name, f.sender)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		perStream := len(f.streams) > 1 && len(f.streams) <= 8
+		head := "time s\tMbit/s\tlost\tsrtt µs\tcwnd KB\tin flight KB\t"
+		if perStream {
+			for _, s := range f.streams {
+				head += fmt.Sprintf("#%d Mbit/s\t", s.ID)
+			}
+		}
+		fmt.Fprintln(tw, head)
+		for _, iv := range estimator.QUICIntervals(f.streams, f.conn, o.Every) {
+			line := fmt.Sprintf("%.1f-%.1f\t%.2f\t%d\t%.0f\t%.1f\t%.1f\t", iv.Start.Seconds(), iv.End.Seconds(), iv.Rate/1e6,
+				iv.Lost, float64(iv.RTT)/1e3, float64(iv.Cwnd)/1e3, float64(iv.InFlight)/1e3)
+			if perStream {
+				for _, x := range iv.PerStream {
+					line += fmt.Sprintf("%.2f\t", x/1e6)
+				}
+			}
+			fmt.Fprintln(tw, line)
+		}
+		tw.Flush()
+	}
+	for _, s := range []struct {
+		name string
+		side probe.QUICSide
+	}{{"client", r.Client}, {"agent", r.Agent}} {
+		t := estimator.QUICTotal(s.side.Streams, s.side.Conn, s.side.Elapsed)
+		fmt.Fprintf(w, "%-6s sent %d B (%.2f Mbit/s), received %d B (%.2f Mbit/s) in %.2f s; packets sent %d, lost %d (%.3f %%); CPU user %.2f s, system %.2f s, %.2f s/GB",
+			s.name, t.Sent, t.SendRate/1e6, t.Received, t.RecvRate/1e6, s.side.Elapsed.Seconds(), t.PacketsSent, t.PacketsLost, 100*t.LossRate,
+			s.side.UserCPU.Seconds(), s.side.SysCPU.Seconds(), cpuPerGB(s.side.UserCPU, s.side.SysCPU, t.Sent+t.Received))
+		if t.Errors > 0 {
+			fmt.Fprintf(w, "; %d streams ended in an error, e.g. %s", t.Errors, firstQUICErr(s.side))
+		}
+		fmt.Fprintln(w)
+	}
+	for _, s := range []struct {
+		name string
+		side probe.QUICSide
+	}{{"client", r.Client}, {"agent", r.Agent}} {
+		for _, warn := range s.side.Warnings {
+			fmt.Fprintf(w, "warning (%s): %s\n", s.name, warn)
+		}
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.1f µs", float64(d)/1e3)
+	}
+	return fmt.Sprintf("%.3f ms", float64(d)/1e6)
+}
+
+func firstQUICErr(s probe.QUICSide) string {
+	for _, st := range s.Streams {
+		if st.Err != "" {
+			return st.Err
+		}
+	}
+	return ""
+}
+
+// quicSideJSON is a side with its totals.
+type quicSideJSON struct {
+	probe.QUICSide
+	Totals   estimator.QUICTotals `json:"totals"`
+	CPUPerGB float64              `json:"cpu_s_per_gb"`
+}
+
+func quicJSON(w io.Writer, r *probe.QUICResult, o QUICOptions) error {
+	side := func(s probe.QUICSide) quicSideJSON {
+		t := estimator.QUICTotal(s.Streams, s.Conn, s.Elapsed)
+		return quicSideJSON{s, t, cpuPerGB(s.UserCPU, s.SysCPU, t.Sent+t.Received)}
+	}
+	type flowJSON struct {
+		Dir       string                   `json:"dir"`
+		Sender    string                   `json:"sender"`
+		Intervals []estimator.QUICInterval `json:"intervals"`
+	}
+	var flows []flowJSON
+	for _, f := range quicFlows(r) {
+		flows = append(flows, flowJSON{f.name, f.sender, estimator.QUICIntervals(f.streams, f.conn, o.Every)})
+	}
+	out := struct {
+		Agent       string                `json:"agent"`
+		Params      probe.QUICParams      `json:"params"`
+		Started     time.Time             `json:"started"`
+		Version     string                `json:"version"`
+		Handshakes  []dump.QUICHandshake  `json:"handshakes"`
+		PingsIdle   estimator.DatagramRTT `json:"datagram_rtt_idle"`
+		PingsLoaded estimator.DatagramRTT `json:"datagram_rtt_loaded"`
+		RecvRate    float64               `json:"receive_rate"` // bit/s, the receiving side's
+		Flows       []flowJSON            `json:"flows"`
+		Client      quicSideJSON          `json:"client"`
+		AgentSide   quicSideJSON          `json:"agent_side"`
+	}{o.Agent, r.Params, r.Started, r.Version, r.Handshakes, estimator.QUICPings(r.Pings, false), estimator.QUICPings(r.Pings, true),
+		QUICReceiveRate(r), flows, side(r.Client), side(r.Agent)}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// PlotQUIC draws the rate, the congestion window and bytes in flight, and
+// the smoothed RTT over time, per direction.
+func PlotQUIC(path string, r *probe.QUICResult, o QUICOptions) error {
+	var rate, cwnd, rtt []series
+	for _, f := range quicFlows(r) {
+		ivs := estimator.QUICIntervals(f.streams, f.conn, r.Params.Interval)
+		rate = append(rate, seriesOf(f.name, ivs, func(iv estimator.QUICInterval) float64 { return iv.Rate / 1e6 }))
+		cwnd = append(cwnd, seriesOf(f.name+" cwnd", ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.Cwnd) / 1e3 }),
+			seriesOf(f.name+" in flight", ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.InFlight) / 1e3 }))
+		rtt = append(rtt, seriesOf(f.name, ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.RTT) / 1e3 }))
+	}
+	title := fmt.Sprintf("quic to %s: %d streams, %s", o.Agent, r.Params.Streams, r.Params.Direction)
+	return drawPanels(path, title, []panel{{"rate, Mbit/s", rate}, {"KB", cwnd}, {"smoothed RTT, µs", rtt}})
+}
+
+// series is one line of a panel.
+type series struct {
+	name string
+	pts  plotter.XYs
+}
+
+func seriesOf(name string, ivs []estimator.QUICInterval, y func(estimator.QUICInterval) float64) series {
+	pts := make(plotter.XYs, len(ivs))
+	for k, iv := range ivs {
+		pts[k] = plotter.XY{X: iv.End.Seconds(), Y: y(iv)}
+	}
+	return series{name, pts}
+}
+
+type panel struct {
+	ylabel string
+	lines  []series
+}
+
+// drawPanels stacks panels over a shared time axis in a .png or .svg.
+func drawPanels(path, title string, panels []panel) error {
+	plots := make([][]*plot.Plot, len(panels))
+	for i, pn := range panels {
+		p := plot.New()
+		p.Y.Label.Text = pn.ylabel
+		p.X.Label.Text = "time, s"
+		if i == 0 {
+			p.Title.Text = title
+		}
+		var args []any
+		for _, s := range pn.lines {
+			args = append(args, s.name, s.pts)
+		}
+		if err := plotutil.AddLines(p, args...); err != nil {
+			return fmt.Errorf("plot %s: %w", path, err)
+		}
+		p.Legend.Top = true
+		plots[i] = []*plot.Plot{p}
+	}
+	width, height := 16*vg.Centimeter, 18*vg.Centimeter
+	var c draw.Canvas
+	var save func() error
+	switch {
+	case strings.HasSuffix(strings.ToLower(path), ".png"):
+		img := vgimg.New(width, height)
+		c = draw.New(img)
+		save = func() error { return saveTo(path, vgimg.PngCanvas{Canvas: img}) }
+	case strings.HasSuffix(strings.ToLower(path), ".svg"):
+		svg := vgsvg.New(width, height)
+		c = draw.New(svg)
+		save = func() error { return saveTo(path, svg) }
+	default:
+		return fmt.Errorf("plot %s: want a .png or .svg file", path)
+	}
+	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadY: vg.Millimeter * 3}
+	canvases := plot.Align(plots, tiles, c)
+	for i := range plots {
+		plots[i][0].Draw(canvases[i][0])
+	}
+	if err := save(); err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	return nil
+}
+
+// TCPBesideQUIC prints a TCP and a QUIC test of the same parameters on the
+// same path side by side: per interval the sender's rate, RTT and losses,
+// then each one's totals; --json nests both documents, --plot draws both.
+func TCPBesideQUIC(w io.Writer, t *probe.TCPResult, q *probe.QUICResult, to TCPOptions, qo QUICOptions) error {
+	if to.Plot != "" {
+		if err := plotBoth(to.Plot, t, q, to.Agent); err != nil {
+			return err
+		}
+	}
+	if to.JSON {
+		var tb, qb bytes.Buffer
+		if err := tcpJSON(&tb, t, to); err != nil {
+			return err
+		}
+		if err := quicJSON(&qb, q, qo); err != nil {
+			return err
+		}
+		out := struct {
+			TCP  json.RawMessage `json:"tcp"`
+			QUIC json.RawMessage `json:"quic"`
+		}{tb.Bytes(), qb.Bytes()}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	p := t.Params
+	what := fmt.Sprintf("%v", p.Duration)
+	if p.Bytes > 0 {
+		what = fmt.Sprintf("%d bytes", p.Bytes)
+	}
+	fmt.Fprintf(w, "tcp beside quic to %s: %d streams, %s, %s, one after the other\n", to.Agent, p.Streams, p.Direction, what)
+	_, tside := sender(t)
+	tivs := estimator.TCPIntervals(tside.Streams, to.Every)
+	flows := quicFlows(q)
+	qivs := estimator.QUICIntervals(flows[0].streams, flows[0].conn, qo.Every)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "time s\ttcp Mbit/s\tquic Mbit/s\ttcp rtt µs\tquic srtt µs\ttcp retrans\tquic lost\t")
+	for i := range max(len(tivs), len(qivs)) {
+		var start, end time.Duration
+		cell := func(ok bool, f string, v float64) string {
+			if !ok {
+				return "-"
+			}
+			return fmt.Sprintf(f, v)
+		}
+		var tiv estimator.TCPInterval
+		var qiv estimator.QUICInterval
+		tok, qok := i < len(tivs), i < len(qivs)
+		if tok {
+			tiv = tivs[i]
+			start, end = tiv.Start, tiv.End
+		}
+		if qok {
+			qiv = qivs[i]
+			start, end = qiv.Start, max(end, qiv.End)
+		}
+		fmt.Fprintf(tw, "%.1f-%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", start.Seconds(), end.Seconds(),
+			cell(tok, "%.2f", tiv.Rate/1e6), cell(qok, "%.2f", qiv.Rate/1e6),
+			cell(tok, "%.0f", float64(tiv.RTT)/1e3), cell(qok, "%.0f", float64(qiv.RTT)/1e3),
+			cell(tok, "%.0f", float64(tiv.Retrans)), cell(qok, "%.0f", float64(qiv.Lost)))
+	}
+	tw.Flush()
+	trecv := estimator.TCPTotal(t.Agent.Streams, t.Agent.Elapsed).RecvRate
+	if p.Direction == "reverse" {
+		trecv = estimator.TCPTotal(t.Client.Streams, t.Client.Elapsed).RecvRate
+	}
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\ttcp\tquic\t")
+	fmt.Fprintf(tw, "received, Mbit/s\t%.2f\t%.2f\t\n", trecv/1e6, QUICReceiveRate(q)/1e6)
+	for _, s := range []struct {
+		name string
+		ts   probe.TCPSide
+		qs   probe.QUICSide
+	}{{"client", t.Client, q.Client}, {"agent", t.Agent, q.Agent}} {
+		ct := estimator.TCPTotal(s.ts.Streams, s.ts.Elapsed)
+		qt := estimator.QUICTotal(s.qs.Streams, s.qs.Conn, s.qs.Elapsed)
+		fmt.Fprintf(tw, "%s CPU, s/GB\t%.2f\t%.2f\t\n", s.name, cpuPerGB(s.ts.UserCPU, s.ts.SysCPU, ct.Sent+ct.Received),
+			cpuPerGB(s.qs.UserCPU, s.qs.SysCPU, qt.Sent+qt.Received))
+	}
+	fmt.Fprintf(tw, "retransmitted / lost packets\t%d\t%d\t\n", estimator.TCPTotal(tside.Streams, tside.Elapsed).Retrans,
+		estimator.QUICTotal(nil, flows[0].conn, 0).PacketsLost)
+	if len(q.Handshakes) == 2 {
+		fmt.Fprintf(tw, "QUIC first byte, full / 0-RTT\t\t%s / %s\t\n", fmtDur(q.Handshakes[0].FirstByte), fmtDur(q.Handshakes[1].FirstByte))
+	}
+	return tw.Flush()
+}
+
+// plotBoth draws TCP's and QUIC's rate and RTT over time in one figure.
+func plotBoth(path string, t *probe.TCPResult, q *probe.QUICResult, agent string) error {
+	_, tside := sender(t)
+	tivs := estimator.TCPIntervals(tside.Streams, t.Params.Interval)
+	flows := quicFlows(q)
+	qivs := estimator.QUICIntervals(flows[0].streams, flows[0].conn, q.Params.Interval)
+	tcpSeries := func(y func(estimator.TCPInterval) float64) series {
+		pts := make(plotter.XYs, len(tivs))
+		for k, iv := range tivs {
+			pts[k] = plotter.XY{X: iv.End.Seconds(), Y: y(iv)}
+		}
+		return series{"tcp", pts}
+	}
+	return drawPanels(path, fmt.Sprintf("tcp and quic to %s: %d streams, %s", agent, t.Params.Streams, t.Params.Direction), []panel{
+		{"rate, Mbit/s", []series{tcpSeries(func(iv estimator.TCPInterval) float64 { return iv.Rate / 1e6 }),
+			seriesOf("quic", qivs, func(iv estimator.QUICInterval) float64 { return iv.Rate / 1e6 })}},
+		{"RTT, µs", []series{tcpSeries(func(iv estimator.TCPInterval) float64 { return float64(iv.RTT) / 1e3 }),
+			seriesOf("quic", qivs, func(iv estimator.QUICInterval) float64 { return float64(iv.RTT) / 1e3 })}},
+	})
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/probe-dev/probe/estimator"
+)
+
+// localAgent starts probe serve on a free loopback port with args.
+func localAgent(t *testing.T, args ...string) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startAgent(t, (*exec.Cmd).Start, func() (net.Conn, error) { return net.Dial("tcp", addr) },
+		append([]string{"--listen", addr, "--ebpf", "off"}, args...)...)
+	return addr
+}
+
+func measureLocal(t *testing.T, addr string, args ...string) (string, string, int) {
+	t.Helper()
+	return run(t, exec.Command(probeBin, append([]string{"measure", "-h", addr, "--ebpf", "off"}, args...)...))
+}
+
+func num(m map[string]any, path ...string) float64 {
+	var v any = m
+	for _, k := range path {
+		v = v.(map[string]any)[k]
+	}
+	return v.(float64)
+}
+
+// --mode quic by bytes, both ways over two streams each: every byte
+// counted on both sides, in the JSON, the text and the plot.
+func TestQUICCLI(t *testing.T) {
+	addr := localAgent(t)
+	const total = 8 << 20
+	out, stderr, code := measureLocal(t, addr, "--mode", "quic", "-P", "2", "--bidir", "--bytes", "8M", "--json")
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	m := parseJSON(t, out)
+	cs, as := num(m, "client", "totals", "Sent"), num(m, "agent_side", "totals", "Received")
+	ar, cr := num(m, "agent_side", "totals", "Sent"), num(m, "client", "totals", "Received")
+	if cs != total || as != total || ar != total || cr != total {
+		t.Fatalf("client sent %v, agent received %v; agent sent %v, client received %v; want %d each", cs, as, ar, cr, total)
+	}
+	hs := m["handshakes"].([]any)
+	if len(hs) != 2 || !hs[1].(map[string]any)["Used0RTT"].(bool) {
+		t.Errorf("handshakes %v", hs)
+	}
+	if num(m, "datagram_rtt_idle", "Echoed") != 20 {
+		t.Errorf("idle pings %v", m["datagram_rtt_idle"])
+	}
+
+	plot := filepath.Join(t.TempDir(), "q.png")
+	out, stderr, code = measureLocal(t, addr, "--mode", "quic", "--reverse", "-t", "1s", "--plot", plot)
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{"full handshake:", "resumed, request in 0-RTT:", "datagram RTT idle: 20 of 20 echoed",
+		"down: intervals from the agent's", "srtt µs", "s/GB"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text output lacks %q:\n%s", want, out)
+		}
+	}
+	if fi, err := os.Stat(plot); err != nil || fi.Size() == 0 {
+		t.Errorf("plot: %v", err)
+	}
+}
+
+// --mode tcp,quic runs both and prints them side by side.
+func TestTCPBesideQUIC(t *testing.T) {
+	addr := localAgent(t)
+	out, stderr, code := measureLocal(t, addr, "--mode", "tcp,quic", "--bytes", "4M")
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{"tcp beside quic", "tcp Mbit/s", "quic Mbit/s", "client CPU, s/GB", "QUIC first byte"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	out, stderr, code = measureLocal(t, addr, "--mode", "tcp,quic", "--bytes", "4M", "--json")
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	m := parseJSON(t, out)
+	if num(m, "tcp", "agent_side", "totals", "Received") != 4<<20 || num(m, "quic", "agent_side", "totals", "Received") != 4<<20 {
+		t.Fatalf("tcp or quic did not move 4 MiB: %v", out)
+	}
+}
+
+// A test over the agent's byte limit and a handshake with a certificate
+// other than the pinned one each fail with one clear line.
+func TestQUICRefusals(t *testing.T) {
+	addr := localAgent(t, "--max-bytes", "1000000")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bytes", "2M"}, "agent refused: 2097152 bytes over the agent's limit of 1000000 bytes per session"},
+		{[]string{"--bytes", "1000", "--pin", "sha256:" + strings.Repeat("ab", 32)},
+			"is not the pinned sha256:abababab"},
+		{[]string{"--bytes", "1000", "--pin", "sha256:12"}, "--pin: fingerprint"},
+		{[]string{"--bytes", "1000", "--insecure", "--ca", "/nonexistent"}, "read CA"},
+	} {
+		_, stderr, code := measureLocal(t, addr, append([]string{"--mode", "quic"}, tc.args...)...)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if code != 1 || len(lines) != 1 || !strings.Contains(stderr, tc.want) || !strings.HasPrefix(stderr, "probe: ") {
+			t.Errorf("%v: exit %d, stderr %q; want one line with %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	// --insecure takes any certificate.
+	if _, stderr, code := measureLocal(t, addr, "--mode", "quic", "--bytes", "1000", "--insecure"); code != 0 {
+		t.Errorf("--insecure: exit %d, %s", code, stderr)
+	}
+}
+
+// On the 20 Mbit/s testbed link, an upload's goodput is the link's rate
+// less QUIC's overhead per packet (Ethernet 14 as tbf counts, IP, UDP,
+// short header, STREAM frame header, AEAD tag); the packet size is the
+// sender's mean (its QUIC bytes over its packets, plus UDP and IP), and the
+// receiving interface's counters say the same.
+func TestQUICAcrossTestbed(t *testing.T) {
+	tb, _ := testbedWithAgent(t, "quic", 0)
+	b0, p0, err := tb.A.RxCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := measureFrom(t, tb, "--mode", "quic", "-t", "4s", "--json", "--ping-interval", "0")
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	b1, p1, _ := tb.A.RxCounters()
+	m := parseJSON(t, out)
+	sent, got, rate := num(m, "client", "totals", "Sent"), num(m, "agent_side", "totals", "Received"), num(m, "receive_rate")
+	conn := m["client"].(map[string]any)["Conn"].([]any)
+	last := conn[len(conn)-1].(map[string]any)
+	ipSize := last["BytesSent"].(float64)/last["PacketsSent"].(float64) + 8 + 20
+	wireSize := float64(b1-b0)/float64(p1-p0) - 14
+	o := estimator.QUICOverhead{IP: 20, UDP: 8, ShortHeader: 1 + 4 + 2, StreamHeader: 1 + 1 + 4, AEADTag: 16}
+	truth := estimator.QUICGoodput(20e6, int(math.Round(ipSize)), 14, o)
+	t.Logf("sent %.0f B, received %.0f B; mean IP packet %.1f B sent, %.1f B on the receiving veth; overhead %d B; %.3f Mbit/s, link goodput %.3f (%+.2f %%)",
+		sent, got, ipSize, wireSize, o.Total(), rate/1e6, truth/1e6, 100*(rate-truth)/truth)
+	if sent != got {
+		t.Fatalf("sent %.0f, received %.0f", sent, got)
+	}
+	if math.Abs(rate-truth)/truth > 0.05 {
+		t.Fatalf("%.3f Mbit/s, want %.3f ± 5 %%", rate/1e6, truth/1e6)
+	}
+}
