@@ -28,6 +28,9 @@ type Message struct {
 	TCPStart  *TCPStart  `msgpack:"tcp_start,omitempty"`
 	TCPReport *TCPReport `msgpack:"tcp_report,omitempty"`
 
+	RunExited *RunExited `msgpack:"run_exited,omitempty"`
+	RunReport *RunReport `msgpack:"run_report,omitempty"`
+
 	QUICStart  *QUICStart  `msgpack:"quic_start,omitempty"`
 	QUICReport *QUICReport `msgpack:"quic_report,omitempty"`
 
@@ -64,6 +67,10 @@ func (m *Message) kind() string {
 		return "tcp_start"
 	case m.TCPReport != nil:
 		return "tcp_report"
+	case m.RunExited != nil:
+		return "run_exited"
+	case m.RunReport != nil:
+		return "run_report"
 	case m.QUICStart != nil:
 		return "quic_start"
 	case m.QUICReport != nil:
@@ -124,6 +131,7 @@ type Open struct {
 	// received).
 	Capacity *CapacityParams `msgpack:"capacity,omitempty"`
 	TCP      *TCPParams      `msgpack:"tcp,omitempty"`
+	Run      *RunParams      `msgpack:"run,omitempty"` // needs an agent with AllowRun
 	QUIC     *QUICParams     `msgpack:"quic,omitempty"`
 }
 
@@ -179,6 +187,8 @@ type Opened struct {
 	Port    uint16 `msgpack:"port"`
 	// Sources the agent stamps with, best first.
 	Sources []string `msgpack:"sources"`
+	// PID is a run session's command.
+	PID int `msgpack:"pid,omitempty"`
 	// CertSHA256 is the SHA-256 of the agent's QUIC certificate (DER), for
 	// the client to pin: the control connection vouches for it.
 	CertSHA256 []byte `msgpack:"cert_sha256,omitempty"`

@@ -35,6 +35,10 @@ type ServerConfig struct {
 	Stamper          Stamper // nil: no eBPF timestamps, software ones only
 	Logger           *slog.Logger
 	HandshakeTimeout time.Duration // default 10 s
+	// AllowRun lets authenticated clients run commands here (run
+	// sessions); it takes a Key as well.
+	AllowRun bool
+	RunSched bool // account run sessions' commands with eBPF (needs root); else /proc only
 	// QUICCert is the certificate of QUIC sessions; nil: a self-signed one
 	// made when the agent starts.
 	QUICCert *tls.Certificate
@@ -63,6 +67,11 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
+
+	schedMu     sync.Mutex // the scheduler watch shared by run sessions
+	sched       *collector.SchedWatch
+	schedUsers  int
+	schedWarned bool
 }
 
 // NewServer returns an agent with cfg's defaults filled in.
@@ -287,6 +296,11 @@ func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *O
 			return refusal("bad-request", "tcp session without parameters")
 		}
 		return s.serveTCP(ctx, conn, fc, *o.TCP)
+	case "run":
+		if o.Run == nil {
+			return refusal("bad-request", "run session without parameters")
+		}
+		return s.serveRun(ctx, conn, fc, *o.Run)
 	case "quic":
 		if o.QUIC == nil {
 			return refusal("bad-request", "quic session without parameters")

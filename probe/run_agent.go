@@ -1,0 +1,169 @@
+package probe
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"time"
+
+	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/collector/dump"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// runFinishWait bounds how long the agent waits for the client's Finish once
+// it has told the client that the command ended.
+const runFinishWait = 30 * time.Second
+
+// serveRun runs one command for the client: see the exchange in run.go.
+func (s *Server) serveRun(ctx context.Context, conn net.Conn, fc *frameConn, p RunParams) error {
+	if !s.cfg.AllowRun {
+		return refusal("forbidden", "this agent does not run commands: start it with probe serve --allow-run --key-file FILE")
+	}
+	if len(s.cfg.Key) == 0 {
+		// The handshake authenticated no one: running commands for
+		// anyone who connects is never on.
+		return refusal("forbidden", "this agent runs commands only for clients with its key, and has none: give it --key-file")
+	}
+	if err := p.Check(); err != nil {
+		return refusal("bad-request", "%v", err)
+	}
+	path, err := exec.LookPath(p.Path)
+	if err != nil {
+		return refusal("bad-request", "run: %v", err)
+	}
+	sched, release := s.acquireSched()
+	defer release()
+
+	stdout, stderr := newTailBuffer(MaxRunOutput), newTailBuffer(MaxRunOutput)
+	cmd := exec.Command(path, p.Args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// A child that keeps the output open after the command ended must
+	// not hold the session.
+	cmd.WaitDelay = time.Second
+	name := p.Name
+	if name == "" {
+		name = p.Path
+	}
+	proc, err := StartProcess(cmd, ProcessConfig{Name: name, Interval: p.Interval, Sched: sched})
+	if err != nil {
+		return refusal("run-failed", "start %s: %v", path, err)
+	}
+	grace := p.grace()
+	defer func() {
+		// Whatever ended the session, the command does not outlive it.
+		proc.Stop(grace)
+		proc.Wait()
+	}()
+	s.log.Info("run", "pid", proc.PID(), "path", path, "args", p.Args)
+	if err := fc.write(&Message{Opened: &Opened{PID: proc.PID()}}); err != nil {
+		return err
+	}
+
+	finish := make(chan error, 1)
+	go func() {
+		m, err := fc.read()
+		if err == nil && m.Finish == nil {
+			err = refusal("protocol", "unexpected %s message in a run session", m.kind())
+		}
+		finish <- err
+	}()
+	limit := time.NewTimer(s.cfg.Limits.MaxDuration)
+	defer limit.Stop()
+	var finErr error
+	finished := false
+	select {
+	case <-proc.Exited():
+	case finErr = <-finish:
+		finished = true
+		proc.Stop(grace)
+	case <-limit.C:
+		s.log.Info("run: stopping the command at the session's duration limit", "pid", proc.PID(), "limit", s.cfg.Limits.MaxDuration)
+		proc.Stop(grace)
+	case <-ctx.Done():
+		proc.Stop(grace)
+	}
+	series, code := proc.Wait()
+	if finErr != nil {
+		return finErr // the client is gone or broke the protocol
+	}
+	if err := fc.write(&Message{RunExited: &RunExited{ExitCode: code}}); err != nil {
+		return err
+	}
+	if !finished {
+		conn.SetReadDeadline(time.Now().Add(runFinishWait))
+		if err := <-finish; err != nil {
+			return err
+		}
+		conn.SetReadDeadline(time.Time{})
+	}
+	return sendRunReport(fc, series, code, stdout, stderr)
+}
+
+// sendRunReport sends the output and the samples in frames of at most about
+// runChunk bytes each, the last one with the totals.
+func sendRunReport(fc *frameConn, series dump.ResourceSeries, code int, stdout, stderr *tailBuffer) error {
+	out, outDropped := stdout.Bytes()
+	errb, errDropped := stderr.Bytes()
+	for len(out) > 0 || len(errb) > 0 {
+		r := &RunReport{}
+		k := min(len(out), runChunk)
+		r.Stdout, out = out[:k], out[k:]
+		k = min(len(errb), runChunk-k)
+		r.Stderr, errb = errb[:k], errb[k:]
+		if err := fc.write(&Message{RunReport: r}); err != nil {
+			return err
+		}
+	}
+	r := &RunReport{}
+	size := 0
+	for _, smp := range series.Samples {
+		b, err := msgpack.Marshal(&smp)
+		if err != nil {
+			return err
+		}
+		if size+len(b) > runChunk && len(r.Samples) > 0 {
+			if err := fc.write(&Message{RunReport: r}); err != nil {
+				return err
+			}
+			r, size = &RunReport{}, 0
+		}
+		r.Samples = append(r.Samples, smp)
+		size += len(b)
+	}
+	r.Last, r.ExitCode, r.StdoutDropped, r.StderrDropped = true, code, outDropped, errDropped
+	return fc.write(&Message{RunReport: r})
+}
+
+// acquireSched returns the agent's scheduler watch, loading it for the
+// first run session and closing it after the last: one set of programs
+// however many commands run. nil: /proc figures only.
+func (s *Server) acquireSched() (*collector.SchedWatch, func()) {
+	if !s.cfg.RunSched {
+		return nil, func() {}
+	}
+	s.schedMu.Lock()
+	defer s.schedMu.Unlock()
+	if s.sched == nil {
+		sw, err := collector.NewSchedWatch()
+		if err != nil {
+			if !s.schedWarned {
+				s.log.Warn("run sessions: no eBPF scheduler accounting, /proc figures only", "reason", err)
+				s.schedWarned = true
+			}
+			return nil, func() {}
+		}
+		s.sched = sw
+	}
+	s.schedUsers++
+	return s.sched, func() {
+		s.schedMu.Lock()
+		defer s.schedMu.Unlock()
+		if s.schedUsers--; s.schedUsers == 0 {
+			if err := s.sched.Close(); err != nil {
+				s.log.Warn("close scheduler watch", "err", err)
+			}
+			s.sched = nil
+		}
+	}
+}
