@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin
 
-.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched
+.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched bench-quic
 
 all: build
 
@@ -50,6 +50,10 @@ bench-echo: build
 # The TCP benchmark: probe --mode tcp against iperf3 on loopback and the testbed.
 bench-tcp: build
 	$(GO) run ./bench/tcp
+
+# The QUIC benchmark: --mode quic beside --mode tcp on loopback and the testbed.
+bench-quic: build
+	$(GO) run ./bench/quic
 
 # What the scheduler tracer costs a context-switch-heavy workload.
 bench-sched: build

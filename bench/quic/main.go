@@ -1,0 +1,414 @@
+// Command quic is the QUIC benchmark (issue 7): in one run it measures a
+// single-connection, single-stream download with probe measure --mode tcp
+// and --mode quic, alternating, on loopback and on an unshaped veth testbed,
+// and prints one table: per place the receiver's rate of each, their CPU
+// seconds per GB, whether quic-go sent with GSO, and the bound; then the
+// goodput of a QUIC download over a 20 Mbit/s tbf link against the link's
+// rate less QUIC's overhead per packet, with TCP's beside it. It exits
+// non-zero when a bound fails. Run as root, from the repository: make
+// bench-quic.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/probe-dev/probe/estimator"
+	"github.com/probe-dev/probe/testbed"
+)
+
+const (
+	rounds    = 3               // alternating rounds per protocol and place
+	roundTime = 5 * time.Second // each throughput round
+	slowRate  = 20e6            // the shaped testbed, bit/s of frames
+	slowTime  = 10 * time.Second
+	loopGoal  = 2e9 // bit/s, QUIC on loopback
+	// tcpPayload and frame give TCP's goodput on the shaped link: MSS with
+	// timestamps over a full Ethernet frame as tbf counts it.
+	tcpPayload = 1500 - 20 - 32
+	frame      = 1500 + 14
+)
+
+// quicOverhead is a 1-RTT packet of one STREAM frame from quic-go over IPv4:
+// a 4-byte connection ID, 2-byte packet numbers (under 2^15 unacknowledged),
+// a 1-byte stream ID and a 4-byte offset (under 2^30 bytes per stream).
+var quicOverhead = estimator.QUICOverhead{IP: 20, UDP: 8, ShortHeader: 1 + 4 + 2, StreamHeader: 1 + 1 + 4, AEADTag: 16}
+
+// side holds what the bench reads of either mode's --json side.
+type side struct {
+	UserCPU, SysCPU time.Duration // ns
+	Elapsed         time.Duration
+	GSO             bool
+	Buffers         struct{ Rcv, Snd int }
+	Warnings        []string
+	Conn            []struct{ BytesSent, PacketsSent, PacketsLost uint64 }
+	Totals          struct {
+		Sent, Received     uint64
+		SendRate, RecvRate float64
+		Errors             int
+	} `json:"totals"`
+}
+
+type result struct {
+	Client    side `json:"client"`
+	AgentSide side `json:"agent_side"`
+}
+
+// rate is the client's receive rate of a download, bit/s.
+func (r result) rate() float64 { return r.Client.Totals.RecvRate }
+
+// cpuPerGB is both ends' CPU seconds per GB (1e9 bytes) received.
+func (r result) cpuPerGB() (client, agent float64) {
+	gb := float64(r.Client.Totals.Received) / 1e9
+	if gb == 0 {
+		return 0, 0
+	}
+	return (r.Client.UserCPU + r.Client.SysCPU).Seconds() / gb, (r.AgentSide.UserCPU + r.AgentSide.SysCPU).Seconds() / gb
+}
+
+type row struct {
+	figure, tcp, quic, ratio, cpu, bound, note string
+	ok, info                                   bool
+}
+
+type host struct{ tb *testbed.Host }
+
+func (h host) start(cmd *exec.Cmd) error {
+	if h.tb == nil {
+		return cmd.Start()
+	}
+	return h.tb.Start(cmd)
+}
+
+func (h host) prefix() string {
+	if h.tb == nil {
+		return ""
+	}
+	return "ip netns exec " + h.tb.NS + " "
+}
+
+type bench struct {
+	probeBin string
+	only     string
+	commands []string
+}
+
+func main() {
+	bin := flag.String("bin", "bin", "directory with the probe binary")
+	only := flag.String("only", "", "run only the places whose name contains this: loopback, veth, tbf")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fail("the quic benchmark needs root (testbed namespaces, tc, UDP buffers past the sysctl limit)")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	b := &bench{probeBin: filepath.Join(*bin, "probe"), only: *only}
+	rows := b.all(ctx)
+	interrupted := ctx.Err() != nil
+	stop()
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\ttcp\tquic\tquic/tcp\tCPU s/GB client+agent, tcp | quic\tbound\tok\tnote\t")
+	allOK := !interrupted
+	for _, r := range rows {
+		ok := fmt.Sprint(r.ok)
+		if r.info {
+			ok = "-"
+		} else {
+			allOK = allOK && r.ok
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.figure, r.tcp, r.quic, r.ratio, r.cpu, r.bound, ok, r.note)
+	}
+	tw.Flush()
+	fmt.Printf("\ndownload, 1 connection, 1 stream: the client's receive rate (JSON client.totals.RecvRate), %d rounds of %v\n", rounds, roundTime)
+	fmt.Printf("per protocol alternating; the median, the rounds in brackets. CPU: user + system of each whole process\n")
+	fmt.Printf("(getrusage) per GB received, medians. veth: the testbed's unshaped a — b veth, offloads off, MTU 1500.\n")
+	fmt.Printf("tbf truth, QUIC: %s × (S − %d) / (S + 14), S the sender's mean IP packet (its QUIC bytes over its packets,\n",
+		testbed.FormatRate(slowRate), quicOverhead.Total())
+	fmt.Printf("+ 8 UDP + 20 IP); %d = IP 20 + UDP 8 + short header %d + STREAM header %d + AEAD tag %d. TCP: × %d/%d.\n",
+		quicOverhead.Total(), quicOverhead.ShortHeader, quicOverhead.StreamHeader, quicOverhead.AEADTag, tcpPayload, frame)
+	fmt.Println("commands (ip netns exec NS: run inside the testbed's namespace NS):")
+	for _, c := range b.commands {
+		fmt.Println("  " + c)
+	}
+	if interrupted {
+		fmt.Println("interrupted")
+	}
+	if !allOK {
+		os.Exit(1)
+	}
+}
+
+func (b *bench) want(place string) bool { return strings.Contains(place, b.only) }
+
+func (b *bench) all(ctx context.Context) []row {
+	var rows []row
+	if b.want("loopback") {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return []row{{figure: "loopback", quic: "error", note: err.Error()}}
+		}
+		addr := netip.MustParseAddrPort(ln.Addr().String())
+		ln.Close()
+		rows = append(rows, b.withAgent(ctx, "loopback", host{}, host{}, addr, func() []row {
+			return []row{b.throughput(ctx, "loopback", host{}, addr, loopGoal)}
+		})...)
+	}
+	for _, place := range []struct {
+		name string
+		rate uint64
+	}{{"veth", 0}, {"tbf", slowRate}} {
+		if ctx.Err() != nil || !b.want(place.name) {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "bench: testbed %s up...\n", place.name)
+		tb, err := testbed.Up(testbed.Config{Name: fmt.Sprintf("bq%s%d", place.name, os.Getpid()%100000), Rate: place.rate})
+		if err != nil {
+			rows = append(rows, row{figure: place.name + " testbed", quic: "error", note: err.Error()})
+			continue
+		}
+		addr := netip.AddrPortFrom(tb.A.Addr, 7323)
+		rows = append(rows, b.withAgent(ctx, place.name, host{tb.A}, host{tb.B}, addr, func() []row {
+			if place.rate == 0 {
+				return []row{b.throughput(ctx, place.name, host{tb.B}, addr, 0)}
+			}
+			return b.goodput(ctx, place.name, host{tb.B}, addr)
+		})...)
+		if err := tb.Down(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+	}
+	return rows
+}
+
+// withAgent runs probe serve in server, waits until it answers from
+// client, runs fn, and stops it.
+func (b *bench) withAgent(ctx context.Context, name string, server, client host, addr netip.AddrPort, fn func() []row) []row {
+	args := []string{"serve", "--listen", addr.String(), "--ebpf", "off"}
+	b.record(server, b.probeBin, args...)
+	cmd := exec.CommandContext(ctx, b.probeBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := server.start(cmd); err != nil {
+		return []row{{figure: name, quic: "error", note: err.Error()}}
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+	for i := 0; ; i++ {
+		// Ready when a one-byte TCP test from the client's side passes.
+		if _, err := b.run(ctx, client, 5*time.Second, false, b.probeBin, "measure", "-h", addr.String(), "--ebpf", "off",
+			"--mode", "tcp", "--bytes", "1", "--json"); err == nil {
+			break
+		}
+		if i == 100 || ctx.Err() != nil {
+			return []row{{figure: name, quic: "error", note: "agent not answering: " + strings.TrimSpace(stderr.String())}}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fn()
+}
+
+// throughput measures downloads, TCP and QUIC alternating, and compares
+// QUIC's median with goal (0: no bound).
+func (b *bench) throughput(ctx context.Context, place string, client host, addr netip.AddrPort, goal float64) row {
+	r := row{figure: place + ": download, 1 connection, 1 stream", bound: "-", info: goal == 0}
+	if goal > 0 {
+		r.bound = fmt.Sprintf("quic ≥ %.0f Gbit/s", goal/1e9)
+	}
+	var tr, qr, tcc, tca, qcc, qca []float64
+	var errs []string
+	gso, buffers := "", ""
+	for k := range rounds {
+		for _, mode := range []string{"tcp", "quic"} {
+			if ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(os.Stderr, "bench: %s round %d: %s...\n", place, k+1, mode)
+			res, err := b.measure(ctx, client, addr, 30*time.Second, mode, "--reverse", "-P", "1", "-t", roundTime.String(), "--ping-interval", "0")
+			if err != nil {
+				errs = append(errs, mode+": "+err.Error())
+				continue
+			}
+			c, a := res.cpuPerGB()
+			if mode == "tcp" {
+				tr, tcc, tca = append(tr, res.rate()), append(tcc, c), append(tca, a)
+			} else {
+				qr, qcc, qca = append(qr, res.rate()), append(qcc, c), append(qca, a)
+				gso = fmt.Sprintf("GSO client %s, agent %s", onOff(res.Client.GSO), onOff(res.AgentSide.GSO))
+				buffers = fmt.Sprintf("UDP buffers rcv/snd %d/%d KiB", res.Client.Buffers.Rcv>>10, res.Client.Buffers.Snd>>10)
+				for _, w := range append(res.Client.Warnings, res.AgentSide.Warnings...) {
+					errs = append(errs, "warning: "+w)
+				}
+			}
+		}
+	}
+	r.tcp, r.quic = medianText(tr), medianText(qr)
+	if len(tr) > 0 && len(qr) > 0 {
+		r.ratio = fmt.Sprintf("%.3f", median(qr)/median(tr))
+	}
+	r.cpu = fmt.Sprintf("%.2f+%.2f | %.2f+%.2f", median(tcc), median(tca), median(qcc), median(qca))
+	r.ok = len(qr) == rounds && len(tr) == rounds && (goal == 0 || median(qr) >= goal)
+	r.note = join(gso, buffers)
+	for _, e := range errs {
+		r.note = join(r.note, e)
+	}
+	return r
+}
+
+// goodput is a 10 s download over the shaped link, QUIC against the link's
+// rate less its overhead, TCP beside it.
+func (b *bench) goodput(ctx context.Context, place string, client host, addr netip.AddrPort) []row {
+	q := row{figure: fmt.Sprintf("%s %s: quic goodput, download %v", place, testbed.FormatRate(slowRate), slowTime),
+		bound: "|quic − truth| ≤ 5 % of truth"}
+	t := row{figure: fmt.Sprintf("%s %s: tcp goodput, download %v", place, testbed.FormatRate(slowRate), slowTime),
+		bound: "(info)", info: true}
+	for _, mode := range []string{"quic", "tcp"} {
+		fmt.Fprintf(os.Stderr, "bench: %s %s for %v...\n", place, mode, slowTime)
+		res, err := b.measure(ctx, client, addr, slowTime+30*time.Second, mode, "--reverse", "-P", "1", "-t", slowTime.String(), "--ping-interval", "0")
+		rate := res.rate()
+		c, a := res.cpuPerGB()
+		switch {
+		case err != nil && mode == "quic":
+			q.quic, q.note = "error", err.Error()
+		case err != nil:
+			t.tcp, t.note = "error", err.Error()
+		case mode == "quic":
+			conn := res.AgentSide.Conn
+			if len(conn) == 0 || conn[len(conn)-1].PacketsSent == 0 {
+				q.quic, q.note = fmtRate(rate), "no connection samples from the agent"
+				break
+			}
+			last := conn[len(conn)-1]
+			ipSize := float64(last.BytesSent)/float64(last.PacketsSent) + 8 + 20
+			truth := estimator.QUICGoodput(slowRate, int(math.Round(ipSize)), 14, quicOverhead)
+			q.quic, q.tcp = fmtRate(rate), "truth "+fmtRate(truth)
+			q.ratio = fmt.Sprintf("%.4f (quic/truth)", rate/truth)
+			q.cpu = fmt.Sprintf("- | %.2f+%.2f", c, a)
+			q.ok = math.Abs(rate-truth) <= 0.05*truth
+			q.note = fmt.Sprintf("%+.2f %% of truth; mean IP packet %.1f B; %d B in %.2f s; packets lost %d of %d",
+				100*(rate-truth)/truth, ipSize, res.Client.Totals.Received, res.Client.Elapsed.Seconds(), last.PacketsLost, last.PacketsSent)
+		default:
+			truth := slowRate * tcpPayload / frame
+			t.tcp, t.quic = fmtRate(rate), "truth "+fmtRate(truth)
+			t.ratio = fmt.Sprintf("%.4f (tcp/truth)", rate/truth)
+			t.cpu = fmt.Sprintf("%.2f+%.2f | -", c, a)
+			t.note = fmt.Sprintf("%+.2f %% of TCP's truth", 100*(rate-truth)/truth)
+		}
+	}
+	return []row{q, t}
+}
+
+// measure runs one probe measurement from client and reads its JSON.
+func (b *bench) measure(ctx context.Context, client host, addr netip.AddrPort, limit time.Duration, mode string, args ...string) (result, error) {
+	args = append([]string{"measure", "-h", addr.String(), "--mode", mode}, args...)
+	args = append(args, "--json", "--ebpf", "off")
+	var res result
+	out, err := b.run(ctx, client, limit, true, b.probeBin, args...)
+	if err != nil {
+		return res, err
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return res, fmt.Errorf("read probe measure output: %w", err)
+	}
+	if n := res.Client.Totals.Errors + res.AgentSide.Totals.Errors; n > 0 {
+		return res, fmt.Errorf("%d streams ended in an error", n)
+	}
+	return res, nil
+}
+
+func (b *bench) record(h host, bin string, args ...string) {
+	c := h.prefix() + bin + " " + strings.Join(args, " ")
+	if !slices.Contains(b.commands, c) {
+		b.commands = append(b.commands, c)
+	}
+}
+
+// run runs a command in h within limit and returns its standard output
+// (and, when it fails, its standard error as the error).
+func (b *bench) run(ctx context.Context, h host, limit time.Duration, record bool, bin string, args ...string) ([]byte, error) {
+	if record {
+		b.record(h, bin, args...)
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := h.start(cmd); err != nil {
+		return nil, err
+	}
+	if err := cmd.Wait(); err != nil {
+		return append(out.Bytes(), errb.Bytes()...), fmt.Errorf("%s: %v: %s", filepath.Base(bin), err, strings.TrimSpace(errb.String()))
+	}
+	return out.Bytes(), nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianText(xs []float64) string {
+	if len(xs) == 0 {
+		return "error"
+	}
+	var each []string
+	for _, x := range xs {
+		each = append(each, fmt.Sprintf("%.2f", x/1e9))
+	}
+	return fmt.Sprintf("%.2f Gbit/s (%s)", median(xs)/1e9, strings.Join(each, ", "))
+}
+
+func fmtRate(bps float64) string {
+	if bps >= 1e9 {
+		return fmt.Sprintf("%.3f Gbit/s", bps/1e9)
+	}
+	return fmt.Sprintf("%.3f Mbit/s", bps/1e6)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func join(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "bench:", msg)
+	os.Exit(1)
+}
