@@ -6,17 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/estimator"
-	"github.com/prometheus/procfs"
+	"github.com/probe-dev/probe/probe"
 )
 
 // Runner timings.
@@ -41,10 +42,16 @@ type IterationSummary struct {
 type ProcessSummary struct {
 	Role     string                    `json:"role"` // "server" or "client"
 	Host     string                    `json:"host"`
-	Index    int                       `json:"index"` // 0 for the server; per host for clients
+	Agent    string                    `json:"agent,omitempty"` // a remote host's agent
+	Index    int                       `json:"index"`           // 0 for the server; per host for clients
 	PID      int                       `json:"pid"`
 	ExitCode int                       `json:"exit_code"` // -1 when a signal ended it
 	Summary  estimator.ResourceSummary `json:"summary"`
+	// A remote host returns the last probe.MaxRunOutput bytes of each
+	// stream; these count the bytes before them.
+	StdoutDropped int64  `json:"stdout_dropped,omitempty"`
+	StderrDropped int64  `json:"stderr_dropped,omitempty"`
+	Error         string `json:"error,omitempty"` // the results are incomplete: why
 }
 
 // ProcessSeries is one entry of series.json.
@@ -55,13 +62,22 @@ type ProcessSeries struct {
 	Series dump.ResourceSeries `json:"series"`
 }
 
-// Run runs every iteration of s on a fresh star testbed each, and returns the results
-// folders it wrote under resultsDir. When ctx ends (Ctrl-C) it stops the processes,
-// writes what the current iteration collected, and returns the folders so far with an
-// error.
+// Run runs every iteration of s, on a fresh star testbed each for its testbed hosts
+// and through their agents for its remote hosts, and returns the results folders it
+// wrote under resultsDir. When ctx ends (Ctrl-C) it stops the processes, writes what
+// the current iteration collected, and returns the folders so far with an error.
 func Run(ctx context.Context, s *Scenario, resultsDir string, log io.Writer) ([]string, error) {
-	if err := CheckPrivileges(); err != nil {
-		return nil, err
+	if len(s.hosts()) > 0 {
+		if err := CheckPrivileges(); err != nil {
+			return nil, err
+		}
+	}
+	var key []byte
+	if s.KeyFile != "" {
+		var err error
+		if key, err = os.ReadFile(s.KeyFile); err != nil {
+			return nil, fmt.Errorf("read key: %w", err)
+		}
 	}
 	if err := os.MkdirAll(resultsDir, 0o755); err != nil {
 		return nil, fmt.Errorf("make results folder: %w", err)
@@ -78,7 +94,7 @@ func Run(ctx context.Context, s *Scenario, resultsDir string, log io.Writer) ([]
 		if ctx.Err() != nil {
 			return dirs, fmt.Errorf("interrupted before iteration %d of %d", k, s.Iterations)
 		}
-		dir, err := runIteration(ctx, s, k, resultsDir, log)
+		dir, err := runIteration(ctx, s, key, k, resultsDir, log)
 		if dir != "" {
 			dirs = append(dirs, dir)
 		}
@@ -101,57 +117,96 @@ func starName(test string) string {
 	return n
 }
 
-// hosts lists the star's hosts: the server's first, then the client hosts not already in.
+// hosts lists the star's hosts, the testbed ones: the server's first, then the client
+// hosts not already in.
 func (s *Scenario) hosts() []string {
-	hs := []string{s.ServerHost}
-	for _, h := range s.ClientHosts {
-		if h != s.ServerHost {
+	var hs []string
+	for _, h := range append([]string{s.ServerHost}, s.ClientHosts...) {
+		if !s.IsRemote(h) && !slices.Contains(hs, h) {
 			hs = append(hs, h)
 		}
 	}
 	return hs
 }
 
-func runIteration(ctx context.Context, s *Scenario, k int, resultsDir string, log io.Writer) (dir string, err error) {
+func runIteration(ctx context.Context, s *Scenario, key []byte, k int, resultsDir string, log io.Writer) (dir string, err error) {
 	started := time.Now()
-	star, err := UpStar(StarConfig{Name: starName(s.TestName), Hosts: s.hosts(),
-		Rate: s.Testbed.Rate, Burst: s.Testbed.Burst, Limit: s.Testbed.Limit, MTU: s.Testbed.MTU})
-	if err != nil {
-		return "", err
-	}
-	defer func() {
-		if derr := star.Down(); derr != nil {
-			err = errors.Join(err, derr)
+	var star *Star
+	var sched *collector.SchedWatch
+	if hosts := s.hosts(); len(hosts) > 0 {
+		star, err = UpStar(StarConfig{Name: starName(s.TestName), Hosts: hosts,
+			Rate: s.Testbed.Rate, Burst: s.Testbed.Burst, Limit: s.Testbed.Limit, MTU: s.Testbed.MTU})
+		if err != nil {
+			return "", err
 		}
-	}()
-	// One watch per iteration: it keeps the totals of exited pids, which a reused pid
-	// of a later iteration would add to.
-	sched, serr := collector.NewSchedWatch()
-	if serr != nil {
-		if k == 1 {
-			fmt.Fprintf(log, "no eBPF scheduler accounting (%v); /proc figures only\n", serr)
+		defer func() {
+			if derr := star.Down(); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}()
+		// One watch per iteration: it keeps the totals of exited pids, which a
+		// reused pid of a later iteration would add to. Remote hosts have
+		// their agents' own.
+		var serr error
+		if sched, serr = collector.NewSchedWatch(); serr != nil {
+			if k == 1 {
+				fmt.Fprintf(log, "no eBPF scheduler accounting (%v); /proc figures only\n", serr)
+			}
+			sched = nil
+		} else {
+			defer sched.Close()
 		}
-		sched = nil
-	} else {
-		defer sched.Close()
 	}
 
 	dir = filepath.Join(resultsDir, fmt.Sprintf("%s_iter%d_%s", s.TestName, k, started.Format("20060102T150405")))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("make iteration folder: %w", err)
 	}
-	srv, _ := star.Host(s.ServerHost)
-	sum := IterationSummary{TestName: s.TestName, Iteration: k, Started: started, ServerAddr: srv.Addr.String()}
-	fmt.Fprintf(log, "iteration %d/%d: server on %s at %s, %d clients on %d hosts -> %s\n",
-		k, s.Iterations, s.ServerHost, srv.Addr, s.ClientsPerHost*len(s.ClientHosts), len(s.ClientHosts), dir)
-
+	sum := IterationSummary{TestName: s.TestName, Iteration: k, Started: started}
 	var procs []*proc
 	ended, runErr := func() (string, error) {
-		p, err := startProc(srv, "server", 0, s.ServerBinary, Argv(s.ServerArgs, srv.Addr), dir, sched)
-		if err != nil {
+		// A remote server's address is the one its agent is reached at.
+		var serverIP netip.Addr
+		var serverAgent *probe.Client
+		if s.IsRemote(s.ServerHost) {
+			c, err := dialAgent(ctx, s.Hosts[s.ServerHost], key)
+			if err != nil {
+				return "", fmt.Errorf("server host %s: %w", s.ServerHost, err)
+			}
+			serverAgent, serverIP = c, c.AgentAddr()
+		} else {
+			h, _ := star.Host(s.ServerHost)
+			serverIP = h.Addr
+		}
+		sum.ServerAddr = serverIP.String()
+		fmt.Fprintf(log, "iteration %d/%d: server on %s at %s, %d clients on %d hosts -> %s\n",
+			k, s.Iterations, s.ServerHost, serverIP, s.ClientsPerHost*len(s.ClientHosts), len(s.ClientHosts), dir)
+		start := func(role, host string, index int, agent *probe.Client) error {
+			p := &proc{role: role, host: host, index: index}
+			bin, args := s.ServerBinary, Argv(s.ServerArgs, serverIP)
+			if role == "client" {
+				bin, args = s.ClientBinary, Argv(s.ClientArgs, serverIP)
+			}
+			var err error
+			if s.IsRemote(host) {
+				if role == "client" {
+					bin = s.RemoteClientBinary
+				}
+				p.agent = s.Hosts[host]
+				err = p.startRemote(ctx, agent, key, bin, args)
+			} else {
+				h, _ := star.Host(host)
+				err = p.startLocal(h, bin, args, dir, sched)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.base(), err)
+			}
+			procs = append(procs, p)
+			return nil
+		}
+		if err := start("server", s.ServerHost, 0, serverAgent); err != nil {
 			return "", err
 		}
-		procs = append(procs, p)
 		if !sleepCtx(ctx, s.ServerWarmup) {
 			return "interrupted", nil
 		}
@@ -161,19 +216,16 @@ func runIteration(ctx context.Context, s *Scenario, k int, resultsDir string, lo
 				if len(clients) > 0 && !sleepCtx(ctx, clientStagger) {
 					return "interrupted", nil
 				}
-				h, _ := star.Host(hn)
-				p, err := startProc(h, "client", i, s.ClientBinary, Argv(s.ClientArgs, srv.Addr), dir, sched)
-				if err != nil {
+				if err := start("client", hn, i, nil); err != nil {
 					return "", err
 				}
-				procs = append(procs, p)
-				clients = append(clients, p)
+				clients = append(clients, procs[len(procs)-1])
 			}
 		}
 		clientsDone := make(chan struct{})
 		go func() {
 			for _, c := range clients {
-				<-c.exited
+				<-c.exited()
 			}
 			close(clientsDone)
 		}()
@@ -195,16 +247,22 @@ func runIteration(ctx context.Context, s *Scenario, k int, resultsDir string, lo
 	if runErr != nil {
 		ended = runErr.Error()
 	}
-	stopAll(procs)
+	// Every process gets SIGINT at once, and SIGKILL stopGrace later if still there.
 	for _, p := range procs {
-		<-p.sampled
+		p.stop()
+	}
+	var lost []error
+	for _, p := range procs {
+		if err := p.wait(dir); err != nil {
+			lost = append(lost, fmt.Errorf("%s: %w", p.base(), err))
+		}
 	}
 	sum.Ended = ended
 	if err := writeResults(dir, sum, procs); err != nil {
 		return dir, errors.Join(runErr, err)
 	}
 	fmt.Fprintf(log, "iteration %d/%d: %s after %.1f s\n", k, s.Iterations, ended, time.Since(started).Seconds())
-	return dir, runErr
+	return dir, errors.Join(append([]error{runErr}, lost...)...)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -221,16 +279,23 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// proc is one started process and its sampler.
+// proc is one started process, on a testbed host or on a remote one.
 type proc struct {
 	role  string
 	host  string
 	index int
-	cmd   *exec.Cmd
+	agent string // a remote host's agent address; "" on a testbed host
 
-	exited  chan struct{} // closed once Wait returned
-	sampled chan struct{} // closed once series is final
-	series  dump.ResourceSeries
+	local      *probe.Process
+	outf, errf *os.File
+	remote     *probe.RemoteProcess
+	client     *probe.Client
+
+	// Set by wait.
+	series   dump.ResourceSeries
+	exitCode int
+	dropped  [2]int64 // of stdout and stderr, by a remote host
+	err      error
 }
 
 func (p *proc) base() string {
@@ -240,149 +305,109 @@ func (p *proc) base() string {
 	return fmt.Sprintf("client-%s-%d", p.host, p.index)
 }
 
-// startProc starts bin in h's namespace with stdout and stderr going to files in dir,
-// in its own process group so that the run, not the terminal, decides when it stops.
-func startProc(h *Host, role string, index int, bin string, args []string, dir string, sched *collector.SchedWatch) (*proc, error) {
-	p := &proc{role: role, host: h.Name, index: index, exited: make(chan struct{}), sampled: make(chan struct{})}
+// startLocal starts bin in h's namespace with stdout and stderr going to files in dir,
+// watched from its first instruction (probe.StartProcess holds it until sched has it).
+func (p *proc) startLocal(h *Host, bin string, args []string, dir string, sched *collector.SchedWatch) error {
 	out, err := os.Create(filepath.Join(dir, p.base()+".stdout"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	errf, err := os.Create(filepath.Join(dir, p.base()+".stderr"))
 	if err != nil {
 		out.Close()
-		return nil, err
+		return err
 	}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = out, errf
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := h.Start(p.cmd); err != nil {
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, errf
+	p.local, err = probe.StartProcess(cmd, probe.ProcessConfig{Name: p.base(), Interval: sampleInterval, Sched: sched, Start: h.Start})
+	if err != nil {
 		out.Close()
 		errf.Close()
-		return nil, fmt.Errorf("%s %s: %w", role, p.base(), err)
+		return err
 	}
-	pid := p.cmd.Process.Pid
-	p.series = dump.ResourceSeries{Name: p.base(), PID: pid}
-	if sched != nil {
-		// The process already runs: the eBPF accounting misses its first instants
-		// (probe watch holds its command on a pipe to see them; the runner does not).
-		// Its children join the watch, but only its own totals go into its series.
-		if err := sched.Watch(uint32(pid)); err != nil {
-			sched = nil
-		}
-	}
-	go func() {
-		p.cmd.Wait()
-		out.Close()
-		errf.Close()
-		close(p.exited)
-	}()
-	go p.sample(sched)
-	return p, nil
+	p.outf, p.errf = out, errf
+	return nil
 }
 
-// sample records the process every sampleInterval until it exits, then adds the
-// kernel's final account of its CPU time.
-func (p *proc) sample(sched *collector.SchedWatch) {
-	defer close(p.sampled)
-	pid := p.series.PID
-	start := time.Now()
-	addSched := func(s *dump.ResourceSample) {
-		if sched == nil {
-			return
-		}
-		if st, ok := sched.Process(uint32(pid)); ok {
-			s.OnCPU, s.Voluntary, s.Involuntary, s.RunQueue = st.OnCPU, st.Voluntary, st.Involuntary, st.RunQueue
-		}
+func dialAgent(ctx context.Context, addr string, key []byte) (*probe.Client, error) {
+	c, err := probe.Dial(ctx, addr, probe.ClientConfig{Key: key})
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %w", addr, err)
 	}
-	take := func() {
-		ps, err := collector.ReadProcStat(pid)
-		if err != nil {
-			return
-		}
-		s := dump.ResourceSample{T: time.Since(start), User: ps.User, System: ps.System, RSS: ps.RSS, PeakRSS: ps.PeakRSS, Threads: ps.Threads}
-		addSched(&s)
-		// /proc/PID/net is the process's own namespace: its testbed host's interfaces.
-		if pr, err := procfs.NewProc(pid); err == nil {
-			if nd, err := pr.NetDev(); err == nil {
-				s.Net = make(map[string]dump.IfCounters, len(nd))
-				for name, c := range nd {
-					s.Net[name] = dump.IfCounters{RxBytes: c.RxBytes, RxPackets: c.RxPackets, RxDrops: c.RxDropped,
-						TxBytes: c.TxBytes, TxPackets: c.TxPackets, TxDrops: c.TxDropped}
-				}
-			}
-		}
-		p.series.Samples = append(p.series.Samples, s)
-	}
-	take()
-	t := time.NewTicker(sampleInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			take()
-			continue
-		case <-p.exited:
-		}
-		break
-	}
-	var last dump.ResourceSample
-	if n := len(p.series.Samples); n > 0 {
-		last = p.series.Samples[n-1]
-	}
-	last.T = time.Since(start)
-	if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		last.User = time.Duration(ru.Utime.Nano())
-		last.System = time.Duration(ru.Stime.Nano())
-		last.PeakRSS = max(last.PeakRSS, uint64(ru.Maxrss)*1024)
-	}
-	addSched(&last)
-	p.series.Samples = append(p.series.Samples, last)
+	return c, nil
 }
 
-// stopAll sends SIGINT to every process group still running, and SIGKILL to those
-// still there stopGrace later.
-func stopAll(procs []*proc) {
-	var running []*proc
-	for _, p := range procs {
-		select {
-		case <-p.exited:
-		default:
-			syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT)
-			running = append(running, p)
+// startRemote has the agent at p.agent run bin (on a connection of its own: one
+// session per connection); c, if not nil, is one already open to it.
+func (p *proc) startRemote(ctx context.Context, c *probe.Client, key []byte, bin string, args []string) error {
+	if c == nil {
+		var err error
+		if c, err = dialAgent(ctx, p.agent, key); err != nil {
+			return err
 		}
 	}
-	deadline := time.NewTimer(stopGrace)
-	defer deadline.Stop()
-	for _, p := range running {
-		select {
-		case <-p.exited:
-			continue
-		case <-deadline.C:
-		}
-		for _, q := range running {
-			select {
-			case <-q.exited:
-			default:
-				syscall.Kill(-q.cmd.Process.Pid, syscall.SIGKILL)
-			}
-		}
-		break
+	r, err := c.Run(ctx, probe.RunParams{Path: bin, Args: args, Name: p.base(), Interval: sampleInterval, Grace: stopGrace})
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("agent %s: %w", p.agent, err)
 	}
-	for _, p := range running {
-		<-p.exited
+	p.client, p.remote = c, r
+	return nil
+}
+
+func (p *proc) exited() <-chan struct{} {
+	if p.local != nil {
+		return p.local.Exited()
 	}
+	return p.remote.Exited()
+}
+
+// stop asks the process to end: SIGINT, then SIGKILL after stopGrace (the agent
+// does both for a remote one). It returns at once.
+func (p *proc) stop() {
+	if p.local != nil {
+		p.local.Stop(stopGrace)
+	} else {
+		p.remote.Stop()
+	}
+}
+
+// wait waits for the process's end and its results, and writes a remote one's
+// output into dir; the error says what was lost.
+func (p *proc) wait(dir string) error {
+	if p.local != nil {
+		p.series, p.exitCode = p.local.Wait()
+		p.outf.Close()
+		p.errf.Close()
+		return nil
+	}
+	res, err := p.remote.Wait()
+	p.client.Close()
+	p.series, p.exitCode, p.dropped, p.err = res.Series, res.ExitCode, [2]int64{res.StdoutDropped, res.StderrDropped}, err
+	if err != nil {
+		p.exitCode = -1
+	}
+	for ext, b := range map[string][]byte{".stdout": res.Stdout, ".stderr": res.Stderr} {
+		if werr := os.WriteFile(filepath.Join(dir, p.base()+ext), b, 0o644); werr != nil {
+			err = errors.Join(err, fmt.Errorf("write results: %w", werr))
+		}
+	}
+	return err
 }
 
 func writeResults(dir string, sum IterationSummary, procs []*proc) error {
 	var series []ProcessSeries
 	for _, p := range procs {
 		series = append(series, ProcessSeries{Role: p.role, Host: p.host, Index: p.index, Series: p.series})
-		sum.Processes = append(sum.Processes, ProcessSummary{
-			Role: p.role, Host: p.host, Index: p.index, PID: p.series.PID,
-			ExitCode: p.cmd.ProcessState.ExitCode(),
-			Summary:  estimator.SummariseResources(p.series),
-		})
+		ps := ProcessSummary{
+			Role: p.role, Host: p.host, Agent: p.agent, Index: p.index, PID: p.series.PID,
+			ExitCode: p.exitCode, Summary: estimator.SummariseResources(p.series),
+			StdoutDropped: p.dropped[0], StderrDropped: p.dropped[1],
+		}
+		if p.err != nil {
+			ps.Error = p.err.Error()
+		}
+		sum.Processes = append(sum.Processes, ps)
 	}
 	if err := writeJSON(filepath.Join(dir, "series.json"), struct {
 		Processes []ProcessSeries `json:"processes"`

@@ -3,20 +3,23 @@ package testbed
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/probe-dev/probe/probe"
 	"go.yaml.in/yaml/v3"
 )
 
-// Scenario is one `probe run` test (design §8): a server and clients on testbed hosts,
-// run for a number of iterations.
+// Scenario is one `probe run` test (design §8): a server and clients on testbed hosts
+// (network namespaces) or remote hosts (agents), run for a number of iterations.
 type Scenario struct {
 	TestName        string
 	ServerHost      string
@@ -25,12 +28,21 @@ type Scenario struct {
 	Iterations      int           // default 1
 	PauseBetween    time.Duration // between iterations; default 30 s
 	ServerWarmup    time.Duration // from the server's start to the first client's; default 500 ms
-	ServerBinary    string        // resolved: absolute, or as exec.LookPath found it
+	ServerBinary    string        // resolved: absolute, or as exec.LookPath found it; as written when only remote hosts run it
 	ServerArgs      []string      // may hold SERVER_IP
 	ClientBinary    string
 	ClientArgs      []string
 	MaxTestDuration time.Duration // 0: until the clients end or the run is interrupted
 	Testbed         StarShape
+
+	// Hosts maps the names of remote hosts to their agents' addresses
+	// (host:port); every other host is a testbed namespace. The agents
+	// run commands only with --allow-run and the key in KeyFile.
+	Hosts   map[string]string
+	KeyFile string // resolved like the binaries
+	// What remote hosts run: the binaries as written, absolute or a name
+	// in the agent's PATH; "" when no remote host has that role.
+	RemoteServerBinary, RemoteClientBinary string
 }
 
 // StarShape is the scenario's `testbed:` section.
@@ -104,8 +116,10 @@ func ParseScenario(data []byte, dir string) (*Scenario, error) {
 	}
 	s := &Scenario{ClientsPerHost: 1, Iterations: 1, PauseBetween: DefaultPauseBetween, ServerWarmup: DefaultServerWarmup}
 	seen := map[string]bool{}
+	nodes := map[string]*yaml.Node{} // key -> value, for what is checked once all are read
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		nodes[k.Value] = v
 		if seen[k.Value] {
 			return nil, errAt(k, "key %q given twice", k.Value)
 		}
@@ -130,16 +144,25 @@ func ParseScenario(data []byte, dir string) (*Scenario, error) {
 			s.ServerWarmup, err = duration(v)
 		case "max_test_duration":
 			s.MaxTestDuration, err = duration(v)
-		case "server_binary":
-			s.ServerBinary, err = binary(v, dir)
-		case "client_binary":
-			s.ClientBinary, err = binary(v, dir)
+		case "server_binary", "client_binary":
+			_, err = str(v) // resolved below, once the hosts are known
 		case "server_args":
 			s.ServerArgs, err = strList(v)
 		case "client_args":
 			s.ClientArgs, err = strList(v)
 		case "testbed":
 			s.Testbed, err = starShape(v)
+		case "hosts":
+			s.Hosts, err = remoteHosts(v)
+		case "key_file":
+			if s.KeyFile, err = str(v); err == nil {
+				if !filepath.IsAbs(s.KeyFile) {
+					s.KeyFile = filepath.Join(dir, s.KeyFile)
+				}
+				if _, serr := os.Stat(s.KeyFile); serr != nil {
+					err = errAt(v, "key_file %s does not exist", s.KeyFile)
+				}
+			}
 		default:
 			err = errAt(k, "unknown key %q", k.Value)
 		}
@@ -152,7 +175,102 @@ func ParseScenario(data []byte, dir string) (*Scenario, error) {
 			return nil, errAt(root, "missing key %q", req)
 		}
 	}
+	if err := s.resolveHosts(nodes, dir); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// resolveHosts checks the hosts map against the roles and resolves each binary
+// for where it runs: locally for a testbed host, as written for a remote one.
+func (s *Scenario) resolveHosts(nodes map[string]*yaml.Node, dir string) error {
+	if hn := nodes["hosts"]; hn != nil {
+		for i := 0; i+1 < len(hn.Content); i += 2 {
+			name := hn.Content[i].Value
+			if name != s.ServerHost && !slices.Contains(s.ClientHosts, name) {
+				return errAt(hn.Content[i], "host %q in hosts is neither server_host nor in client_hosts", name)
+			}
+		}
+		if s.KeyFile == "" {
+			return errAt(hn, "remote hosts need key_file: an agent runs commands only for clients with its key")
+		}
+	}
+	var err error
+	serverNode, clientNode := nodes["server_binary"], nodes["client_binary"]
+	if s.IsRemote(s.ServerHost) {
+		s.ServerBinary, err = remoteBinary(serverNode)
+		s.RemoteServerBinary = s.ServerBinary
+	} else {
+		s.ServerBinary, err = binary(serverNode, dir)
+	}
+	if err != nil {
+		return err
+	}
+	local, remote := false, false
+	for _, h := range s.ClientHosts {
+		local, remote = local || !s.IsRemote(h), remote || s.IsRemote(h)
+	}
+	if remote {
+		if s.RemoteClientBinary, err = remoteBinary(clientNode); err != nil {
+			return err
+		}
+		s.ClientBinary = s.RemoteClientBinary
+	}
+	if local {
+		s.ClientBinary, err = binary(clientNode, dir)
+	}
+	return err
+}
+
+// IsRemote says whether host is reached through an agent.
+func (s *Scenario) IsRemote(host string) bool {
+	_, ok := s.Hosts[host]
+	return ok
+}
+
+// remoteHosts parses the hosts map: name -> host[:port] of its agent.
+func remoteHosts(v *yaml.Node) (map[string]string, error) {
+	if v.Kind != yaml.MappingNode || len(v.Content) == 0 {
+		return nil, errAt(v, "want a mapping of host names to agent addresses (srv: 192.0.2.10:7323)")
+	}
+	hs := map[string]string{}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, a := v.Content[i], v.Content[i+1]
+		name, err := hostName(k)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := hs[name]; dup {
+			return nil, errAt(k, "host %q given twice", name)
+		}
+		addr, err := str(a)
+		if err != nil {
+			return nil, err
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			// No port: the agent's default.
+			host, port = strings.Trim(addr, "[]"), strconv.Itoa(probe.DefaultPort)
+		}
+		if n, perr := strconv.Atoi(port); host == "" || strings.ContainsAny(host, " /") || perr != nil || n < 1 || n > 65535 {
+			return nil, errAt(a, "agent address %q: want host or host:port, e.g. 192.0.2.10:%d", addr, probe.DefaultPort)
+		}
+		hs[name] = net.JoinHostPort(host, port)
+	}
+	return hs, nil
+}
+
+// remoteBinary takes a binary that an agent runs: as written, absolute or a bare
+// name for the agent's PATH, since this machine's folders mean nothing there.
+func remoteBinary(v *yaml.Node) (string, error) {
+	name, err := str(v)
+	if err != nil {
+		return "", err
+	}
+	if strings.Contains(name, "/") && !filepath.IsAbs(name) {
+		return "", errAt(v, "binary %q: a remote host needs an absolute path or a name in its agent's PATH", name)
+	}
+	return name, nil
 }
 
 // yamlError turns the parser's "yaml: line 3: ..." into a ScenarioError.

@@ -75,6 +75,33 @@ func TestParseScenario(t *testing.T) {
 	}
 }
 
+func TestParseScenarioRemoteHosts(t *testing.T) {
+	dir := scenarioDir(t)
+	// The server and c1 are remote, c2 is a testbed host: the client binary
+	// is resolved here for c2 and sent as written to c1's agent.
+	y := strings.Replace(validScenario, "server_binary: ./srv", "server_binary: /opt/bin/srv", 1) +
+		"key_file: srv\nhosts:\n  srv: 192.0.2.1\n  c1: \"[2001:db8::1]:7000\"\n"
+	s, err := ParseScenario([]byte(y), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.IsRemote("srv") || !s.IsRemote("c1") || s.IsRemote("c2") || s.Hosts["srv"] != "192.0.2.1:7323" || s.Hosts["c1"] != "[2001:db8::1]:7000" {
+		t.Errorf("hosts %v", s.Hosts)
+	}
+	if s.KeyFile != filepath.Join(dir, "srv") {
+		t.Errorf("key file %q", s.KeyFile)
+	}
+	if s.ServerBinary != "/opt/bin/srv" || s.RemoteServerBinary != "/opt/bin/srv" {
+		t.Errorf("server binary %q, remote %q: want /opt/bin/srv as written", s.ServerBinary, s.RemoteServerBinary)
+	}
+	if s.RemoteClientBinary != "sh" || !filepath.IsAbs(s.ClientBinary) {
+		t.Errorf("client binary %q, remote %q: want it resolved here and bare for the agent", s.ClientBinary, s.RemoteClientBinary)
+	}
+	if got := s.hosts(); !slices.Equal(got, []string{"c2"}) {
+		t.Errorf("testbed hosts %v, want [c2]", got)
+	}
+}
+
 func TestParseScenarioErrors(t *testing.T) {
 	dir := scenarioDir(t)
 	// replace swaps one line of validScenario (1-based) for another text.
@@ -118,6 +145,12 @@ func TestParseScenarioErrors(t *testing.T) {
 		{"syntax", replace(4, "clients_per_host: [1"), `scenario:`},
 		{"not a mapping", "- a\n- b\n", `scenario:1: want a mapping`},
 		{"empty", "", `scenario:1: empty scenario`},
+		{"remote without key", validScenario + "hosts:\n  srv: 192.0.2.1\n", `scenario:15: remote hosts need key_file`},
+		{"missing key file", validScenario + "key_file: nokey\n", `scenario:14: key_file ` + filepath.Join(dir, "nokey") + ` does not exist`},
+		{"unused remote host", validScenario + "key_file: srv\nhosts:\n  c1: 192.0.2.1\n  c9: 192.0.2.9\n", `scenario:17: host "c9" in hosts is neither`},
+		{"bad agent address", validScenario + "key_file: srv\nhosts:\n  c1: 192.0.2.1:99999\n", `scenario:16: agent address "192.0.2.1:99999"`},
+		{"hosts not a map", validScenario + "key_file: srv\nhosts: [c1]\n", `scenario:15: want a mapping of host names`},
+		{"relative remote binary", replace(7, "server_binary: ./srv") + "key_file: srv\nhosts:\n  srv: 192.0.2.1\n", `scenario:7: binary "./srv": a remote host needs an absolute path`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseScenario([]byte(tc.yaml), dir)

@@ -123,6 +123,7 @@ func TestCLIErrors(t *testing.T) {
 		{probeBin, []string{"measure", "-h", addr, "--ts-source", "sundial"}, `unknown timestamp source "sundial"`},
 		{probeBin, []string{"measure", "-h", addr, "--ebpf", "maybe"}, `--ebpf "maybe"`},
 		{probeBin, []string{"serve", "--listen", "127.0.0.1:99999", "--ebpf", "off"}, "listen on 127.0.0.1:99999"},
+		{probeBin, []string{"serve", "--allow-run", "--ebpf", "off"}, "--allow-run needs --key-file"},
 		{estimateBin, []string{"-r", filepath.Join(dir, "none")}, "no such file"},
 		{estimateBin, []string{"-r", garbage}, "not a probe dump"},
 		{estimateBin, []string{}, `"read" not set`},

@@ -12,11 +12,12 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// runCommand is `probe run scenario.yaml`: a scenario's iterations on testbed namespaces.
+// runCommand is `probe run scenario.yaml`: a scenario's iterations on testbed namespaces
+// and remote hosts.
 func runCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "run",
-		Usage:     "run a scenario (server and clients on testbed namespaces, several iterations) and keep every iteration's results (needs root)",
+		Usage:     "run a scenario (server and clients on testbed namespaces or, through their agents, on remote hosts; several iterations) and keep every iteration's results (testbed hosts need root)",
 		ArgsUsage: "SCENARIO.yaml",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "results", Value: "results", Usage: "`DIR` that gets one folder per iteration"},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,6 +23,7 @@ func serveCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Value: fmt.Sprintf(":%d", probe.DefaultPort), Usage: "control address"},
 			keyFileFlag(),
+			&cli.BoolFlag{Name: "allow-run", Usage: "let clients with the key run commands here (the remote hosts of probe run scenarios); needs --key-file"},
 			ebpfFlag(),
 			&cli.IntFlag{Name: "max-sessions", Value: d.MaxSessions, Usage: "concurrent sessions, whole agent"},
 			&cli.DurationFlag{Name: "max-duration", Value: d.MaxDuration, Usage: "longest session"},
@@ -36,6 +38,9 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if c.Bool("allow-run") && key == nil {
+				return errors.New("--allow-run needs --key-file: the agent runs commands only for clients that hold its key")
+			}
 			cfg := probe.ServerConfig{
 				Key: key,
 				Limits: probe.Limits{
@@ -43,6 +48,8 @@ func serveCommand() *cli.Command {
 					MaxPackets: c.Int("max-packets"), MaxRate: c.Int("max-rate"), MaxBytes: c.Int64("max-bytes"),
 				},
 				Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+				// Run sessions account with eBPF unless --ebpf off.
+				AllowRun: c.Bool("allow-run"), RunSched: c.String("ebpf") != "off",
 			}
 			if cfg.QUICCert, err = quicCert(c); err != nil {
 				return err
@@ -67,7 +74,7 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			cfg.Logger.Info("agent listening", "addr", ln.Addr().String(), "ebpf", ts != nil, "auth", len(key) > 0,
+			cfg.Logger.Info("agent listening", "addr", ln.Addr().String(), "ebpf", ts != nil, "auth", len(key) > 0, "run", cfg.AllowRun,
 				"quic_cert", probe.FormatFingerprint(sum))
 			err = srv.Serve(ctx, ln)
 			cfg.Logger.Info("agent stopped")
