@@ -194,40 +194,46 @@ func (a *quicAgent) accept(ctx context.Context, ln *quic.EarlyListener) {
 		a.mu.Lock()
 		a.conns = append(a.conns, c)
 		a.mu.Unlock()
-		a.loops.Add(3)
-		go func() {
-			defer a.loops.Done()
-			for {
-				s, err := c.AcceptStream(ctx)
-				if err != nil {
-					return
-				}
-				a.streams.Add(1)
-				go func() {
-					defer a.streams.Done()
-					a.serveStream(ctx, c, s, s)
-				}()
-			}
-		}()
-		go func() {
-			defer a.loops.Done()
-			for {
-				s, err := c.AcceptUniStream(ctx)
-				if err != nil {
-					return
-				}
-				a.streams.Add(1)
-				go func() {
-					defer a.streams.Done()
-					a.serveStream(ctx, c, s, nil)
-				}()
-			}
-		}()
-		go func() {
-			defer a.loops.Done()
-			echoDatagrams(ctx, c)
-		}()
+		a.serveConn(ctx, c)
 	}
+}
+
+// serveConn serves a connection's streams and datagrams until ctx ends or
+// the connection closes.
+func (a *quicAgent) serveConn(ctx context.Context, c *quic.Conn) {
+	a.loops.Add(3)
+	go func() {
+		defer a.loops.Done()
+		for {
+			s, err := c.AcceptStream(ctx)
+			if err != nil {
+				return
+			}
+			a.streams.Add(1)
+			go func() {
+				defer a.streams.Done()
+				a.serveStream(ctx, c, s, s)
+			}()
+		}
+	}()
+	go func() {
+		defer a.loops.Done()
+		for {
+			s, err := c.AcceptUniStream(ctx)
+			if err != nil {
+				return
+			}
+			a.streams.Add(1)
+			go func() {
+				defer a.streams.Done()
+				a.serveStream(ctx, c, s, nil)
+			}()
+		}
+	}()
+	go func() {
+		defer a.loops.Done()
+		echoDatagrams(ctx, c)
+	}()
 }
 
 // echoDatagrams returns every datagram as it came: never more bytes than

@@ -9,10 +9,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -318,5 +322,142 @@ func TestFingerprintRoundTrip(t *testing.T) {
 	}
 	if _, err := ParseFingerprint("sha256:abcd"); err == nil {
 		t.Fatal("a short fingerprint parsed")
+	}
+}
+
+func TestUDPBufferWarnings(t *testing.T) {
+	if w := (UDPBuffers{Rcv: 14 << 20, Snd: 14 << 20}).warnings(); len(w) != 0 {
+		t.Fatalf("large buffers: %q", w)
+	}
+	w := (UDPBuffers{Rcv: 416 << 10, Snd: 14 << 20}).warnings()
+	if len(w) != 1 || !strings.Contains(w[0], "UDP receive buffer is 416 KiB") || !strings.Contains(w[0], "sysctl -w net.core.rmem_max=7340032") {
+		t.Fatalf("small receive buffer: %q", w)
+	}
+}
+
+// Without CAP_NET_ADMIN the buffers stop at the sysctl limit, and the
+// warning comes exactly when that is below what quic-go wants.
+func TestUDPBuffersUnprivileged(t *testing.T) {
+	if os.Getenv("PROBE_UDP_BUFFERS_CHILD") != "" {
+		c, b, warn, err := listenQUICUDP(netip.MustParseAddrPort("127.0.0.1:0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		fmt.Printf("rcv=%d snd=%d warnings=%d\n%s\n", b.Rcv, b.Snd, len(warn), strings.Join(warn, "\n"))
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs a child without CAP_NET_ADMIN (setpriv) to meet the sysctl limit")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("needs setpriv (util-linux) to drop privileges")
+	}
+	limit := func(name string) int {
+		b, err := os.ReadFile("/proc/sys/net/core/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	rmax, wmax := limit("rmem_max"), limit("wmem_max")
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+		os.Args[0], "-test.run=^TestUDPBuffersUnprivileged$")
+	cmd.Env = append(os.Environ(), "PROBE_UDP_BUFFERS_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	var rcv, snd, n int
+	if _, err := fmt.Sscanf(string(out), "rcv=%d snd=%d warnings=%d", &rcv, &snd, &n); err != nil {
+		t.Fatalf("child said %q", out)
+	}
+	want := 0
+	for _, x := range []int{rmax, wmax} {
+		if 2*min(x, quicBufferSize) < quicBufferSize {
+			want++
+		}
+	}
+	t.Logf("rmem_max %d, wmem_max %d: buffers %d/%d, %d warnings\n%s", rmax, wmax, rcv, snd, n, out)
+	if rcv != 2*min(rmax, quicBufferSize) || snd != 2*min(wmax, quicBufferSize) || n != want {
+		t.Fatalf("buffers %d/%d and %d warnings; want %d/%d and %d", rcv, snd, n, 2*min(rmax, quicBufferSize), 2*min(wmax, quicBufferSize), want)
+	}
+}
+
+// A perf client that knows only the draft (ALPN "perf", 8-byte response
+// size, upload, FIN) is served by the standing perf server: downloads and
+// uploads on bidirectional streams, a response on a new unidirectional
+// stream for a unidirectional request, datagrams echoed, and a request over
+// the byte limit reset.
+func TestServePerf(t *testing.T) {
+	s := NewServer(ServerConfig{Limits: Limits{MaxBytes: 1 << 20}})
+	udp, _, err := ListenQUIC("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServePerf(ctx, udp) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	sum, _ := s.QUICFingerprint()
+	conf, _ := clientTLS(QUICTrust{Pin: sum}, "", nil, &certCheck{})
+	dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer dcancel()
+	qc, err := quic.DialAddr(dctx, udp.LocalAddr().String(), conf, &quic.Config{EnableDatagrams: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	request := func(s interface {
+		Write([]byte) (int, error)
+		Close() error
+	}, want uint64, upload int) {
+		var hdr [8]byte
+		putPerfRequest(hdr[:], want)
+		s.Write(hdr[:])
+		s.Write(make([]byte, upload))
+		s.Close()
+	}
+	// Download and upload on bidirectional streams.
+	for _, tc := range []struct {
+		want   uint64
+		upload int
+	}{{100_000, 0}, {0, 50_000}, {3000, 7000}} {
+		st, _ := qc.OpenStreamSync(dctx)
+		request(st, tc.want, tc.upload)
+		b, err := io.ReadAll(st)
+		if err != nil || uint64(len(b)) != tc.want {
+			t.Errorf("request %d after %d up: %d bytes back, %v", tc.want, tc.upload, len(b), err)
+		}
+	}
+	// A unidirectional request is answered on a new unidirectional stream.
+	us, _ := qc.OpenUniStreamSync(dctx)
+	request(us, 4000, 10)
+	rs, err := qc.AcceptUniStream(dctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(rs); err != nil || len(b) != 4000 {
+		t.Errorf("unidirectional: %d bytes back, %v", len(b), err)
+	}
+	// Datagrams come back as they went.
+	qc.SendDatagram([]byte("ping"))
+	if b, err := qc.ReceiveDatagram(dctx); err != nil || string(b) != "ping" {
+		t.Errorf("datagram: %q, %v", b, err)
+	}
+	// Over the budget (1 MiB, some of it spent above).
+	st, _ := qc.OpenStreamSync(dctx)
+	request(st, 1<<20, 0)
+	_, err = io.ReadAll(st)
+	var se *quic.StreamError
+	if !errors.As(err, &se) || se.ErrorCode != perfErrLimit {
+		t.Errorf("over the limit: %v", err)
 	}
 }

@@ -44,8 +44,14 @@ func listenQUICUDP(addr netip.AddrPort) (*net.UDPConn, UDPBuffers, []string, err
 		b.Rcv, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
 		b.Snd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
 	})
+	return c, b, b.warnings(), nil
+}
+
+// warnings say which buffer the system kept below what quic-go wants, and
+// how to lift the limit.
+func (b UDPBuffers) warnings() []string {
 	var warn []string
-	// The kernel doubles what it was given.
+	// The kernel reports twice what it was given; so does quic-go's check.
 	if b.Rcv < quicBufferSize {
 		warn = append(warn, fmt.Sprintf("UDP receive buffer is %d KiB (as the kernel counts it), quic-go wants %d KiB: the system limit stops it "+
 			"(run as root, or sysctl -w net.core.rmem_max=%d); QUIC may drop packets at high rates", b.Rcv>>10, quicBufferSize>>10, quicBufferSize))
@@ -54,5 +60,17 @@ func listenQUICUDP(addr netip.AddrPort) (*net.UDPConn, UDPBuffers, []string, err
 		warn = append(warn, fmt.Sprintf("UDP send buffer is %d KiB (as the kernel counts it), quic-go wants %d KiB: the system limit stops it "+
 			"(run as root, or sysctl -w net.core.wmem_max=%d)", b.Snd>>10, quicBufferSize>>10, quicBufferSize))
 	}
-	return c, b, warn, nil
+	return warn
+}
+
+// ListenQUIC opens a UDP socket for ServePerf on addr (host:port), its
+// buffers raised as quic-go asks; the warnings say when the system's
+// limits stopped that.
+func ListenQUIC(addr string) (*net.UDPConn, []string, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("QUIC perf address %s: %w", addr, err)
+	}
+	c, _, warn, err := listenQUICUDP(ua.AddrPort())
+	return c, warn, err
 }

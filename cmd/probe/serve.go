@@ -32,6 +32,8 @@ func serveCommand() *cli.Command {
 			&cli.Int64Flag{Name: "max-bytes", Value: d.MaxBytes, Usage: "quic: most stream bytes in one session, both ways"},
 			&cli.StringFlag{Name: "cert", Usage: "quic: certificate (PEM) to present; default: a self-signed one made at start"},
 			&cli.StringFlag{Name: "key", Usage: "quic: the --cert's private key (PEM)"},
+			&cli.StringFlag{Name: "quic-perf", Usage: "quic: also answer any QUIC perf client (draft-banks-quic-performance) on this UDP address, e.g. :4433, " +
+				"each connection held to one session's limits; off by default, as no control connection vouches for them"},
 		},
 		Action: func(c *cli.Context) error {
 			key, err := readKey(c)
@@ -76,6 +78,21 @@ func serveCommand() *cli.Command {
 			}
 			cfg.Logger.Info("agent listening", "addr", ln.Addr().String(), "ebpf", ts != nil, "auth", len(key) > 0, "run", cfg.AllowRun,
 				"quic_cert", probe.FormatFingerprint(sum))
+			if addr := c.String("quic-perf"); addr != "" {
+				udp, warns, err := probe.ListenQUIC(addr)
+				if err != nil {
+					return err
+				}
+				for _, w := range warns {
+					cfg.Logger.Warn(w)
+				}
+				cfg.Logger.Info("answering QUIC perf clients", "addr", udp.LocalAddr().String())
+				go func() {
+					if err := srv.ServePerf(ctx, udp); err != nil {
+						cfg.Logger.Error("QUIC perf server", "err", err)
+					}
+				}()
+			}
 			err = srv.Serve(ctx, ln)
 			cfg.Logger.Info("agent stopped")
 			return err

@@ -1,0 +1,73 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+)
+
+// ServePerf answers any QUIC perf client (draft-banks-quic-performance) on
+// udp until ctx ends, outside control sessions, so that other perf clients
+// can measure against the agent. Since anyone may connect, every
+// connection counts as a session against MaxSessions, gets the byte budget
+// and the duration of one session, and its pings are echoed at their size.
+// Off unless asked for (serve --quic-perf): the design answers UDP only for
+// sessions opened on the control connection.
+func (s *Server) ServePerf(ctx context.Context, udp *net.UDPConn) error {
+	tlsConf, _, err := s.quic.get(s.cfg.QUICCert)
+	if err != nil {
+		return err
+	}
+	tr := &quic.Transport{Conn: udp,
+		ConnContext: func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+			if s.exclusive.Load() {
+				return nil, errors.New("an exclusive test is running")
+			}
+			return ctx, nil
+		}}
+	defer tr.Close()
+	ln, err := tr.ListenEarly(tlsConf, quicConfig())
+	if err != nil {
+		return fmt.Errorf("listen for QUIC perf clients: %w", err)
+	}
+	defer ln.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	lim := s.cfg.Limits
+	for {
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept QUIC perf clients: %w", err)
+		}
+		if n := s.active.Add(1); n > int64(lim.MaxSessions) {
+			s.active.Add(-1)
+			c.CloseWithError(1, fmt.Sprintf("agent busy: %d sessions running, limit %d", n-1, lim.MaxSessions))
+			continue
+		}
+		s.log.Info("perf client", "client", c.RemoteAddr().String())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.active.Add(-1)
+			cctx, cancel := context.WithTimeout(ctx, lim.MaxDuration)
+			defer cancel()
+			a := &quicAgent{p: QUICParams{WriteSize: 64 << 10}, limit: lim.MaxBytes}
+			a.budget.Store(lim.MaxBytes)
+			a.serveConn(cctx, c)
+			select {
+			case <-c.Context().Done():
+			case <-cctx.Done():
+				c.CloseWithError(0, "the agent's duration limit")
+			}
+			a.loops.Wait()
+			a.streams.Wait()
+		}()
+	}
+}
