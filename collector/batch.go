@@ -81,8 +81,9 @@ func (c *Conn) recvmmsg(fd uintptr) bool {
 
 // SendBatch sends the datagrams back to back with sendmmsg (to the connected
 // peer when to is not valid). It returns the transmit key of the first one
-// sent (the rest follow in order), the user-space time before the first
-// syscall, and how many were sent.
+// sent (the rest follow in order; with UseGSO keys count sends, not
+// datagrams), the user-space time before the first syscall, and how many
+// datagrams were sent.
 func (c *Conn) SendBatch(bufs [][]byte, to netip.AddrPort) (first uint32, user int64, n int, err error) {
 	if c.sb == nil {
 		c.sb = new(batch)
@@ -94,21 +95,36 @@ func (c *Conn) SendBatch(bufs [][]byte, to netip.AddrPort) (first uint32, user i
 		namelen = putSockaddr(&b.names[0], to, c.LocalAddr().Addr().Is6())
 	}
 	first, user = c.sent, MonotonicNow()
+	var counts [MaxBatch]int // datagrams in each message
 	for n < len(bufs) {
-		k := min(len(bufs)-n, MaxBatch)
-		for i := range k {
-			buf := bufs[n+i]
-			b.iovs[i].Base = unsafe.SliceData(buf)
-			b.iovs[i].SetLen(len(buf))
-			b.hdrs[i] = unix.Mmsghdr{}
-			h := &b.hdrs[i].Hdr
-			h.Iov = &b.iovs[i]
-			h.SetIovlen(1)
+		// Fill messages until MaxBatch datagrams (iovecs) are placed.
+		msgs, placed := 0, 0
+		for n+placed < len(bufs) && placed < MaxBatch {
+			k := 1
+			if c.gso {
+				k = gsoRun(bufs[n+placed:], MaxBatch-placed)
+			}
+			for i := range k {
+				buf := bufs[n+placed+i]
+				b.iovs[placed+i].Base = unsafe.SliceData(buf)
+				b.iovs[placed+i].SetLen(len(buf))
+			}
+			b.hdrs[msgs] = unix.Mmsghdr{}
+			h := &b.hdrs[msgs].Hdr
+			h.Iov = &b.iovs[placed]
+			h.SetIovlen(k)
 			if namelen > 0 {
 				h.Name, h.Namelen = (*byte)(unsafe.Pointer(&b.names[0])), namelen
 			}
+			if k > 1 {
+				h.Control = &b.oobs[msgs][0]
+				h.SetControllen(putSegmentCmsg(b.oobs[msgs][:], len(bufs[n+placed])))
+			}
+			counts[msgs] = k
+			msgs++
+			placed += k
 		}
-		b.n = k
+		b.n = msgs
 		if err := c.rc.Write(c.sbFn); err != nil {
 			return first, user, n, err
 		}
@@ -118,10 +134,46 @@ func (c *Conn) SendBatch(bufs [][]byte, to netip.AddrPort) (first uint32, user i
 		if b.n == 0 {
 			break
 		}
-		n += b.n
-		c.sent += uint32(b.n)
+		for _, k := range counts[:b.n] {
+			n += k
+		}
+		c.sent += uint32(b.n) // the kernel keys sends
+
 	}
 	return first, user, n, nil
+}
+
+// gsoMaxBytes bounds a GSO send: the kernel takes at most 64 segments (older
+// kernels' UDP_MAX_SEGMENTS) and one IP packet's payload.
+const gsoMaxBytes = 65507 - 8
+
+// gsoRun returns how many of bufs, at most limit, one GSO send can carry:
+// datagrams of the first one's size, the last of them possibly shorter.
+func gsoRun(bufs [][]byte, limit int) int {
+	size := len(bufs[0])
+	if size == 0 {
+		return 1
+	}
+	limit = min(limit, len(bufs), 64, gsoMaxBytes/size)
+	k, total := 1, size
+	for k < limit && len(bufs[k]) <= size && len(bufs[k]) > 0 && total+len(bufs[k]) <= gsoMaxBytes {
+		total += len(bufs[k])
+		k++
+		if len(bufs[k-1]) < size {
+			break
+		}
+	}
+	return k
+}
+
+// putSegmentCmsg writes a UDP_SEGMENT control message of the given segment
+// size into oob and returns its length.
+func putSegmentCmsg(oob []byte, size int) int {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = uint16(size)
+	return unix.CmsgSpace(2)
 }
 
 func (c *Conn) sendmmsg(fd uintptr) bool {

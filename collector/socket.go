@@ -34,6 +34,7 @@ type Conn struct {
 	sent uint32 // datagrams sent so far, i.e. the OPT_ID key of the next one
 
 	rb, sb, eb *batch // recvmmsg, sendmmsg, error queue; made on first use
+	gso        bool   // SendBatch sends runs of equal datagrams as one (UseGSO)
 	rbFn, sbFn func(fd uintptr) bool
 
 	rx struct {
@@ -348,6 +349,30 @@ func HoldRxStamps(ctx context.Context) (*Conn, error) {
 	}
 	c.Close()
 	return nil, errors.New("hold rx timestamps: the kernel did not start stamping received datagrams within 1 s")
+}
+
+// UseGSO makes SendBatch hand each run of equal-sized datagrams to the
+// kernel as one UDP GSO send (UDP_SEGMENT): one trip down the stack per run
+// instead of one per datagram, split into the same datagrams by the device
+// or just before it. The kernel then stamps and keys transmits per send,
+// not per datagram, so software transmit timestamps are stopped. It fails
+// on kernels without UDP GSO (before 4.18).
+func (c *Conn) UseGSO() error {
+	var serr error
+	err := c.rc.Control(func(fd uintptr) {
+		_, serr = unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("UDP GSO: %w", err)
+	}
+	if err := c.StopTxStamps(); err != nil {
+		return err
+	}
+	c.gso = true
+	return nil
 }
 
 // StopTxStamps turns software transmit timestamps off (receive ones stay),

@@ -65,6 +65,9 @@ type EchoSummary struct {
 	// Unstamped counts intact replies lacking the chosen kernel timestamps;
 	// they are left out of Kernel, not guessed.
 	Unstamped int
+	// GSO: the probes went in UDP GSO batches (dump.EchoPoint.GSO), so
+	// kernel timestamps mark each batch's first probe only.
+	GSO bool
 	// User is the RTT as user space sees it: turnaround included.
 	User RTT
 
@@ -115,7 +118,7 @@ func Echo(recs []dump.EchoRecord, src dump.Source) (EchoSummary, error) {
 // source each end has. The summary is filled as far as the records allow
 // even when an error says that a figure could not be had.
 func EchoStats(p dump.EchoPoint, recs []dump.EchoRecord, src dump.Source) (EchoSummary, error) {
-	s := EchoSummary{Sent: len(recs), AgentSocketDrops: p.AgentSocketDrops, ClientSocketDrops: p.ClientSocketDrops}
+	s := EchoSummary{Sent: len(recs), AgentSocketDrops: p.AgentSocketDrops, ClientSocketDrops: p.ClientSocketDrops, GSO: p.GSO}
 	if src > AutoSource {
 		return s, fmt.Errorf("unknown timestamp source %d", src)
 	}

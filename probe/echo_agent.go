@@ -56,6 +56,10 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 
 	sources := []string{dump.SourceSW.String(), dump.SourceUser.String()}
 	ebpf := newSeqStamps(p.Count, collector.KindReply, collector.KindRequest)
+	txStamps := true
+	if p.Interval == 0 && !p.NoGSO {
+		txStamps = uc.UseGSO() != nil // as the client does
+	}
 	if s.cfg.Stamper != nil {
 		undo, err := stampSession(s.cfg.Stamper, id, port, peer, ebpf.want(), ebpf.sink)
 		if err != nil {
@@ -63,10 +67,11 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 		} else {
 			defer undo()
 			sources = append([]string{dump.SourceEBPF.String()}, sources...)
-			if p.Interval == 0 {
+			if p.Interval == 0 && txStamps {
 				if err := uc.StopTxStamps(); err != nil {
 					return err
 				}
+				txStamps = false
 			}
 		}
 	}
@@ -95,8 +100,10 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 		return fmt.Errorf("%w: expected finish, got %s", errMalformed, m.kind())
 	}
 
-	if err := drainTx(uc, len(e.recs), e.onTx); err != nil {
-		return err
+	if txStamps {
+		if err := drainTx(uc, len(e.recs), e.onTx); err != nil {
+			return err
+		}
 	}
 	if s.cfg.Stamper != nil {
 		if err := flush(ctx, s.cfg.Stamper); err != nil {

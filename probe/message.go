@@ -179,6 +179,9 @@ type EchoParams struct {
 	SndBuf int `msgpack:"sndbuf,omitempty"`
 	DSCP   int `msgpack:"dscp,omitempty"`
 	TTL    int `msgpack:"ttl,omitempty"`
+	// NoGSO keeps back-to-back probes and replies one send each; by
+	// default both ends send them with UDP GSO, per batch (see SendBatch).
+	NoGSO bool `msgpack:"no_gso,omitempty"`
 }
 
 // Opened grants a session (agent -> client).

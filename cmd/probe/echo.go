@@ -37,7 +37,7 @@ func echoSweep(c *cli.Context) ([]probe.EchoParams, error) {
 	if count < 1 {
 		return nil, fmt.Errorf("--count %d: send at least one probe", count)
 	}
-	base := probe.EchoParams{Count: count, RcvBuf: c.Int("rcvbuf"), SndBuf: c.Int("sndbuf"), DSCP: c.Int("dscp"), TTL: c.Int("ttl")}
+	base := probe.EchoParams{Count: count, RcvBuf: c.Int("rcvbuf"), SndBuf: c.Int("sndbuf"), DSCP: c.Int("dscp"), TTL: c.Int("ttl"), NoGSO: c.Bool("no-gso")}
 	switch {
 	case base.DSCP < 0 || base.DSCP > 63:
 		return nil, fmt.Errorf("--dscp %d: want 0..63", base.DSCP)

@@ -41,6 +41,7 @@ func measureCommand() *cli.Command {
 			&cli.IntFlag{Name: "rcvbuf", Usage: "echo: socket receive buffer, bytes, both ends"},
 			&cli.IntFlag{Name: "sndbuf", Usage: "echo: socket send buffer, bytes, both ends"},
 			&cli.IntFlag{Name: "dscp", Usage: "echo: DSCP of probes and replies, 0..63"},
+			&cli.BoolFlag{Name: "no-gso", Usage: "echo: send back-to-back probes and replies one datagram per send, not in UDP GSO batches (keeps per-probe software transmit stamps)"},
 			&cli.IntFlag{Name: "ttl", Usage: "echo: IP TTL of probes and replies"},
 			&cli.UintFlag{Name: "udp-port", Usage: "echo: this host's UDP port (default: any)"},
 			&cli.BoolFlag{Name: "csv", Usage: "echo: print CSV, a row per measurement"},

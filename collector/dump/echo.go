@@ -44,4 +44,7 @@ type EchoPoint struct {
 	// client, during the point.
 	AgentSocketDrops  uint64 `msgpack:"agent_socket_drops"`
 	ClientSocketDrops uint64 `msgpack:"client_socket_drops"`
+	// GSO: the client sent the probes in UDP GSO batches, which the kernel
+	// and eBPF stamp once per batch, not per probe.
+	GSO bool `msgpack:"gso,omitempty"`
 }

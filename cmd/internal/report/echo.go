@@ -168,7 +168,11 @@ func echoPointText(w io.Writer, info EchoInfo, r echoRow) {
 			us(s.ScheduleMeanErr), s.ScheduleErrPct, us(s.ScheduleMaxErr), s.Missed, s.ScheduledSends)
 	}
 	if s.Unstamped > 0 {
-		fmt.Fprintf(w, "note: %d replies lacked %s timestamps and are left out of the kernel RTT\n", s.Unstamped, s.Kernel.Source())
+		why := ""
+		if s.GSO {
+			why = " (probes went in UDP GSO batches, stamped once per batch; --no-gso stamps every probe)"
+		}
+		fmt.Fprintf(w, "note: %d replies lacked %s timestamps and are left out of the kernel RTT%s\n", s.Unstamped, s.Kernel.Source(), why)
 	}
 }
 
