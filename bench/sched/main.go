@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"time"
@@ -41,7 +42,7 @@ func main() {
 		return
 	}
 	loops := flag.Int("loops", 100000, "round trips per round")
-	rounds := flag.Int("rounds", 9, "rounds; each runs the workload in every tracer state")
+	rounds := flag.Int("rounds", 11, "rounds; each runs the workload in every tracer state")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fail("needs root to load eBPF")
@@ -49,7 +50,9 @@ func main() {
 	var work []workload
 	perf, perfErr := exec.LookPath("perf")
 	if perfErr == nil {
-		work = append(work, workload{"perf bench sched pipe", func(n int) (time.Duration, error) { return perfPipe(perf, n) }})
+		work = append(work,
+			workload{"perf bench sched pipe", func(n int) (time.Duration, error) { return perfPipe(perf, n, -1) }},
+			workload{"perf, one CPU", func(n int) (time.Duration, error) { return perfPipe(perf, n, 0) }})
 	} else {
 		fmt.Fprintln(os.Stderr, "bench: perf not found (apt-get install linux-perf); running our equivalent only")
 	}
@@ -133,8 +136,14 @@ func measure(w workload, loops, s int) (time.Duration, error) {
 	return w.run(loops)
 }
 
-// perfPipe runs perf's benchmark and returns the time it reports.
-func perfPipe(perf string, loops int) (time.Duration, error) {
+// perfPipe runs perf's benchmark and returns the time it reports; cpu ≥ 0
+// pins it (as taskset would: the child inherits this thread's affinity).
+func perfPipe(perf string, loops, cpu int) (time.Duration, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := pin(cpu); err != nil {
+		return 0, err
+	}
 	out, err := exec.Command(perf, "bench", "sched", "pipe", "-l", strconv.Itoa(loops)).CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("%v: %s", err, out)
