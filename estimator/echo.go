@@ -52,7 +52,10 @@ type EchoSummary struct {
 	// during the point (SO_RXQ_OVFL), and how many of each direction's
 	// losses they account for at most: min(lost, drops).
 	AgentSocketDrops, ClientSocketDrops uint64
-	ExplainedThere, ExplainedBack       int
+	// AgentLimited probes reached the agent over its rate limit and were
+	// not answered; they explain losses there too.
+	AgentLimited                  int
+	ExplainedThere, ExplainedBack int
 
 	// Probes that failed the agent's checksum, whether or not the reply came
 	// back, and replies that failed only the client's. Corrupted replies
@@ -118,7 +121,7 @@ func Echo(recs []dump.EchoRecord, src dump.Source) (EchoSummary, error) {
 // source each end has. The summary is filled as far as the records allow
 // even when an error says that a figure could not be had.
 func EchoStats(p dump.EchoPoint, recs []dump.EchoRecord, src dump.Source) (EchoSummary, error) {
-	s := EchoSummary{Sent: len(recs), AgentSocketDrops: p.AgentSocketDrops, ClientSocketDrops: p.ClientSocketDrops, GSO: p.GSO}
+	s := EchoSummary{Sent: len(recs), AgentSocketDrops: p.AgentSocketDrops, ClientSocketDrops: p.ClientSocketDrops, AgentLimited: p.AgentLimited, GSO: p.GSO}
 	if src > AutoSource {
 		return s, fmt.Errorf("unknown timestamp source %d", src)
 	}
@@ -182,7 +185,7 @@ func (s *EchoSummary) count(recs []dump.EchoRecord) {
 			s.CorruptedBack++
 		}
 	}
-	s.ExplainedThere = int(min(uint64(s.LostThere), s.AgentSocketDrops))
+	s.ExplainedThere = int(min(uint64(s.LostThere), s.AgentSocketDrops+uint64(s.AgentLimited)))
 	s.ExplainedBack = int(min(uint64(s.LostBack), s.ClientSocketDrops))
 }
 

@@ -127,7 +127,7 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 			return err
 		}
 	}
-	return fc.write(&Message{Done: &Done{Received: len(e.recs), Ignored: e.ignored, SocketDrops: drops, Corrupted: e.corrupted}})
+	return fc.write(&Message{Done: &Done{Received: len(e.recs), Ignored: e.ignored, Limited: e.limited, SocketDrops: drops, Corrupted: e.corrupted}})
 }
 
 // agentEcho answers one session's probes.
@@ -138,6 +138,7 @@ type agentEcho struct {
 	conn      *collector.Conn
 	recs      []AgentStamp // one per reply sent, in order: index == transmit key
 	ignored   int
+	limited   int // of ignored, probes over the rate limit
 	corrupted int
 	rate      *bucket
 }
@@ -171,8 +172,13 @@ func (e *agentEcho) run() {
 			// sendmmsg carries the replies.
 			if !ok || h.Session != e.id || h.Kind != collector.KindRequest || d.N < minEchoSize ||
 				int(h.Seq) >= e.count || len(e.recs) >= e.count || d.From.Addr().Unmap() != e.peer ||
-				(to.IsValid() && d.From != to) || !e.rate.take(d.Stamps[dump.SourceUser]) {
+				(to.IsValid() && d.From != to) {
 				e.ignored++
+				continue
+			}
+			if !e.rate.take(d.Stamps[dump.SourceUser]) {
+				e.ignored++
+				e.limited++ // lost there, and said why
 				continue
 			}
 			to = d.From

@@ -159,6 +159,7 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		case m.Done != nil:
 			res.AgentIgnored = m.Done.Ignored
 			res.Point.AgentSocketDrops = m.Done.SocketDrops
+			res.Point.AgentLimited = m.Done.Limited
 			res.Records = recs[:sent]
 			return res, nil
 		case m.Error != nil:

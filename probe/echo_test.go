@@ -127,3 +127,29 @@ func TestEchoLossIsExplained(t *testing.T) {
 		t.Fatalf("lost there %d / back %d, but the sockets dropped %d / %d", s.LostThere, s.LostBack, s.AgentSocketDrops, s.ClientSocketDrops)
 	}
 }
+
+// Probes over the agent's rate limit are lost there, and the agent says how
+// many, so that every lost probe is explained.
+func TestEchoRateLimitExplainsLoss(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxRate = 1000 // a bucket of 100 replies, refilled at 1 per ms
+	_, addr := startAgent(t, ServerConfig{Limits: limits})
+	c, err := Dial(context.Background(), addr, ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := EchoParams{Count: 2000, Size: 64, RcvBuf: 8 << 20}
+	res, err := c.Echo(context.Background(), p, EchoOptions{Wait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := estimator.EchoStats(res.Point, res.Records, estimator.AutoSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sent %d, lost there %d: rate limit %d, agent socket %d", s.Sent, s.LostThere, res.Point.AgentLimited, res.Point.AgentSocketDrops)
+	if res.Point.AgentLimited < 1000 || s.LostThere != res.Point.AgentLimited+int(res.Point.AgentSocketDrops) || s.ExplainedThere != s.LostThere {
+		t.Fatalf("lost there %d, explained %d; agent limited %d, socket drops %d", s.LostThere, s.ExplainedThere, res.Point.AgentLimited, res.Point.AgentSocketDrops)
+	}
+}

@@ -217,6 +217,7 @@ type AgentStamp struct {
 type Done struct {
 	Received    int    `msgpack:"received"`     // probes accepted
 	Ignored     int    `msgpack:"ignored"`      // datagrams not answered (foreign, malformed, over the limit)
+	Limited     int    `msgpack:"limited"`      // of those, the session's probes over the agent's rate limit
 	Corrupted   int    `msgpack:"corrupted"`    // probes that failed the agent's checksum
 	SocketDrops uint64 `msgpack:"socket_drops"` // datagrams the agent's socket buffer overflowed with
 }

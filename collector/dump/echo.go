@@ -44,6 +44,9 @@ type EchoPoint struct {
 	// client, during the point.
 	AgentSocketDrops  uint64 `msgpack:"agent_socket_drops"`
 	ClientSocketDrops uint64 `msgpack:"client_socket_drops"`
+	// Probes the agent did not answer because they came faster than its
+	// per-session rate limit (serve --max-rate): lost there, on purpose.
+	AgentLimited int `msgpack:"agent_limited,omitempty"`
 	// GSO: the client sent the probes in UDP GSO batches, which the kernel
 	// and eBPF stamp once per batch, not per probe.
 	GSO bool `msgpack:"gso,omitempty"`

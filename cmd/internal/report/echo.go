@@ -133,9 +133,13 @@ func echoPointText(w io.Writer, info EchoInfo, r echoRow) {
 	fmt.Fprintf(w, "sent %d  received %d  lost %d (%.1f %%): there %d, back %d  duplicates %d  corrupted %d there, %d back\n",
 		s.Sent, s.Received, s.Lost(), 100*float64(s.Lost())/float64(max(s.Sent, 1)), s.LostThere, s.LostBack,
 		s.Duplicates, s.CorruptedThere, s.CorruptedBack)
-	if s.AgentSocketDrops+s.ClientSocketDrops > 0 {
-		fmt.Fprintf(w, "socket buffers overflowed: agent %d, client %d (explain %d lost there, %d back)\n",
-			s.AgentSocketDrops, s.ClientSocketDrops, s.ExplainedThere, s.ExplainedBack)
+	if s.AgentSocketDrops+s.ClientSocketDrops > 0 || s.AgentLimited > 0 {
+		limited := ""
+		if s.AgentLimited > 0 {
+			limited = fmt.Sprintf("; agent's rate limit held back %d", s.AgentLimited)
+		}
+		fmt.Fprintf(w, "socket buffers overflowed: agent %d, client %d%s (explain %d lost there, %d back)\n",
+			s.AgentSocketDrops, s.ClientSocketDrops, limited, s.ExplainedThere, s.ExplainedBack)
 	}
 	if r.Err != "" && s.Kernel.N == 0 {
 		fmt.Fprintf(w, "no RTT: %s\n", r.Err)
@@ -217,6 +221,7 @@ type echoPointJSON struct {
 	LostBack          int                `json:"lost_back"`
 	AgentSocketDrops  uint64             `json:"agent_socket_drops"`
 	ClientSocketDrops uint64             `json:"client_socket_drops"`
+	AgentLimited      int                `json:"agent_limited"`
 	Duplicates        int                `json:"duplicates"`
 	CorruptedThere    int                `json:"corrupted_there"`
 	CorruptedBack     int                `json:"corrupted_back"`
@@ -247,7 +252,7 @@ func pointJSON(r echoRow) echoPointJSON {
 	s := r.Stats
 	out := echoPointJSON{
 		Size: r.Point.Size, WaitUs: usf(r.Point.Wait), Sent: s.Sent, Received: s.Received, Lost: s.Lost(),
-		LostThere: s.LostThere, LostBack: s.LostBack, AgentSocketDrops: s.AgentSocketDrops, ClientSocketDrops: s.ClientSocketDrops,
+		LostThere: s.LostThere, LostBack: s.LostBack, AgentSocketDrops: s.AgentSocketDrops, ClientSocketDrops: s.ClientSocketDrops, AgentLimited: s.AgentLimited,
 		Duplicates: s.Duplicates, CorruptedThere: s.CorruptedThere, CorruptedBack: s.CorruptedBack, Unstamped: s.Unstamped,
 		RTT: rttOf(s.Kernel), UserRTT: rttOf(s.User),
 		There: variationOf(s.There), Back: variationOf(s.Back), RoundTrip: variationOf(s.RoundTrip),
