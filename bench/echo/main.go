@@ -40,6 +40,7 @@ type echoResult struct {
 	LostThere         int     `json:"lost_there"`
 	LostBack          int     `json:"lost_back"`
 	AgentSocketDrops  uint64  `json:"agent_socket_drops"`
+	AgentLimited      uint64  `json:"agent_limited"`
 	ClientSocketDrops uint64  `json:"client_socket_drops"`
 	RTT               rtt     `json:"rtt"`
 	UserRTT           rtt     `json:"user_rtt"`
@@ -227,14 +228,14 @@ func (b *bench) zeroWait(ctx context.Context) []row {
 	} else {
 		pps = 1e6 / res.TimePerFrameUs
 		rate.probe = fmt.Sprintf("%.0f (%.2f µs/frame)", pps, res.TimePerFrameUs)
-		there := min(uint64(res.LostThere), res.AgentSocketDrops)
+		there := min(uint64(res.LostThere), res.AgentSocketDrops+res.AgentLimited)
 		back := min(uint64(res.LostBack), res.ClientSocketDrops)
 		unexplained := res.Lost - int(there+back)
 		loss.probe = fmt.Sprintf("%d lost (%.1f %%), %d explained", res.Lost,
 			100*float64(res.Lost)/float64(max(res.Sent, 1)), there+back)
 		loss.ok = unexplained == 0
-		loss.note = fmt.Sprintf("there %d lost / %d agent drops, back %d lost / %d client drops; unexplained %d",
-			res.LostThere, res.AgentSocketDrops, res.LostBack, res.ClientSocketDrops, unexplained)
+		loss.note = fmt.Sprintf("there %d lost / %d agent drops + %d over its rate limit, back %d lost / %d client drops; unexplained %d",
+			res.LostThere, res.AgentSocketDrops, res.AgentLimited, res.LostBack, res.ClientSocketDrops, unexplained)
 	}
 	fmt.Fprintln(os.Stderr, "bench: iperf3 UDP flood for 5 s...")
 	ip, ierr := b.iperf3(ctx)
