@@ -264,6 +264,14 @@ func (w *SchedWatch) Threads(tgid uint32) map[uint32]SchedStats {
 	return threads
 }
 
+// RunQueueKnown says whether the kernel keeps the queueing times the
+// run-queue histogram is made of (CONFIG_SCHED_INFO, which is also what
+// makes /proc/PID/schedstat exist); without them the histogram stays empty.
+func (w *SchedWatch) RunQueueKnown() bool {
+	_, err := os.Stat("/proc/self/schedstat")
+	return err == nil
+}
+
 // SwitchProgram is the program on sched_switch, for measuring what it costs
 // (bench/sched reads its run-time statistics).
 func (w *SchedWatch) SwitchProgram() *ebpf.Program { return w.objs.Switch }

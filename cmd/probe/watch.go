@@ -54,6 +54,9 @@ func watch(c *cli.Context) error {
 		default:
 			defer sw.Close()
 			cfg.Sched = sw
+			if !sw.RunQueueKnown() {
+				fmt.Fprintln(os.Stderr, "probe: no run-queue latency: the kernel keeps no queueing times (CONFIG_SCHED_INFO off)")
+			}
 		}
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
