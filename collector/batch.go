@@ -128,6 +128,12 @@ func (c *Conn) SendBatch(bufs [][]byte, to netip.AddrPort) (first uint32, user i
 		if err := c.rc.Write(c.sbFn); err != nil {
 			return first, user, n, err
 		}
+		if (b.errno == unix.EMSGSIZE || b.errno == unix.EINVAL) && c.gso && msgs < placed {
+			// A GSO send's segments must each fit the path's MTU, where
+			// single datagrams would be fragmented: send them singly.
+			c.gso = false
+			continue
+		}
 		if b.errno != 0 {
 			return first, user, n, fmt.Errorf("sendmmsg: %w", b.errno)
 		}

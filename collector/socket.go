@@ -375,6 +375,10 @@ func (c *Conn) UseGSO() error {
 	return nil
 }
 
+// GSO says whether SendBatch still sends with UDP GSO: UseGSO was called and
+// no send fell back to single datagrams (segments larger than the path MTU).
+func (c *Conn) GSO() bool { return c.gso }
+
 // StopTxStamps turns software transmit timestamps off (receive ones stay),
 // before the first send. Each costs the kernel a copy of the packet on the
 // error queue; when eBPF stamps every packet at TC egress anyway, a

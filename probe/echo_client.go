@@ -111,6 +111,7 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		return nil, err
 	}
 	res.Interrupted = sent < p.Count
+	res.Point.GSO = uc.GSO()
 	rx.finish(o.Wait)
 	<-recvDone
 	rx.stop()

@@ -149,7 +149,11 @@ func echoPointText(w io.Writer, info EchoInfo, r echoRow) {
 		fmt.Fprintf(w, "RTT  %-7s min %-8s median %-8s p90 %-8s p99 %-8s p99.9 %-8s max %-8s mean %-8s stddev %-8s n=%d  %s\n",
 			name, us(t.Min), us(t.Median), us(t.P90), us(t.P99), us(t.P999), us(t.Max), us(t.Mean), us(t.Stddev), t.N, note)
 	}
-	rtt(s.Kernel.Source(), s.Kernel, "µs, kernel timestamps, agent turnaround subtracted")
+	kind := "kernel"
+	if s.Kernel.ClientSource == dump.SourceUser || s.Kernel.AgentSource == dump.SourceUser {
+		kind = "user-space" // no kernel source stamped both ends (e.g. GSO without eBPF)
+	}
+	rtt(s.Kernel.Source(), s.Kernel, "µs, "+kind+" timestamps, agent turnaround subtracted")
 	if s.User.N > 0 {
 		rtt("user", s.User, "µs, user space, turnaround included")
 	}
