@@ -41,8 +41,8 @@ func QUICIntervals(streams []dump.QUICStream, conn []dump.QUICConnSample, every 
 	out := make([]QUICInterval, len(tcp))
 	for i, iv := range tcp {
 		q := QUICInterval{Start: iv.Start, End: iv.End, Bytes: iv.Bytes, Rate: iv.Rate, PerStream: iv.PerStream}
-		b, okB := connAt(conn, iv.End+slack)
-		a, okA := connAt(conn, iv.Start+slack)
+		b, okB := lastAt(conn, iv.End+slack, connSampleT)
+		a, okA := lastAt(conn, iv.Start+slack, connSampleT)
 		if okB {
 			q.RTT, q.MinRTT, q.Cwnd, q.InFlight = b.SmoothedRTT, b.MinRTT, b.Cwnd, b.BytesInFlight
 			// PacketsLost can fall (a late packet was not lost after all).
@@ -57,18 +57,7 @@ func QUICIntervals(streams []dump.QUICStream, conn []dump.QUICConnSample, every 
 	return out
 }
 
-// connAt is the last connection sample taken at or before t.
-func connAt(samples []dump.QUICConnSample, t time.Duration) (dump.QUICConnSample, bool) {
-	var s dump.QUICConnSample
-	ok := false
-	for _, x := range samples {
-		if x.T > t {
-			break
-		}
-		s, ok = x, true
-	}
-	return s, ok
-}
+func connSampleT(s dump.QUICConnSample) time.Duration { return s.T }
 
 // QUICTotals are a side's byte counts, rates and losses over a whole test.
 type QUICTotals struct {

@@ -48,8 +48,8 @@ func TCPIntervals(streams []dump.TCPStream, every time.Duration) []TCPInterval {
 		var cwndSum float64
 		n := 0
 		for k, s := range streams {
-			a, okA := at(s.Samples, iv.Start+slack)
-			b, okB := at(s.Samples, iv.End+slack)
+			a, okA := lastAt(s.Samples, iv.Start+slack, tcpSampleT)
+			b, okB := lastAt(s.Samples, iv.End+slack, tcpSampleT)
 			if iv.Start == 0 {
 				okA = false
 			}
@@ -91,18 +91,21 @@ func samplingPeriod(streams []dump.TCPStream) time.Duration {
 	return time.Hour
 }
 
-// at is the last sample taken at or before t.
-func at(samples []dump.TCPSample, t time.Duration) (dump.TCPSample, bool) {
-	var s dump.TCPSample
+// lastAt is the last of samples, in time order, taken at or before t; when
+// is a sample's time.
+func lastAt[S any](samples []S, t time.Duration, when func(S) time.Duration) (S, bool) {
+	var s S
 	ok := false
 	for _, x := range samples {
-		if x.T > t {
+		if when(x) > t {
 			break
 		}
 		s, ok = x, true
 	}
 	return s, ok
 }
+
+func tcpSampleT(s dump.TCPSample) time.Duration { return s.T }
 
 // TCPTotals are a side's byte counts and rates over the whole test.
 type TCPTotals struct {

@@ -121,6 +121,29 @@ func (c *Client) expect(kind string) (*Message, error) {
 	return m, nil
 }
 
+// agentSide reads the agent's report frames of kind, sent after Finish, up
+// to the last, into one side: the first frame's totals with every frame's
+// streams. frame takes a frame's part of the side and its Last; streams
+// points at a side's streams.
+func agentSide[S, T any](c *Client, kind string, frame func(*Message) (S, bool), streams func(*S) *[]T) (S, error) {
+	var side S
+	for {
+		m, err := c.expect(kind)
+		if err != nil {
+			return side, fmt.Errorf("agent's report: %w", err)
+		}
+		part, last := frame(m)
+		if *streams(&side) == nil {
+			side = part
+			*streams(&side) = nil
+		}
+		*streams(&side) = append(*streams(&side), *streams(&part)...)
+		if last {
+			return side, nil
+		}
+	}
+}
+
 // Limits are the agent's per-session limits.
 func (c *Client) Limits() Limits { return c.limits }
 

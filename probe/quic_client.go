@@ -131,22 +131,12 @@ func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust,
 	if err := c.fc.write(&Message{Finish: &Finish{}}); err != nil {
 		return nil, err
 	}
-	for {
-		m, err := c.expect("quic_report")
-		if err != nil {
-			return nil, fmt.Errorf("agent's report: %w", err)
-		}
-		r := m.QUICReport
-		if res.Agent.Streams == nil {
-			streams := res.Agent.Streams
-			res.Agent = r.Side
-			res.Agent.Streams = streams
-		}
-		res.Agent.Streams = append(res.Agent.Streams, r.Side.Streams...)
-		if r.Last {
-			return res, nil
-		}
+	res.Agent, err = agentSide(c, "quic_report", func(m *Message) (QUICSide, bool) { return m.QUICReport.Side, m.QUICReport.Last },
+		func(s *QUICSide) *[]dump.QUICStream { return &s.Streams })
+	if err != nil {
+		return nil, err
 	}
+	return res, nil
 }
 
 // quicConnect dials the agent and times the handshake and the first byte

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/probe-dev/probe/collector/dump"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -86,20 +87,10 @@ func (c *Client) TCP(ctx context.Context, p TCPParams) (*TCPResult, error) {
 	if err := c.fc.write(&Message{Finish: &Finish{}}); err != nil {
 		return nil, err
 	}
-	for {
-		m, err := c.expect("tcp_report")
-		if err != nil {
-			return nil, fmt.Errorf("agent's report: %w", err)
-		}
-		r := m.TCPReport
-		if res.Agent.Streams == nil {
-			streams := res.Agent.Streams
-			res.Agent = r.Side
-			res.Agent.Streams = streams
-		}
-		res.Agent.Streams = append(res.Agent.Streams, r.Side.Streams...)
-		if r.Last {
-			return res, nil
-		}
+	res.Agent, err = agentSide(c, "tcp_report", func(m *Message) (TCPSide, bool) { return m.TCPReport.Side, m.TCPReport.Last },
+		func(s *TCPSide) *[]dump.TCPStream { return &s.Streams })
+	if err != nil {
+		return nil, err
 	}
+	return res, nil
 }

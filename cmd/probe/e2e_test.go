@@ -95,6 +95,22 @@ func startAgent(t *testing.T, start func(*exec.Cmd) error, dial func() (net.Conn
 	}
 }
 
+// localAgent starts probe serve on a free loopback port with args.
+func localAgent(t *testing.T, args ...string) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startAgent(t, (*exec.Cmd).Start, func() (net.Conn, error) { return net.Dial("tcp", addr) },
+		append([]string{"--listen", addr, "--ebpf", "off"}, args...)...)
+	return addr
+}
+
+// measureLocal runs probe measure without eBPF against addr, and returns
+// stdout, stderr and the exit code.
+func measureLocal(t *testing.T, addr string, args ...string) (string, string, int) {
+	t.Helper()
+	return run(t, exec.Command(probeBin, append([]string{"measure", "-h", addr, "--ebpf", "off"}, args...)...))
+}
+
 // Bad input: one line on stderr saying what is wrong, exit status 1, no panic.
 func TestCLIErrors(t *testing.T) {
 	dir := t.TempDir()
@@ -102,10 +118,7 @@ func TestCLIErrors(t *testing.T) {
 	os.WriteFile(key1, []byte("the first key, 32 bytes long...."), 0o600)
 	os.WriteFile(key2, []byte("the other key, 32 bytes long...."), 0o600)
 	os.WriteFile(garbage, []byte("not a dump at all"), 0o600)
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	startAgent(t, (*exec.Cmd).Start, func() (net.Conn, error) { return net.Dial("tcp", addr) },
-		"--listen", addr, "--key-file", key1, "--ebpf", "off")
+	addr := localAgent(t, "--key-file", key1)
 
 	cases := []struct {
 		bin  string
@@ -147,6 +160,15 @@ func parseJSON(t *testing.T, s string) map[string]any {
 		t.Fatalf("%v in %q", err, s)
 	}
 	return m
+}
+
+// num is the number at path in a JSON object.
+func num(m map[string]any, path ...string) float64 {
+	var v any = m
+	for _, k := range path {
+		v = v.(map[string]any)[k]
+	}
+	return v.(float64)
 }
 
 // attachedTCX counts the TCX programs on ifindex, in the caller's netns.
@@ -246,10 +268,7 @@ func TestEchoAcrossTestbed(t *testing.T) {
 // Ctrl-C during a measurement keeps what was measured: the report of the
 // probes sent so far, and a dump of them.
 func TestInterruptKeepsResults(t *testing.T) {
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	startAgent(t, (*exec.Cmd).Start, func() (net.Conn, error) { return net.Dial("tcp", addr) },
-		"--listen", addr, "--ebpf", "off")
+	addr := localAgent(t)
 	dumpPath := filepath.Join(t.TempDir(), "part.msgpack")
 	cmd := exec.Command(probeBin, "measure", "-h", addr, "--ebpf", "off", "-n", "10000", "-i", "1ms", "--json", "-w", dumpPath)
 	var out, errb bytes.Buffer
@@ -367,6 +386,23 @@ func measureFrom(t *testing.T, tb *testbed.Testbed, args ...string) (string, str
 	return out.String(), errb.String(), code
 }
 
+// measureReceived runs measureFrom with args, which ask for --json, and
+// returns its JSON and the bytes and packets that the agent's interface
+// received meanwhile.
+func measureReceived(t *testing.T, tb *testbed.Testbed, args ...string) (m map[string]any, rxBytes, rxPackets uint64) {
+	t.Helper()
+	b0, p0, err := tb.A.RxCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := measureFrom(t, tb, args...)
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	b1, p1, _ := tb.A.RxCounters()
+	return parseJSON(t, out), b1 - b0, p1 - p0
+}
+
 // A queue of three frames drops most of every ten-packet train: the run
 // gives up after 30 lossy trains in a row, says so, and exits 1.
 func TestCapacityGivesUpOnLoss(t *testing.T) {
@@ -473,15 +509,12 @@ func TestEchoLossMatchesQdiscDrops(t *testing.T) {
 // A sweep of sizes and waits: a CSV row per point, the dump re-estimated to
 // the same CSV, and the two plots drawn.
 func TestEchoSweep(t *testing.T) {
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	startAgent(t, (*exec.Cmd).Start, func() (net.Conn, error) { return net.Dial("tcp", addr) },
-		"--listen", addr, "--ebpf", "off")
+	addr := localAgent(t)
 	dir := t.TempDir()
 	dumpPath, plots := filepath.Join(dir, "sweep.msgpack"), filepath.Join(dir, "plots")
-	out, stderr, code := run(t, exec.Command(probeBin, "measure", "-h", addr, "--ebpf", "off", "-n", "200",
+	out, stderr, code := measureLocal(t, addr, "-n", "200",
 		"-l", "100", "--size-to", "1300", "--size-step", "600", "-i", "0", "--interval-to", "100us", "--interval-step", "50us",
-		"--csv", "-w", dumpPath, "--plot", plots))
+		"--csv", "-w", dumpPath, "--plot", plots)
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
@@ -514,23 +547,12 @@ func TestEchoSweep(t *testing.T) {
 // the receiver's interface carried, less headers, within 1 %.
 func TestTCPAcrossTestbed(t *testing.T) {
 	tb, _ := testbedWithAgent(t, "tcp", 0)
-	b0, p0, err := tb.A.RxCounters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, stderr, code := measureFrom(t, tb, "--mode", "tcp", "-P", "2", "-t", "4s", "--json")
-	if code != 0 {
-		t.Fatalf("measure: exit %d\n%s", code, stderr)
-	}
-	b1, p1, _ := tb.A.RxCounters()
-	m := parseJSON(t, out)
-	client := m["client"].(map[string]any)["totals"].(map[string]any)
-	agent := m["agent_side"].(map[string]any)["totals"].(map[string]any)
-	sent, got, rate := client["Sent"].(float64), agent["Received"].(float64), agent["RecvRate"].(float64)
+	m, rxBytes, rxPackets := measureReceived(t, tb, "--mode", "tcp", "-P", "2", "-t", "4s", "--json")
+	sent, got, rate := num(m, "client", "totals", "Sent"), num(m, "agent_side", "totals", "Received"), num(m, "agent_side", "totals", "RecvRate")
 	// Every segment on the veth (offloads off) carries 14 + 20 + 32 bytes of
 	// Ethernet, IP and TCP (with timestamps) headers; pure ACKs do not come
 	// this way, the handshake's few packets are in the tolerance.
-	wire := float64((b1 - b0) - 66*(p1-p0))
+	wire := float64(rxBytes - 66*rxPackets)
 	truth := 20e6 * 1448 / 1514
 	t.Logf("sent %.0f B, received %.0f B, on the wire %.0f B of payload (%+.3f %%); %.3f Mbit/s, link goodput %.3f (%+.2f %%)",
 		sent, got, wire, 100*(wire-got)/got, rate/1e6, truth/1e6, 100*(rate-truth)/truth)

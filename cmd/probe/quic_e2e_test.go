@@ -1,39 +1,14 @@
 package main
 
 import (
-	"fmt"
 	"math"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/probe-dev/probe/estimator"
 )
-
-// localAgent starts probe serve on a free loopback port with args.
-func localAgent(t *testing.T, args ...string) string {
-	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	startAgent(t, (*exec.Cmd).Start, func() (net.Conn, error) { return net.Dial("tcp", addr) },
-		append([]string{"--listen", addr, "--ebpf", "off"}, args...)...)
-	return addr
-}
-
-func measureLocal(t *testing.T, addr string, args ...string) (string, string, int) {
-	t.Helper()
-	return run(t, exec.Command(probeBin, append([]string{"measure", "-h", addr, "--ebpf", "off"}, args...)...))
-}
-
-func num(m map[string]any, path ...string) float64 {
-	var v any = m
-	for _, k := range path {
-		v = v.(map[string]any)[k]
-	}
-	return v.(float64)
-}
 
 // --mode quic by bytes, both ways over two streams each: every byte
 // counted on both sides, in the JSON, the text and the plot.
@@ -129,21 +104,12 @@ func TestQUICRefusals(t *testing.T) {
 // receiving interface's counters say the same.
 func TestQUICAcrossTestbed(t *testing.T) {
 	tb, _ := testbedWithAgent(t, "quic", 0)
-	b0, p0, err := tb.A.RxCounters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, stderr, code := measureFrom(t, tb, "--mode", "quic", "-t", "4s", "--json", "--ping-interval", "0")
-	if code != 0 {
-		t.Fatalf("measure: exit %d\n%s", code, stderr)
-	}
-	b1, p1, _ := tb.A.RxCounters()
-	m := parseJSON(t, out)
+	m, rxBytes, rxPackets := measureReceived(t, tb, "--mode", "quic", "-t", "4s", "--json", "--ping-interval", "0")
 	sent, got, rate := num(m, "client", "totals", "Sent"), num(m, "agent_side", "totals", "Received"), num(m, "receive_rate")
 	conn := m["client"].(map[string]any)["Conn"].([]any)
 	last := conn[len(conn)-1].(map[string]any)
 	ipSize := last["BytesSent"].(float64)/last["PacketsSent"].(float64) + 8 + 20
-	wireSize := float64(b1-b0)/float64(p1-p0) - 14
+	wireSize := float64(rxBytes)/float64(rxPackets) - 14
 	o := estimator.QUICOverhead{IP: 20, UDP: 8, ShortHeader: 1 + 4 + 2, StreamHeader: 1 + 1 + 4, AEADTag: 16}
 	truth := estimator.QUICGoodput(20e6, int(math.Round(ipSize)), 14, o)
 	t.Logf("sent %.0f B, received %.0f B; mean IP packet %.1f B sent, %.1f B on the receiving veth; overhead %d B; %.3f Mbit/s, link goodput %.3f (%+.2f %%)",

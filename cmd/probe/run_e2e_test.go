@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,10 +19,7 @@ func TestRunRemoteCLI(t *testing.T) {
 	os.WriteFile(key, []byte("a key for the agents, 32 bytes.."), 0o600)
 	var agents []string
 	for range 2 {
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		startAgent(t, (*exec.Cmd).Start, func() (net.Conn, error) { return net.Dial("tcp", addr) },
-			"--listen", addr, "--key-file", key, "--allow-run", "--ebpf", "off")
-		agents = append(agents, addr)
+		agents = append(agents, localAgent(t, "--key-file", key, "--allow-run"))
 	}
 	scenario := filepath.Join(dir, "remote.yaml")
 	os.WriteFile(scenario, []byte(fmt.Sprintf(`test_name: cli-remote

@@ -15,6 +15,9 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // PlotCapacity draws the histogram of the dispersion samples (Phase I, or
@@ -178,6 +181,50 @@ func PlotEcho(dir string, info EchoInfo, points []EchoMeasurement, rows []echoRo
 				return fmt.Errorf("plot: %w", err)
 			}
 		}
+	}
+	return nil
+}
+
+// saveStacked draws plots one above the other, aligned on a shared x axis,
+// to a .png or .svg file.
+func saveStacked(path string, plots []*plot.Plot) error {
+	rows := make([][]*plot.Plot, len(plots))
+	for i, p := range plots {
+		rows[i] = []*plot.Plot{p}
+	}
+	return saveGrid(path, rows, 16*vg.Centimeter, 18*vg.Centimeter)
+}
+
+// saveGrid draws a grid of plots (nil cells stay empty), aligned, to a .png
+// or .svg file.
+func saveGrid(path string, plots [][]*plot.Plot, width, height vg.Length) error {
+	var c draw.Canvas
+	var out io.WriterTo
+	switch {
+	case strings.HasSuffix(strings.ToLower(path), ".png"):
+		img := vgimg.New(width, height)
+		c, out = draw.New(img), vgimg.PngCanvas{Canvas: img}
+	case strings.HasSuffix(strings.ToLower(path), ".svg"):
+		svg := vgsvg.New(width, height)
+		c, out = draw.New(svg), svg
+	default:
+		return fmt.Errorf("plot %s: want a .png or .svg file", path)
+	}
+	cols := 0
+	for _, r := range plots {
+		cols = max(cols, len(r))
+	}
+	tiles := draw.Tiles{Rows: len(plots), Cols: cols, PadX: vg.Millimeter * 3, PadY: vg.Millimeter * 3}
+	canvases := plot.Align(plots, tiles, c)
+	for i, r := range plots {
+		for j, p := range r {
+			if p != nil {
+				p.Draw(canvases[i][j])
+			}
+		}
+	}
+	if err := saveTo(path, out); err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,10 +14,6 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
-	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
-	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // QUICOptions say how to print a QUIC test.
@@ -274,7 +269,7 @@ type panel struct {
 
 // drawPanels stacks panels over a shared time axis in a .png or .svg.
 func drawPanels(path, title string, panels []panel) error {
-	plots := make([][]*plot.Plot, len(panels))
+	plots := make([]*plot.Plot, len(panels))
 	for i, pn := range panels {
 		p := plot.New()
 		p.Y.Label.Text = pn.ylabel
@@ -290,32 +285,9 @@ func drawPanels(path, title string, panels []panel) error {
 			return fmt.Errorf("plot %s: %w", path, err)
 		}
 		p.Legend.Top = true
-		plots[i] = []*plot.Plot{p}
+		plots[i] = p
 	}
-	width, height := 16*vg.Centimeter, 18*vg.Centimeter
-	var c draw.Canvas
-	var save func() error
-	switch {
-	case strings.HasSuffix(strings.ToLower(path), ".png"):
-		img := vgimg.New(width, height)
-		c = draw.New(img)
-		save = func() error { return saveTo(path, vgimg.PngCanvas{Canvas: img}) }
-	case strings.HasSuffix(strings.ToLower(path), ".svg"):
-		svg := vgsvg.New(width, height)
-		c = draw.New(svg)
-		save = func() error { return saveTo(path, svg) }
-	default:
-		return fmt.Errorf("plot %s: want a .png or .svg file", path)
-	}
-	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadY: vg.Millimeter * 3}
-	canvases := plot.Align(plots, tiles, c)
-	for i := range plots {
-		plots[i][0].Draw(canvases[i][0])
-	}
-	if err := save(); err != nil {
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
-	return nil
+	return saveStacked(path, plots)
 }
 
 // TCPBesideQUIC prints a TCP and a QUIC test of the same parameters on the

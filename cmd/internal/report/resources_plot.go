@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"image/color"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,9 +14,6 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
-	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // loadSeries reads the series.json of a scenario's first iteration; ok is
@@ -287,30 +283,8 @@ func netOverTime(s dump.ResourceSeries, name string, rx bool) plotter.XYs {
 // and base+".svg".
 func savePanels(base string, plots [][]*plot.Plot, width, height vg.Length) error {
 	for _, ext := range []string{".png", ".svg"} {
-		var c draw.Canvas
-		var out io.WriterTo
-		if ext == ".png" {
-			img := vgimg.New(width, height)
-			c, out = draw.New(img), vgimg.PngCanvas{Canvas: img}
-		} else {
-			svg := vgsvg.New(width, height)
-			c, out = draw.New(svg), svg
-		}
-		cols := 0
-		for _, r := range plots {
-			cols = max(cols, len(r))
-		}
-		tiles := draw.Tiles{Rows: len(plots), Cols: cols, PadX: vg.Millimeter * 3, PadY: vg.Millimeter * 3}
-		canvases := plot.Align(plots, tiles, c)
-		for i, r := range plots {
-			for j, p := range r {
-				if p != nil {
-					p.Draw(canvases[i][j])
-				}
-			}
-		}
-		if err := saveTo(base+ext, out); err != nil {
-			return fmt.Errorf("plot %s: %w", base+ext, err)
+		if err := saveGrid(base+ext, plots, width, height); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -13,10 +13,6 @@ import (
 	"github.com/probe-dev/probe/probe"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
-	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // TCPOptions say how to print a TCP test.
@@ -168,7 +164,7 @@ func PlotTCP(path string, r *probe.TCPResult, o TCPOptions) error {
 		{"cwnd, segments (mean)", func(iv estimator.TCPInterval) float64 { return iv.Cwnd }},
 		{"RTT, µs (mean)", func(iv estimator.TCPInterval) float64 { return float64(iv.RTT) / 1e3 }},
 	}
-	plots := make([][]*plot.Plot, len(panels))
+	plots := make([]*plot.Plot, len(panels))
 	for i, pn := range panels {
 		pts := make(plotter.XYs, len(ivs))
 		for k, iv := range ivs {
@@ -185,30 +181,7 @@ func PlotTCP(path string, r *probe.TCPResult, o TCPOptions) error {
 			return fmt.Errorf("plot %s: %w", path, err)
 		}
 		p.Add(l)
-		plots[i] = []*plot.Plot{p}
+		plots[i] = p
 	}
-	width, height := 16*vg.Centimeter, 18*vg.Centimeter
-	var c draw.Canvas
-	var save func() error
-	switch {
-	case strings.HasSuffix(strings.ToLower(path), ".png"):
-		img := vgimg.New(width, height)
-		c = draw.New(img)
-		save = func() error { return saveTo(path, vgimg.PngCanvas{Canvas: img}) }
-	case strings.HasSuffix(strings.ToLower(path), ".svg"):
-		svg := vgsvg.New(width, height)
-		c = draw.New(svg)
-		save = func() error { return saveTo(path, svg) }
-	default:
-		return fmt.Errorf("plot %s: want a .png or .svg file", path)
-	}
-	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadY: vg.Millimeter * 3}
-	canvases := plot.Align(plots, tiles, c)
-	for i := range plots {
-		plots[i][0].Draw(canvases[i][0])
-	}
-	if err := save(); err != nil {
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
-	return nil
+	return saveStacked(path, plots)
 }
