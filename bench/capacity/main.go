@@ -8,11 +8,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/probe-dev/probe/bench/internal/harness"
 	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/testbed"
 )
@@ -57,12 +60,12 @@ func main() {
 	only := flag.String("only", "", "run only cases whose name contains this")
 	flag.Parse()
 	if os.Geteuid() != 0 {
-		fail("the capacity benchmark needs root (testbed namespaces, tc, eBPF)")
+		harness.Fail("the capacity benchmark needs root (testbed namespaces, tc, eBPF)")
 	}
 	probeBin, estimateBin := filepath.Join(*bin, "probe"), filepath.Join(*bin, "estimate")
 	dir, err := os.MkdirTemp("", "probe-bench")
 	if err != nil {
-		fail(err.Error())
+		harness.Fail(err.Error())
 	}
 	defer os.RemoveAll(dir)
 
@@ -125,15 +128,13 @@ func run(c benchCase, probeBin, estimateBin, dir string) (string, bool, error) {
 	}
 	configured := c.rate * 1500 / 1514
 
-	agentAddr := tb.A.Addr.String() + ":7323"
-	agent := exec.Command(probeBin, "serve", "--listen", agentAddr, "--ebpf", "on")
-	var agentErr bytes.Buffer
-	agent.Stderr = &agentErr
-	if err := tb.A.Start(agent); err != nil {
+	agentAddr := netip.AddrPortFrom(tb.A.Addr, 7323)
+	agent, err := harness.Start(context.Background(), harness.Host{TB: tb.A}, "probe agent", harness.Listening("tcp", agentAddr),
+		probeBin, "serve", "--listen", agentAddr.String(), "--ebpf", "on")
+	if err != nil {
 		return "", false, err
 	}
-	defer func() { agent.Process.Kill(); agent.Wait() }()
-	time.Sleep(300 * time.Millisecond)
+	defer agent.Stop()
 
 	if c.load {
 		for range 2 {
@@ -249,9 +250,4 @@ func bigDump(estimateBin, dir string) (time.Duration, int, error) {
 		return 0, 0, fmt.Errorf("%v: %s", err, out)
 	}
 	return time.Since(start), samples, nil
-}
-
-func fail(msg string) {
-	fmt.Fprintln(os.Stderr, "bench:", msg)
-	os.Exit(1)
 }

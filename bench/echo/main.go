@@ -15,8 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
-	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -26,6 +25,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/probe-dev/probe/bench/internal/harness"
 )
 
 // loopback is the only address the benchmark sends to or listens on.
@@ -68,37 +69,35 @@ type row struct {
 // bench holds what every figure needs.
 type bench struct {
 	probeBin string
-	agent    string // host:port of the probe agent
+	agent    netip.AddrPort
 	dir      string
-	commands []string // peer commands as run, printed under the table
+	commands harness.Commands // peer commands as run, printed under the table
 }
 
 func main() {
 	bin := flag.String("bin", "bin", "directory with the probe binary")
 	flag.Parse()
 	if os.Geteuid() != 0 {
-		fail("the echo benchmark needs root (eBPF timestamps)")
+		harness.Fail("the echo benchmark needs root (eBPF timestamps)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dir, err := os.MkdirTemp("", "probe-bench-echo")
 	if err != nil {
-		fail(err.Error())
+		harness.Fail(err.Error())
 	}
 	defer os.RemoveAll(dir)
 
 	b := &bench{probeBin: filepath.Join(*bin, "probe"), dir: dir}
-	port, err := freePort()
-	if err != nil {
-		fail(err.Error())
+	if b.agent, err = harness.FreeAddr(); err != nil {
+		harness.Fail(err.Error())
 	}
-	b.agent = net.JoinHostPort(loopback, strconv.Itoa(port))
-	agent, err := startServer(ctx, "probe agent", "tcp", b.agent, true,
-		b.probeBin, "serve", "--listen", b.agent, "--ebpf", "on")
+	agent, err := harness.Start(ctx, harness.Host{}, "probe agent", harness.Listening("tcp", b.agent),
+		b.probeBin, "serve", "--listen", b.agent.String(), "--ebpf", "on")
 	if err != nil {
-		fail(err.Error())
+		harness.Fail(err.Error())
 	}
-	defer agent.stop()
+	defer agent.Stop()
 
 	var rows []row
 	for _, f := range []func(context.Context) []row{b.isochronous, b.latency, b.zeroWait} {
@@ -107,7 +106,7 @@ func main() {
 		}
 		rows = append(rows, f(ctx)...)
 	}
-	agent.stop()
+	agent.Stop()
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "figure\tprobe\tpeer\tprobe/peer\tbound\tok\tnote\t")
@@ -164,17 +163,17 @@ func (b *bench) isochronous(ctx context.Context) []row {
 	if ierr != nil {
 		errRow.peer, missRow.peer = "irtt failed", "irtt failed"
 		errRow.ok, missRow.ok = false, false
-		errRow.note = join(errRow.note, "irtt: "+ierr.Error()+"; row failed for want of the peer")
-		missRow.note = join(missRow.note, "irtt: see above; row failed for want of the peer")
+		errRow.note = harness.Join(errRow.note, "irtt: "+ierr.Error()+"; row failed for want of the peer")
+		missRow.note = harness.Join(missRow.note, "irtt: see above; row failed for want of the peer")
 		return []row{errRow, missRow}
 	}
 	errRow.peer = fmt.Sprintf("%.2f %%", ir.TimerErrPct)
 	// irtt counts misses against the sends the duration asks for.
 	missRow.peer = fmt.Sprintf("%.2f %% (%d, %d sent)", ir.TimerMissPct, ir.TimerMisses, ir.PacketsSent)
 	if perr == nil {
-		errRow.ratio, missRow.ratio = ratio(pErr, ir.TimerErrPct), ratio(pMissed, ir.TimerMissPct)
+		errRow.ratio, missRow.ratio = harness.Ratio(pErr, ir.TimerErrPct, 2), harness.Ratio(pMissed, ir.TimerMissPct, 2)
 	}
-	errRow.note = join(errRow.note, fmt.Sprintf("irtt mean timer error %.1f µs", ir.TimerError.Mean/1e3))
+	errRow.note = harness.Join(errRow.note, fmt.Sprintf("irtt mean timer error %.1f µs", ir.TimerError.Mean/1e3))
 	return []row{errRow, missRow}
 }
 
@@ -200,13 +199,13 @@ func (b *bench) latency(ctx context.Context) []row {
 	sp, serr := b.sockperf(ctx)
 	if serr != nil {
 		r.peer, user.peer = "sockperf failed", "sockperf failed"
-		r.note = join(r.note, "sockperf: "+serr.Error()+"; row failed for want of the peer")
+		r.note = harness.Join(r.note, "sockperf: "+serr.Error()+"; row failed for want of the peer")
 		return []row{r, user}
 	}
 	r.peer, user.peer = fmt.Sprintf("%.2f µs", sp), fmt.Sprintf("%.2f µs", sp)
 	if perr == nil && res.RTT.N > 0 && res.RTT.Source != "user" {
-		r.ratio, r.ok = ratio(res.RTT.MedianUs, sp), res.RTT.MedianUs <= sp
-		user.ratio = ratio(res.UserRTT.MedianUs, sp)
+		r.ratio, r.ok = harness.Ratio(res.RTT.MedianUs, sp, 2), res.RTT.MedianUs <= sp
+		user.ratio = harness.Ratio(res.UserRTT.MedianUs, sp, 2)
 	}
 	return []row{r, user}
 }
@@ -241,14 +240,14 @@ func (b *bench) zeroWait(ctx context.Context) []row {
 	ip, ierr := b.iperf3(ctx)
 	if ierr != nil {
 		rate.peer, loss.peer = "iperf3 failed", "iperf3 failed"
-		rate.note = join(rate.note, "iperf3: "+ierr.Error()+"; row failed for want of the peer")
+		rate.note = harness.Join(rate.note, "iperf3: "+ierr.Error()+"; row failed for want of the peer")
 		// The loss bound is probe's own; iperf3's loss is only shown.
 		return []row{rate, loss}
 	}
 	rate.peer = fmt.Sprintf("%.0f", ip.pps)
 	loss.peer = fmt.Sprintf("%.1f %% lost (not explained)", ip.lostPct)
 	if perr == nil {
-		rate.ratio, rate.ok = ratio(pps, ip.pps), pps >= 1.5*ip.pps
+		rate.ratio, rate.ok = harness.Ratio(pps, ip.pps, 2), pps >= 1.5*ip.pps
 	}
 	return []row{rate, loss}
 }
@@ -256,10 +255,8 @@ func (b *bench) zeroWait(ctx context.Context) []row {
 // measure runs one probe echo measurement against the agent and reads its
 // JSON.
 func (b *bench) measure(ctx context.Context, limit time.Duration, args ...string) (echoResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	args = append([]string{"measure", "-h", b.agent, "--mode", "echo", "--ebpf", "on", "--json"}, args...)
-	out, err := run(ctx, b.probeBin, args...)
+	args = append([]string{"measure", "-h", b.agent.String(), "--mode", "echo", "--ebpf", "on", "--json"}, args...)
+	out, err := harness.Run(ctx, harness.Host{}, limit, b.probeBin, args...)
 	var res echoResult
 	if err != nil {
 		return res, err
@@ -286,22 +283,20 @@ type irttStats struct {
 
 func (b *bench) irtt(ctx context.Context) (irttStats, error) {
 	var st irttStats
-	addr, err := freeAddr()
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		return st, err
 	}
 	// The server's default minimum interval is 10 ms; -i 0 lifts it.
-	srv, err := b.startPeer(ctx, "irtt server", "udp", addr, "irtt", "server", "-b", addr, "-i", "0", "-d", "20s", "--timeout=30s")
+	srv, err := b.startPeer(ctx, "irtt server", harness.Listening("udp", addr),
+		"irtt", "server", "-b", addr.String(), "-i", "0", "-d", "20s", "--timeout=30s")
 	if err != nil {
 		return st, err
 	}
-	defer srv.stop()
+	defer srv.Stop()
 	out := filepath.Join(b.dir, "irtt.json")
-	cctx, cancel := context.WithTimeout(ctx, 40*time.Second)
-	defer cancel()
-	args := []string{"client", "-i", "1ms", "-d", "10s", "-l", "64", "--timeouts=500ms,1s,2s", "-Q", "-o", out, addr}
-	b.commands = append(b.commands, "irtt "+strings.Join(args, " "))
-	if _, err := run(cctx, "irtt", args...); err != nil {
+	if _, err := b.runPeer(ctx, 40*time.Second, "irtt", "client", "-i", "1ms", "-d", "10s", "-l", "64",
+		"--timeouts=500ms,1s,2s", "-Q", "-o", out, addr.String()); err != nil {
 		return st, err
 	}
 	data, err := os.ReadFile(out)
@@ -323,21 +318,17 @@ func (b *bench) irtt(ctx context.Context) (irttStats, error) {
 // sockperf returns ping-pong's median round trip in µs; --full-rtt, since by
 // default sockperf prints half the round trip as the latency.
 func (b *bench) sockperf(ctx context.Context) (float64, error) {
-	addr, err := freeAddr()
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		return 0, err
 	}
-	host, port, _ := net.SplitHostPort(addr)
-	srv, err := b.startPeer(ctx, "sockperf server", "udp", addr, "sockperf", "server", "-i", host, "-p", port)
+	host, port := addr.Addr().String(), strconv.Itoa(int(addr.Port()))
+	srv, err := b.startPeer(ctx, "sockperf server", harness.Listening("udp", addr), "sockperf", "server", "-i", host, "-p", port)
 	if err != nil {
 		return 0, err
 	}
-	defer srv.stop()
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	args := []string{"ping-pong", "-i", host, "-p", port, "-m", "64", "-t", "5", "--full-rtt"}
-	b.commands = append(b.commands, "sockperf "+strings.Join(args, " "))
-	out, err := run(cctx, "sockperf", args...)
+	defer srv.Stop()
+	out, err := b.runPeer(ctx, 30*time.Second, "sockperf", "ping-pong", "-i", host, "-p", port, "-m", "64", "-t", "5", "--full-rtt")
 	if err != nil {
 		return 0, err
 	}
@@ -363,22 +354,18 @@ type iperfResult struct{ pps, lostPct float64 }
 
 func (b *bench) iperf3(ctx context.Context) (iperfResult, error) {
 	var r iperfResult
-	addr, err := freeAddr()
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		return r, err
 	}
-	host, port, _ := net.SplitHostPort(addr)
+	host, port := addr.Addr().String(), strconv.Itoa(int(addr.Port()))
 	// -1: the server ends after one test.
-	srv, err := b.startPeer(ctx, "iperf3 server", "tcp", addr, "iperf3", "-s", "-B", host, "-p", port, "-1")
+	srv, err := b.startPeer(ctx, "iperf3 server", harness.Listening("tcp", addr), "iperf3", "-s", "-B", host, "-p", port, "-1")
 	if err != nil {
 		return r, err
 	}
-	defer srv.stop()
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	args := []string{"-c", host, "-p", port, "-u", "-b", "0", "-l", "64", "-t", "5", "--json"}
-	b.commands = append(b.commands, "iperf3 "+strings.Join(args, " "))
-	out, err := run(cctx, "iperf3", args...)
+	defer srv.Stop()
+	out, err := b.runPeer(ctx, 30*time.Second, "iperf3", "-c", host, "-p", port, "-u", "-b", "0", "-l", "64", "-t", "5", "--json")
 	if err != nil {
 		return r, err
 	}
@@ -404,153 +391,18 @@ func (b *bench) iperf3(ctx context.Context) (iperfResult, error) {
 	return iperfResult{float64(doc.End.Sum.Packets) / doc.End.Sum.Seconds, doc.End.Sum.LostPercent}, nil
 }
 
-// server is a process that runs until the benchmark stops it.
-type server struct {
-	cmd    *exec.Cmd
-	done   chan struct{}
-	stderr bytes.Buffer
-}
-
 // startPeer records the command and starts a peer tool's server; a missing
 // tool says how to install it.
-func (b *bench) startPeer(ctx context.Context, name, network, addr, tool string, args ...string) (*server, error) {
-	b.commands = append(b.commands, tool+" "+strings.Join(args, " "))
+func (b *bench) startPeer(ctx context.Context, name string, ready harness.Ready, tool string, args ...string) (*harness.Server, error) {
+	b.commands.Record(harness.Host{}, tool, args...)
 	if _, err := exec.LookPath(tool); err != nil {
 		return nil, fmt.Errorf("%s not installed (apt-get install -y %s)", tool, tool)
 	}
-	return startServer(ctx, name, network, addr, false, tool, args...)
+	return harness.Start(ctx, harness.Host{}, name, ready, tool, args...)
 }
 
-// startServer starts a server and waits until addr is bound (dial: until it
-// accepts a TCP connection). The context bounds its life.
-func startServer(ctx context.Context, name, network, addr string, dial bool, bin string, args ...string) (*server, error) {
-	s := &server{cmd: exec.CommandContext(ctx, bin, args...), done: make(chan struct{})}
-	s.cmd.Stdout, s.cmd.Stderr = &s.stderr, &s.stderr
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var up bool
-		if dial {
-			if c, err := net.DialTimeout(network, addr, time.Second); err == nil {
-				c.Close()
-				up = true
-			}
-		} else {
-			up = bound(network, addr)
-		}
-		if up {
-			return s, nil
-		}
-		select {
-		case <-s.done:
-			return nil, fmt.Errorf("%s exited: %s", name, strings.TrimSpace(s.stderr.String()))
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.stop()
-			return nil, fmt.Errorf("%s not listening on %s after 10 s", name, addr)
-		}
-	}
-}
-
-func (s *server) stop() {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	s.cmd.Process.Kill()
-	<-s.done
-}
-
-// bound reports whether a socket is bound to addr (tcp: listening), from
-// /proc/net, so that checking does not race the server for the port.
-func bound(network, addr string) bool {
-	_, p, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(p)
-	data, err := os.ReadFile("/proc/net/" + network)
-	if err != nil {
-		return false
-	}
-	local := fmt.Sprintf("0100007F:%04X", port) // 127.0.0.1 in host byte order
-	for _, line := range strings.Split(string(data), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) > 3 && f[1] == local && (network != "tcp" || f[3] == "0A") {
-			return true
-		}
-	}
-	return false
-}
-
-// freePort finds a loopback port free for both TCP and UDP.
-func freePort() (int, error) {
-	for range 20 {
-		ln, err := net.Listen("tcp", loopback+":0")
-		if err != nil {
-			return 0, fmt.Errorf("find a free port: %w", err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(loopback, strconv.Itoa(port)))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("find a free port: none free for both TCP and UDP")
-}
-
-func freeAddr() (string, error) {
-	port, err := freePort()
-	return net.JoinHostPort(loopback, strconv.Itoa(port)), err
-}
-
-// run runs a command to its end and returns its standard output.
-func run(ctx context.Context, bin string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, bin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Base(bin), ctx.Err())
-	}
-	if err != nil {
-		msg := strings.TrimSpace(errb.String())
-		if msg == "" {
-			msg = lastLine(out.String())
-		}
-		return nil, fmt.Errorf("%s: %v: %s", filepath.Base(bin), err, msg)
-	}
-	return out.Bytes(), nil
-}
-
-func lastLine(s string) string {
-	s = strings.TrimSpace(s)
-	return s[strings.LastIndex(s, "\n")+1:]
-}
-
-func ratio(a, b float64) string {
-	if b == 0 {
-		return "-"
-	}
-	r := a / b
-	if math.IsInf(r, 0) || math.IsNaN(r) {
-		return "-"
-	}
-	return fmt.Sprintf("%.2f", r)
-}
-
-func join(a, b string) string {
-	if a == "" {
-		return b
-	}
-	return a + "; " + b
-}
-
-func fail(msg string) {
-	fmt.Fprintln(os.Stderr, "bench:", msg)
-	os.Exit(1)
+// runPeer records the command and runs a peer tool's client within limit.
+func (b *bench) runPeer(ctx context.Context, limit time.Duration, tool string, args ...string) ([]byte, error) {
+	b.commands.Record(harness.Host{}, tool, args...)
+	return harness.Run(ctx, harness.Host{}, limit, tool, args...)
 }

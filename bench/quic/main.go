@@ -10,24 +10,21 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
-	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/probe-dev/probe/bench/internal/harness"
 	"github.com/probe-dev/probe/estimator"
 	"github.com/probe-dev/probe/testbed"
 )
@@ -86,26 +83,10 @@ type row struct {
 	ok, info                                   bool
 }
 
-type host struct{ tb *testbed.Host }
-
-func (h host) start(cmd *exec.Cmd) error {
-	if h.tb == nil {
-		return cmd.Start()
-	}
-	return h.tb.Start(cmd)
-}
-
-func (h host) prefix() string {
-	if h.tb == nil {
-		return ""
-	}
-	return "ip netns exec " + h.tb.NS + " "
-}
-
 type bench struct {
 	probeBin string
 	only     string
-	commands []string
+	commands harness.Commands
 }
 
 func main() {
@@ -113,7 +94,7 @@ func main() {
 	only := flag.String("only", "", "run only the places whose name contains this: loopback, veth, tbf")
 	flag.Parse()
 	if os.Geteuid() != 0 {
-		fail("the quic benchmark needs root (testbed namespaces, tc, UDP buffers past the sysctl limit)")
+		harness.Fail("the quic benchmark needs root (testbed namespaces, tc, UDP buffers past the sysctl limit)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	b := &bench{probeBin: filepath.Join(*bin, "probe"), only: *only}
@@ -158,14 +139,13 @@ func (b *bench) want(place string) bool { return strings.Contains(place, b.only)
 func (b *bench) all(ctx context.Context) []row {
 	var rows []row
 	if b.want("loopback") {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := harness.FreeAddr()
 		if err != nil {
 			return []row{{figure: "loopback", quic: "error", note: err.Error()}}
 		}
-		addr := netip.MustParseAddrPort(ln.Addr().String())
-		ln.Close()
-		rows = append(rows, b.withAgent(ctx, "loopback", host{}, host{}, addr, func() []row {
-			return []row{b.throughput(ctx, "loopback", host{}, addr, loopGoal)}
+		here := harness.Host{}
+		rows = append(rows, b.withAgent(ctx, "loopback", here, here, addr, func() []row {
+			return []row{b.throughput(ctx, "loopback", here, addr, loopGoal)}
 		})...)
 	}
 	for _, place := range []struct {
@@ -182,11 +162,12 @@ func (b *bench) all(ctx context.Context) []row {
 			continue
 		}
 		addr := netip.AddrPortFrom(tb.A.Addr, 7323)
-		rows = append(rows, b.withAgent(ctx, place.name, host{tb.A}, host{tb.B}, addr, func() []row {
+		server, client := harness.Host{TB: tb.A}, harness.Host{TB: tb.B}
+		rows = append(rows, b.withAgent(ctx, place.name, server, client, addr, func() []row {
 			if place.rate == 0 {
-				return []row{b.throughput(ctx, place.name, host{tb.B}, addr, 0)}
+				return []row{b.throughput(ctx, place.name, client, addr, 0)}
 			}
-			return b.goodput(ctx, place.name, host{tb.B}, addr)
+			return b.goodput(ctx, place.name, client, addr)
 		})...)
 		if err := tb.Down(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -197,38 +178,26 @@ func (b *bench) all(ctx context.Context) []row {
 
 // withAgent runs probe serve in server, waits until it answers from
 // client, runs fn, and stops it.
-func (b *bench) withAgent(ctx context.Context, name string, server, client host, addr netip.AddrPort, fn func() []row) []row {
+func (b *bench) withAgent(ctx context.Context, name string, server, client harness.Host, addr netip.AddrPort, fn func() []row) []row {
+	// Ready when a one-byte TCP test from the client's side passes.
+	answers := harness.Ready{What: "answering a one-byte test", Check: func(harness.Host) bool {
+		_, err := harness.Run(ctx, client, 5*time.Second, b.probeBin, "measure", "-h", addr.String(), "--ebpf", "off",
+			"--mode", "tcp", "--bytes", "1", "--json")
+		return err == nil
+	}}
 	args := []string{"serve", "--listen", addr.String(), "--ebpf", "off"}
-	b.record(server, b.probeBin, args...)
-	cmd := exec.CommandContext(ctx, b.probeBin, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := server.start(cmd); err != nil {
+	b.commands.Record(server, b.probeBin, args...)
+	agent, err := harness.Start(ctx, server, "probe agent", answers, b.probeBin, args...)
+	if err != nil {
 		return []row{{figure: name, quic: "error", note: err.Error()}}
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
-	for i := 0; ; i++ {
-		// Ready when a one-byte TCP test from the client's side passes.
-		if _, err := b.run(ctx, client, 5*time.Second, false, b.probeBin, "measure", "-h", addr.String(), "--ebpf", "off",
-			"--mode", "tcp", "--bytes", "1", "--json"); err == nil {
-			break
-		}
-		if i == 100 || ctx.Err() != nil {
-			return []row{{figure: name, quic: "error", note: "agent not answering: " + strings.TrimSpace(stderr.String())}}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	defer agent.Stop()
 	return fn()
 }
 
 // throughput measures downloads, TCP and QUIC alternating, and compares
 // QUIC's median with goal (0: no bound).
-func (b *bench) throughput(ctx context.Context, place string, client host, addr netip.AddrPort, goal float64) row {
+func (b *bench) throughput(ctx context.Context, place string, client harness.Host, addr netip.AddrPort, goal float64) row {
 	r := row{figure: place + ": download, 1 connection, 1 stream", bound: "-", info: goal == 0}
 	if goal > 0 {
 		r.bound = fmt.Sprintf("quic ≥ %.0f Gbit/s", goal/1e9)
@@ -262,20 +231,20 @@ func (b *bench) throughput(ctx context.Context, place string, client host, addr 
 	}
 	r.tcp, r.quic = medianText(tr), medianText(qr)
 	if len(tr) > 0 && len(qr) > 0 {
-		r.ratio = fmt.Sprintf("%.3f", median(qr)/median(tr))
+		r.ratio = fmt.Sprintf("%.3f", harness.Median(qr)/harness.Median(tr))
 	}
-	r.cpu = fmt.Sprintf("%.2f+%.2f | %.2f+%.2f", median(tcc), median(tca), median(qcc), median(qca))
-	r.ok = len(qr) == rounds && len(tr) == rounds && (goal == 0 || median(qr) >= goal)
-	r.note = join(gso, buffers)
+	r.cpu = fmt.Sprintf("%.2f+%.2f | %.2f+%.2f", harness.Median(tcc), harness.Median(tca), harness.Median(qcc), harness.Median(qca))
+	r.ok = len(qr) == rounds && len(tr) == rounds && (goal == 0 || harness.Median(qr) >= goal)
+	r.note = harness.Join(gso, buffers)
 	for _, e := range errs {
-		r.note = join(r.note, e)
+		r.note = harness.Join(r.note, e)
 	}
 	return r
 }
 
 // goodput is a 10 s download over the shaped link, QUIC against the link's
 // rate less its overhead, TCP beside it.
-func (b *bench) goodput(ctx context.Context, place string, client host, addr netip.AddrPort) []row {
+func (b *bench) goodput(ctx context.Context, place string, client harness.Host, addr netip.AddrPort) []row {
 	q := row{figure: fmt.Sprintf("%s %s: quic goodput, download %v", place, testbed.FormatRate(slowRate), slowTime),
 		bound: "|quic − truth| ≤ 5 % of truth"}
 	t := row{figure: fmt.Sprintf("%s %s: tcp goodput, download %v", place, testbed.FormatRate(slowRate), slowTime),
@@ -293,13 +262,13 @@ func (b *bench) goodput(ctx context.Context, place string, client host, addr net
 		case mode == "quic":
 			conn := res.AgentSide.Conn
 			if len(conn) == 0 || conn[len(conn)-1].PacketsSent == 0 {
-				q.quic, q.note = fmtRate(rate), "no connection samples from the agent"
+				q.quic, q.note = harness.FormatRate(rate), "no connection samples from the agent"
 				break
 			}
 			last := conn[len(conn)-1]
 			ipSize := float64(last.BytesSent)/float64(last.PacketsSent) + 8 + 20
 			truth := estimator.QUICGoodput(slowRate, int(math.Round(ipSize)), 14, quicOverhead)
-			q.quic, q.tcp = fmtRate(rate), "truth "+fmtRate(truth)
+			q.quic, q.tcp = harness.FormatRate(rate), "truth "+harness.FormatRate(truth)
 			q.ratio = fmt.Sprintf("%.4f (quic/truth)", rate/truth)
 			q.cpu = fmt.Sprintf("- | %.2f+%.2f", c, a)
 			q.ok = math.Abs(rate-truth) <= 0.05*truth
@@ -307,7 +276,7 @@ func (b *bench) goodput(ctx context.Context, place string, client host, addr net
 				100*(rate-truth)/truth, ipSize, res.Client.Totals.Received, res.Client.Elapsed.Seconds(), last.PacketsLost, last.PacketsSent)
 		default:
 			truth := slowRate * tcpPayload / frame
-			t.tcp, t.quic = fmtRate(rate), "truth "+fmtRate(truth)
+			t.tcp, t.quic = harness.FormatRate(rate), "truth "+harness.FormatRate(truth)
 			t.ratio = fmt.Sprintf("%.4f (tcp/truth)", rate/truth)
 			t.cpu = fmt.Sprintf("%.2f+%.2f | -", c, a)
 			t.note = fmt.Sprintf("%+.2f %% of TCP's truth", 100*(rate-truth)/truth)
@@ -317,11 +286,12 @@ func (b *bench) goodput(ctx context.Context, place string, client host, addr net
 }
 
 // measure runs one probe measurement from client and reads its JSON.
-func (b *bench) measure(ctx context.Context, client host, addr netip.AddrPort, limit time.Duration, mode string, args ...string) (result, error) {
+func (b *bench) measure(ctx context.Context, client harness.Host, addr netip.AddrPort, limit time.Duration, mode string, args ...string) (result, error) {
 	args = append([]string{"measure", "-h", addr.String(), "--mode", mode}, args...)
 	args = append(args, "--json", "--ebpf", "off")
 	var res result
-	out, err := b.run(ctx, client, limit, true, b.probeBin, args...)
+	b.commands.Record(client, b.probeBin, args...)
+	out, err := harness.Run(ctx, client, limit, b.probeBin, args...)
 	if err != nil {
 		return res, err
 	}
@@ -334,45 +304,6 @@ func (b *bench) measure(ctx context.Context, client host, addr netip.AddrPort, l
 	return res, nil
 }
 
-func (b *bench) record(h host, bin string, args ...string) {
-	c := h.prefix() + bin + " " + strings.Join(args, " ")
-	if !slices.Contains(b.commands, c) {
-		b.commands = append(b.commands, c)
-	}
-}
-
-// run runs a command in h within limit and returns its standard output
-// (and, when it fails, its standard error as the error).
-func (b *bench) run(ctx context.Context, h host, limit time.Duration, record bool, bin string, args ...string) ([]byte, error) {
-	if record {
-		b.record(h, bin, args...)
-	}
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := h.start(cmd); err != nil {
-		return nil, err
-	}
-	if err := cmd.Wait(); err != nil {
-		return append(out.Bytes(), errb.Bytes()...), fmt.Errorf("%s: %v: %s", filepath.Base(bin), err, strings.TrimSpace(errb.String()))
-	}
-	return out.Bytes(), nil
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func medianText(xs []float64) string {
 	if len(xs) == 0 {
 		return "error"
@@ -381,14 +312,7 @@ func medianText(xs []float64) string {
 	for _, x := range xs {
 		each = append(each, fmt.Sprintf("%.2f", x/1e9))
 	}
-	return fmt.Sprintf("%.2f Gbit/s (%s)", median(xs)/1e9, strings.Join(each, ", "))
-}
-
-func fmtRate(bps float64) string {
-	if bps >= 1e9 {
-		return fmt.Sprintf("%.3f Gbit/s", bps/1e9)
-	}
-	return fmt.Sprintf("%.3f Mbit/s", bps/1e6)
+	return fmt.Sprintf("%.2f Gbit/s (%s)", harness.Median(xs)/1e9, strings.Join(each, ", "))
 }
 
 func onOff(b bool) string {
@@ -396,19 +320,4 @@ func onOff(b bool) string {
 		return "on"
 	}
 	return "off"
-}
-
-func join(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	}
-	return a + "; " + b
-}
-
-func fail(msg string) {
-	fmt.Fprintln(os.Stderr, "bench:", msg)
-	os.Exit(1)
 }

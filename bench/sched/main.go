@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/probe-dev/probe/bench/internal/harness"
 	"github.com/probe-dev/probe/collector"
 )
 
@@ -45,7 +46,7 @@ func main() {
 	rounds := flag.Int("rounds", 11, "rounds; each runs the workload in every tracer state")
 	flag.Parse()
 	if os.Geteuid() != 0 {
-		fail("needs root to load eBPF")
+		harness.Fail("needs root to load eBPF")
 	}
 	var work []workload
 	perf, perfErr := exec.LookPath("perf")
@@ -69,7 +70,7 @@ func main() {
 			for s := range states {
 				t, err := measure(w, *loops, s)
 				if err != nil {
-					fail(fmt.Sprintf("%s: %v", w.name, err))
+					harness.Fail(fmt.Sprintf("%s: %v", w.name, err))
 				}
 				d[s] = append(d[s], t)
 			}
@@ -87,7 +88,7 @@ func main() {
 	}
 	empty, tracer, err := programCost(*loops)
 	if err != nil {
-		fail("program cost: " + err.Error())
+		harness.Fail("program cost: " + err.Error())
 	}
 	fmt.Printf("per switch (kernel's bpf_stats, ping-pong on one CPU): empty program %v, tracer %v: the tracer's own work %v\n",
 		empty, tracer, tracer-empty)
@@ -161,9 +162,4 @@ func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-func fail(msg string) {
-	fmt.Fprintln(os.Stderr, "bench:", msg)
-	os.Exit(1)
 }

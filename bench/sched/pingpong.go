@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/probe-dev/probe/bench/internal/harness"
 )
 
 // childEnv holds the CPU the echoing child pins itself to, -1 for none.
@@ -88,7 +90,7 @@ func pin(cpu int) error {
 func echo(cpu int) {
 	runtime.LockOSThread()
 	if err := pin(cpu); err != nil {
-		fail(err.Error())
+		harness.Fail(err.Error())
 	}
 	b := make([]byte, 1)
 	for {

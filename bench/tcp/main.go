@@ -10,26 +10,24 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"math"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/probe-dev/probe/bench/internal/harness"
 	"github.com/probe-dev/probe/testbed"
 )
 
@@ -81,39 +79,11 @@ type row struct {
 	ok, info                                bool
 }
 
-// host runs commands and reads sockets in one network namespace: this
-// process's (tb nil) or a testbed host's.
-type host struct {
-	tb *testbed.Host
-}
-
-func (h host) start(cmd *exec.Cmd) error {
-	if h.tb == nil {
-		return cmd.Start()
-	}
-	return h.tb.Start(cmd)
-}
-
-func (h host) do(fn func() error) error {
-	if h.tb == nil {
-		return fn()
-	}
-	return h.tb.Do(fn)
-}
-
-// prefix is what runs a command in h's namespace from a shell.
-func (h host) prefix() string {
-	if h.tb == nil {
-		return ""
-	}
-	return "ip netns exec " + h.tb.NS + " "
-}
-
 // place is where a throughput case runs: the servers on one host listening
 // on addr, the clients on another.
 type place struct {
 	name           string
-	server, client host
+	server, client harness.Host
 	agent, iperf   netip.AddrPort
 }
 
@@ -121,7 +91,7 @@ type place struct {
 type bench struct {
 	probeBin string
 	only     string
-	commands []string // every command as run, once, printed under the table
+	commands harness.Commands // every command as run, once, printed under the table
 }
 
 func main() {
@@ -129,10 +99,10 @@ func main() {
 	only := flag.String("only", "", "run only the places whose name contains this: loopback, veth, tbf")
 	flag.Parse()
 	if os.Geteuid() != 0 {
-		fail("the tcp benchmark needs root (testbed namespaces, tc)")
+		harness.Fail("the tcp benchmark needs root (testbed namespaces, tc)")
 	}
 	if _, err := exec.LookPath("iperf3"); err != nil {
-		fail("iperf3 not installed (apt-get install -y iperf3)")
+		harness.Fail("iperf3 not installed (apt-get install -y iperf3)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	b := &bench{probeBin: filepath.Join(*bin, "probe"), only: *only}
@@ -182,12 +152,11 @@ func (b *bench) all(ctx context.Context) []row {
 	var rows []row
 	// Loopback: throughput, then 1024 streams against the same agent.
 	if b.want("loopback") {
-		lo := netip.MustParseAddr("127.0.0.1")
-		ports, err := freePorts(2)
+		addrs, err := harness.FreeAddrs(2)
 		if err != nil {
 			return []row{{figure: "loopback", probe: "error", note: err.Error()}}
 		}
-		p := &place{name: "loopback", agent: netip.AddrPortFrom(lo, ports[0]), iperf: netip.AddrPortFrom(lo, ports[1])}
+		p := &place{name: "loopback", agent: addrs[0], iperf: addrs[1]}
 		rows = append(rows, b.withServers(ctx, p, func() []row {
 			return append(b.throughput(ctx, p), b.many(ctx, p))
 		})...)
@@ -224,7 +193,7 @@ func (b *bench) withTestbed(ctx context.Context, label string, rate uint64, fn f
 		}
 	}()
 	// Fresh namespaces: the usual ports are free.
-	p := &place{name: label, server: host{tb.A}, client: host{tb.B},
+	p := &place{name: label, server: harness.Host{TB: tb.A}, client: harness.Host{TB: tb.B},
 		agent: netip.AddrPortFrom(tb.A.Addr, 7323), iperf: netip.AddrPortFrom(tb.A.Addr, 5201)}
 	return b.withServers(ctx, p, func() []row { return fn(tb, p) })
 }
@@ -237,14 +206,14 @@ func (b *bench) withServers(ctx context.Context, p *place, fn func() []row) []ro
 	if err != nil {
 		return []row{{figure: p.name, probe: "error", note: err.Error()}}
 	}
-	defer agent.stop()
+	defer agent.Stop()
 	// No -1: one server for every round; it is killed at the end.
 	iperf, err := b.startServer(ctx, p.server, "iperf3 server", p.iperf,
 		"iperf3", "-s", "-B", p.iperf.Addr().String(), "-p", strconv.Itoa(int(p.iperf.Port())))
 	if err != nil {
 		return []row{{figure: p.name, peer: "error", note: err.Error()}}
 	}
-	defer iperf.stop()
+	defer iperf.Stop()
 	return fn()
 }
 
@@ -280,8 +249,8 @@ func (b *bench) throughput(ctx context.Context, p *place) []row {
 		}
 		r.probe, r.peer = medianText(pr), medianText(ir)
 		if len(pr) > 0 && len(ir) > 0 {
-			pm, im := median(pr), median(ir)
-			r.ratio = ratio(pm, im)
+			pm, im := harness.Median(pr), harness.Median(ir)
+			r.ratio = harness.Ratio(pm, im, 3)
 			r.ok = len(errs) == 0 && len(pr) == rounds && len(ir) == rounds && pm >= 0.95*im
 		}
 		if len(errs) > 0 {
@@ -303,8 +272,8 @@ func (b *bench) many(ctx context.Context, p *place) row {
 	c, a := res.Client, res.AgentSide
 	if err != nil {
 		r.probe, r.note = "error", err.Error()
-		if e := join(c.firstErr(), a.firstErr()); e != "" {
-			r.note = join(r.note, "e.g. "+e)
+		if e := harness.Join(c.firstErr(), a.firstErr()); e != "" {
+			r.note = harness.Join(r.note, "e.g. "+e)
 		}
 		return r
 	}
@@ -312,9 +281,9 @@ func (b *bench) many(ctx context.Context, p *place) row {
 		a.Totals.Received, a.Elapsed.Seconds())
 	r.ok = c.Totals.Errors == 0 && a.Totals.Errors == 0 && c.Totals.Sent == uint64(want) && a.Totals.Received == uint64(want)
 	r.note = fmt.Sprintf("errors client/agent; streams client %d, agent %d; client sent %d B, agent received %d B (%s), retransmits %d",
-		len(c.Streams), len(a.Streams), c.Totals.Sent, a.Totals.Received, fmtRate(a.Totals.RecvRate), c.Totals.Retrans)
-	if e := join(c.firstErr(), a.firstErr()); e != "" {
-		r.note = join(r.note, "e.g. "+e)
+		len(c.Streams), len(a.Streams), c.Totals.Sent, a.Totals.Received, harness.FormatRate(a.Totals.RecvRate), c.Totals.Retrans)
+	if e := harness.Join(c.firstErr(), a.firstErr()); e != "" {
+		r.note = harness.Join(r.note, "e.g. "+e)
 	}
 	return r
 }
@@ -333,20 +302,20 @@ func (b *bench) accounting(ctx context.Context, tb *testbed.Testbed, p *place) [
 	res, merr := b.measure(ctx, p, 30*time.Second, "-P", "4", "-t", "3s")
 	b1, p1, err := tb.A.RxCounters()
 	if merr != nil || err != nil {
-		eq.probe, wire.probe, eq.note = "error", "error", join(errText(merr), errText(err))
+		eq.probe, wire.probe, eq.note = "error", "error", harness.Join(errText(merr), errText(err))
 		return []row{eq, wire}
 	}
 	sent, got := res.Client.Totals.Sent, res.AgentSide.Totals.Received
 	eq.probe = fmt.Sprintf("%d B sent, %d B received", sent, got)
 	eq.peer = "-"
 	eq.ok = sent == got && got > 0
-	eq.note = fmt.Sprintf("difference %d B; %s", int64(sent)-int64(got), fmtRate(res.AgentSide.Totals.RecvRate))
+	eq.note = fmt.Sprintf("difference %d B; %s", int64(sent)-int64(got), harness.FormatRate(res.AgentSide.Totals.RecvRate))
 
 	db, dp := b1-b0, p1-p0
 	payload := int64(db) - wireHeader*int64(dp)
 	wire.probe = fmt.Sprintf("%d B", got)
 	wire.peer = fmt.Sprintf("%d B", payload)
-	wire.ratio = ratio(float64(got), float64(payload))
+	wire.ratio = harness.Ratio(float64(got), float64(payload), 3)
 	dev := 100 * math.Abs(float64(payload)-float64(got)) / float64(max(got, 1))
 	wire.ok = got > 0 && dev <= 1
 	// Retransmitted segments cross the wire twice but are received once.
@@ -362,7 +331,7 @@ func (b *bench) accounting(ctx context.Context, tb *testbed.Testbed, p *place) [
 func (b *bench) goodput(ctx context.Context, p *place) []row {
 	truth := slowRate * mss / frame
 	r := row{figure: fmt.Sprintf("%s %s -P 1 -t 10s: goodput", p.name, testbed.FormatRate(slowRate)),
-		peer: "truth " + fmtRate(truth), bound: "|probe − truth| ≤ 5 % of truth"}
+		peer: "truth " + harness.FormatRate(truth), bound: "|probe − truth| ≤ 5 % of truth"}
 	ref := row{figure: fmt.Sprintf("%s %s -P 1 -t 10s: iperf3", p.name, testbed.FormatRate(slowRate)),
 		bound: "(info)", info: true}
 	fmt.Fprintf(os.Stderr, "bench: %s -P 1 for 10 s: probe...\n", p.name)
@@ -372,8 +341,8 @@ func (b *bench) goodput(ctx context.Context, p *place) []row {
 		r.probe, ref.probe, r.note = "error", "error", err.Error()
 	} else {
 		rate = res.AgentSide.Totals.RecvRate
-		r.probe, ref.probe = fmtRate(rate), fmtRate(rate)
-		r.ratio = ratio(rate, truth)
+		r.probe, ref.probe = harness.FormatRate(rate), harness.FormatRate(rate)
+		r.ratio = harness.Ratio(rate, truth, 3)
 		r.ok = math.Abs(rate-truth) <= 0.05*truth
 		r.note = fmt.Sprintf("%+.2f %% of truth; %d B in %.2f s; client retransmits %d", 100*(rate-truth)/truth,
 			res.AgentSide.Totals.Received, res.AgentSide.Elapsed.Seconds(), res.Client.Totals.Retrans)
@@ -383,10 +352,10 @@ func (b *bench) goodput(ctx context.Context, p *place) []row {
 	if err != nil {
 		ref.peer, ref.note = "error", err.Error()
 	} else {
-		ref.peer = fmtRate(bps)
+		ref.peer = harness.FormatRate(bps)
 		ref.note = fmt.Sprintf("iperf3 %+.2f %% of truth; iperf3 retransmits %d", 100*(bps-truth)/truth, rt)
 		if rate > 0 {
-			ref.ratio = ratio(rate, bps)
+			ref.ratio = harness.Ratio(rate, bps, 3)
 		}
 	}
 	return []row{r, ref}
@@ -457,174 +426,17 @@ func (b *bench) iperf3Retrans(ctx context.Context, p *place, streams int, d time
 	return doc.End.SumReceived.Bps, rt, nil
 }
 
-// record notes a command as run, once.
-func (b *bench) record(h host, bin string, args ...string) {
-	c := h.prefix() + bin + " " + strings.Join(args, " ")
-	if !slices.Contains(b.commands, c) {
-		b.commands = append(b.commands, c)
-	}
-}
-
-// run runs a command in h to its end, within limit, and returns its standard
-// output, also when it fails.
-func (b *bench) run(ctx context.Context, h host, limit time.Duration, bin string, args ...string) ([]byte, error) {
-	b.record(h, bin, args...)
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := h.start(cmd); err != nil {
-		return nil, err
-	}
-	err := cmd.Wait()
-	if ctx.Err() != nil {
-		return out.Bytes(), fmt.Errorf("%s: %w", filepath.Base(bin), ctx.Err())
-	}
-	if err != nil {
-		msg := strings.TrimSpace(errb.String())
-		if msg == "" {
-			msg = lastLine(out.String())
-		}
-		return out.Bytes(), fmt.Errorf("%s: %v: %s", filepath.Base(bin), err, msg)
-	}
-	return out.Bytes(), nil
-}
-
-// server is a process that runs until the benchmark stops it.
-type server struct {
-	cmd    *exec.Cmd
-	done   chan struct{}
-	stderr bytes.Buffer
-}
-
-// startServer starts a server in h and waits until it listens on addr. The
-// context bounds its life.
-func (b *bench) startServer(ctx context.Context, h host, name string, addr netip.AddrPort, bin string, args ...string) (*server, error) {
-	b.record(h, bin, args...)
-	s := &server{cmd: exec.CommandContext(ctx, bin, args...), done: make(chan struct{})}
-	s.cmd.Stdout, s.cmd.Stderr = &s.stderr, &s.stderr
-	if err := h.start(s.cmd); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !listening(h, addr) {
-		select {
-		case <-s.done:
-			return nil, fmt.Errorf("%s exited: %s", name, strings.TrimSpace(s.stderr.String()))
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.stop()
-			return nil, fmt.Errorf("%s not listening on %s after 10 s", name, addr)
-		}
-	}
-	return s, nil
-}
-
-func (s *server) stop() {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	s.cmd.Process.Kill()
-	<-s.done
-}
-
-// listening reports whether a TCP socket listens on addr in h's namespace,
-// from /proc/thread-self/net/tcp, so that checking does not connect to the
-// server (iperf3 would count a connection without a test as a failed one).
-func listening(h host, addr netip.AddrPort) bool {
-	a := addr.Addr().As4()
-	// /proc prints the address as a host-order (little-endian) word.
-	local := fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], addr.Port())
-	var found bool
-	h.do(func() error {
-		data, err := os.ReadFile("/proc/thread-self/net/tcp")
-		if err != nil {
-			return err
-		}
-		for _, line := range strings.Split(string(data), "\n")[1:] {
-			f := strings.Fields(line)
-			if len(f) > 3 && f[1] == local && f[3] == "0A" {
-				found = true
-			}
-		}
-		return nil
-	})
-	return found
-}
-
-// freePorts finds n distinct free loopback TCP ports.
-func freePorts(n int) ([]uint16, error) {
-	var ports []uint16
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, uint16(ln.Addr().(*net.TCPAddr).Port))
-	}
-	return ports, nil
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // medianText is the median and, in brackets, every round.
 func medianText(xs []float64) string {
 	if len(xs) == 0 {
 		return "error"
 	}
 	var each []string
-	scale, unit := rateUnit(median(xs))
+	scale, unit := harness.RateUnit(harness.Median(xs))
 	for _, x := range xs {
 		each = append(each, fmt.Sprintf("%.2f", x/scale))
 	}
-	return fmt.Sprintf("%.2f %s (%s)", median(xs)/scale, unit, strings.Join(each, ", "))
-}
-
-func rateUnit(bps float64) (float64, string) {
-	if bps >= 1e9 {
-		return 1e9, "Gbit/s"
-	}
-	return 1e6, "Mbit/s"
-}
-
-func fmtRate(bps float64) string {
-	scale, unit := rateUnit(bps)
-	return fmt.Sprintf("%.3f %s", bps/scale, unit)
-}
-
-func lastLine(s string) string {
-	s = strings.TrimSpace(s)
-	return s[strings.LastIndex(s, "\n")+1:]
-}
-
-func ratio(a, b float64) string {
-	if b == 0 {
-		return "-"
-	}
-	r := a / b
-	if math.IsInf(r, 0) || math.IsNaN(r) {
-		return "-"
-	}
-	return fmt.Sprintf("%.3f", r)
+	return fmt.Sprintf("%.2f %s (%s)", harness.Median(xs)/scale, unit, strings.Join(each, ", "))
 }
 
 func errText(err error) string {
@@ -634,17 +446,15 @@ func errText(err error) string {
 	return err.Error()
 }
 
-func join(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	}
-	return a + "; " + b
+// run records a command and runs it in h within limit; see harness.Run.
+func (b *bench) run(ctx context.Context, h harness.Host, limit time.Duration, bin string, args ...string) ([]byte, error) {
+	b.commands.Record(h, bin, args...)
+	return harness.Run(ctx, h, limit, bin, args...)
 }
 
-func fail(msg string) {
-	fmt.Fprintln(os.Stderr, "bench:", msg)
-	os.Exit(1)
+// startServer records a command and starts it in h as a server listening on
+// TCP addr.
+func (b *bench) startServer(ctx context.Context, h harness.Host, name string, addr netip.AddrPort, bin string, args ...string) (*harness.Server, error) {
+	b.commands.Record(h, bin, args...)
+	return harness.Start(ctx, h, name, harness.Listening("tcp", addr), bin, args...)
 }

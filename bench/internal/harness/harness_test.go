@@ -1,0 +1,121 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCells(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{Ratio(1, 3, 2), "0.33"},
+		{Ratio(1, 3, 3), "0.333"},
+		{Ratio(1, 0, 2), "-"},
+		{Join("", "b"), "b"},
+		{Join("a", ""), "a"},
+		{Join("a", "b"), "a; b"},
+		{FormatRate(19.8e6), "19.800 Mbit/s"},
+		{FormatRate(2.5e9), "2.500 Gbit/s"},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %q, want %q", c.got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := Median(c.xs); got != c.want {
+			t.Errorf("Median(%v) = %v, want %v", c.xs, got, c.want)
+		}
+	}
+}
+
+func TestFreeAddrs(t *testing.T) {
+	addrs, err := FreeAddrs(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint16]bool{}
+	for _, a := range addrs {
+		if seen[a.Port()] || a.Addr() != loopback {
+			t.Fatalf("FreeAddrs(3) = %v: want distinct loopback ports", addrs)
+		}
+		seen[a.Port()] = true
+	}
+}
+
+func TestRecordOnce(t *testing.T) {
+	var c Commands
+	c.Record(Host{}, "iperf3", "-s", "-p", "5201")
+	c.Record(Host{}, "iperf3", "-s", "-p", "5201")
+	if len(c) != 1 || c[0] != "iperf3 -s -p 5201" {
+		t.Errorf("commands %q, want one iperf3 -s -p 5201", c)
+	}
+}
+
+func TestRun(t *testing.T) {
+	ctx := context.Background()
+	if out, err := Run(ctx, Host{}, 5*time.Second, "sh", "-c", "echo hi"); err != nil || string(out) != "hi\n" {
+		t.Errorf("Run echo = %q, %v", out, err)
+	}
+	// With nothing on standard error, the last line of the output says why.
+	_, err := Run(ctx, Host{}, 5*time.Second, "sh", "-c", "echo one; echo two; exit 3")
+	if err == nil || err.Error() != "sh: exit status 3: two" {
+		t.Errorf("Run exit 3: %v", err)
+	}
+	_, err = Run(ctx, Host{}, 50*time.Millisecond, "sleep", "5")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Run past its limit: %v, want deadline exceeded", err)
+	}
+}
+
+func TestStart(t *testing.T) {
+	ctx := context.Background()
+	addr, err := FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This test listens, so that only Listening's reading of /proc is tested.
+	ln, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for _, network := range []string{"tcp", "udp"} {
+		s, err := Start(ctx, Host{}, "sleeper", Listening(network, addr), "sleep", "30")
+		if err != nil {
+			t.Fatalf("Start with a %s socket bound: %v", network, err)
+		}
+		s.Stop()
+		s.Stop() // a stopped server stops again at once
+	}
+
+	_, err = Start(ctx, Host{}, "failer", Ready{Check: func(Host) bool { return false }},
+		"sh", "-c", "echo broken >&2; exit 1")
+	if err == nil || err.Error() != "failer exited: broken" {
+		t.Errorf("Start of a server that exits: %v", err)
+	}
+}
+
+func TestListeningAddress(t *testing.T) {
+	addr, err := FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Listening("tcp", addr)
+	if r.Check(Host{}) {
+		t.Errorf("Listening(%v) holds with nothing bound", addr)
+	}
+	if !strings.HasSuffix(r.What, addr.String()) {
+		t.Errorf("What = %q, want it to name %v", r.What, addr)
+	}
+}
