@@ -119,7 +119,7 @@ type Limits struct {
 	MaxPackets    int           `msgpack:"max_packets"`     // per session
 	MaxPacketSize int           `msgpack:"max_packet_size"` // UDP payload bytes
 	MaxRate       int           `msgpack:"max_rate"`        // packets per second, per session
-	MaxBytes      int64         `msgpack:"max_bytes"`       // QUIC: stream bytes per session, both ways
+	MaxBytes      int64         `msgpack:"max_bytes"`       // TCP and QUIC: stream bytes per session, both ways
 }
 
 // Open asks for a session (client -> agent).

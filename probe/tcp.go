@@ -159,6 +159,10 @@ type tcpRun struct {
 	errs    []string
 	start   time.Time
 	cpu0    unix.Rusage
+	// budget is what the agent may still move, both ways (Limits.MaxBytes);
+	// nil on the client.
+	budget *atomic.Int64
+	limit  int64
 }
 
 func newTCPRun(p TCPParams, client bool, conns []*net.TCPConn) *tcpRun {
@@ -241,6 +245,10 @@ func (r *tcpRun) write(ctx context.Context, i int, c *net.TCPConn, n int64, dead
 			}
 			b = buf[:min(int64(len(buf)), left)]
 		}
+		if !r.spend(len(b)) {
+			r.errs[i] = r.limitError()
+			break
+		}
 		k, err := c.Write(b)
 		r.sent[i].Add(uint64(k))
 		if err != nil {
@@ -253,6 +261,15 @@ func (r *tcpRun) write(ctx context.Context, i int, c *net.TCPConn, n int64, dead
 	c.CloseWrite()
 }
 
+// spend takes n bytes from the agent's budget; false once it is spent.
+func (r *tcpRun) spend(n int) bool {
+	return r.budget == nil || r.budget.Add(-int64(n)) >= 0
+}
+
+func (r *tcpRun) limitError() string {
+	return fmt.Sprintf("the agent's limit of %d bytes per session was reached", r.limit)
+}
+
 // read counts until the other side closes its half.
 func (r *tcpRun) read(ctx context.Context, i int, c *net.TCPConn) {
 	buf := make([]byte, 256<<10)
@@ -261,6 +278,11 @@ func (r *tcpRun) read(ctx context.Context, i int, c *net.TCPConn) {
 	for {
 		k, err := c.Read(buf)
 		r.recvd[i].Add(uint64(k))
+		if !r.spend(k) {
+			r.errs[i] = r.limitError()
+			c.Close() // the sender sees the stream end
+			return
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				r.errs[i] = "read: " + err.Error()
@@ -329,6 +351,13 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 	if time.Duration(p.Duration) > s.cfg.Limits.MaxDuration {
 		return refusal("limit", "duration %v over the agent's limit of %v", p.Duration, s.cfg.Limits.MaxDuration)
 	}
+	total := p.Bytes
+	if p.Direction == "bidir" {
+		total *= 2
+	}
+	if total > s.cfg.Limits.MaxBytes {
+		return refusal("limit", "%d bytes over the agent's limit of %d bytes per session", total, s.cfg.Limits.MaxBytes)
+	}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	lc := net.ListenConfig{Control: setSockOpts(p.SockOpts)}
@@ -395,7 +424,10 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 		// arrive, then end this side too (Ctrl-C on the client).
 		time.AfterFunc(2*time.Second, cancel)
 	}()
-	side := newTCPRun(p, false, conns).run(rctx)
+	run := newTCPRun(p, false, conns)
+	run.budget, run.limit = new(atomic.Int64), s.cfg.Limits.MaxBytes
+	run.budget.Store(s.cfg.Limits.MaxBytes)
+	side := run.run(rctx)
 	if err := <-finished; err != nil {
 		return err
 	}

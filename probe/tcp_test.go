@@ -156,3 +156,37 @@ func TestTCPParamsCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The agent moves at most its byte limit per session: a byte-count test
+// over it is refused before it starts, and a timed test ends at the limit,
+// each stream saying why.
+func TestTCPByteLimit(t *testing.T) {
+	const limit = 4 << 20
+	_, addr := startAgent(t, ServerConfig{Limits: Limits{MaxBytes: limit}})
+	c, err := Dial(context.Background(), addr, ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.TCP(context.Background(), tcpParams(2, "bidir", 3<<20)); err == nil ||
+		!strings.Contains(err.Error(), "6291456 bytes over the agent's limit of 4194304 bytes per session") {
+		t.Fatalf("over the limit: %v", err)
+	}
+	p := tcpParams(2, "forward", 0)
+	p.Duration = 5 * time.Second
+	res, err := c.TCP(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got uint64
+	for _, s := range res.Agent.Streams {
+		got += s.Received
+		if !strings.Contains(s.Err, "limit of 4194304 bytes per session was reached") {
+			t.Errorf("agent stream %d: error %q", s.Index, s.Err)
+		}
+	}
+	// A read may overshoot by its buffer before the budget says stop.
+	if got < limit || got > limit+2*(256<<10) || res.Client.Elapsed > 4*time.Second {
+		t.Fatalf("agent received %d bytes in %v, want the limit %d (plus at most one read per stream), early", got, res.Client.Elapsed, limit)
+	}
+}

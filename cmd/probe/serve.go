@@ -29,7 +29,7 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "max-duration", Value: d.MaxDuration, Usage: "longest session"},
 			&cli.IntFlag{Name: "max-packets", Value: d.MaxPackets, Usage: "most packets in one session"},
 			&cli.IntFlag{Name: "max-rate", Value: d.MaxRate, Usage: "most packets per second in one session"},
-			&cli.Int64Flag{Name: "max-bytes", Value: d.MaxBytes, Usage: "quic: most stream bytes in one session, both ways"},
+			&cli.Int64Flag{Name: "max-bytes", Value: d.MaxBytes, Usage: "tcp and quic: most stream bytes in one session, both ways"},
 			&cli.StringFlag{Name: "cert", Usage: "quic: certificate (PEM) to present; default: a self-signed one made at start"},
 			&cli.StringFlag{Name: "key", Usage: "quic: the --cert's private key (PEM)"},
 			&cli.StringFlag{Name: "quic-perf", Usage: "quic: also answer any QUIC perf client (draft-banks-quic-performance) on this UDP address, e.g. :4433, " +
