@@ -145,11 +145,15 @@ func testbedStatus(c *cli.Context) error {
 	}
 	if len(sts) == 0 {
 		fmt.Fprintln(c.App.Writer, "no testbeds")
-		return nil
 	}
 	for _, st := range sts {
 		fmt.Fprintf(c.App.Writer, "testbed %s\n", st.Name)
 		printStatus(c.App.Writer, st)
+	}
+	if err := testbed.Netem(); err != nil {
+		fmt.Fprintf(c.App.Writer, "netem: unavailable, %v: testbeds shape with tbf, with no emulated delay or loss\n", err)
+	} else {
+		fmt.Fprintln(c.App.Writer, "netem: available")
 	}
 	return nil
 }
