@@ -193,6 +193,7 @@ type quicStream struct {
 // connection, and the sampler.
 type quicRun struct {
 	interval time.Duration
+	peer     string // the other end, as the client's messages name it
 	mu       sync.Mutex
 	streams  []*quicStream
 	conn     *quic.Conn
@@ -242,6 +243,13 @@ func (r *quicRun) fail(s *quicStream, format string, args ...any) {
 		s.err = fmt.Sprintf(format, args...)
 	}
 	r.mu.Unlock()
+}
+
+func (r *quicRun) who() string {
+	if r.peer == "" {
+		return "agent"
+	}
+	return r.peer
 }
 
 // ended notes that a stream is done.

@@ -3,14 +3,12 @@ package probe
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/probe-dev/probe/collector"
@@ -20,8 +18,12 @@ import (
 
 // QUICResult is what both sides saw of a QUIC test.
 type QUICResult struct {
-	Params  QUICParams
-	Started time.Time
+	Params QUICParams
+	// PerfOnly: the test ran against a perf server without a control
+	// connection (PerfQUIC), so Agent is empty, the server's side unknown,
+	// and there are no Pings.
+	PerfOnly bool
+	Started  time.Time
 	// Handshakes are the first connection's (a full handshake) and the
 	// second's (resuming the first's TLS session, its request in 0-RTT);
 	// the second carries the datagrams and the data phase.
@@ -68,27 +70,17 @@ func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust,
 	if err != nil {
 		return abort(err)
 	}
-	udp, bufs, warns, err := listenQUICUDP(netip.AddrPortFrom(c.LocalAddr(), 0))
+	cq, err := openClientQUIC(netip.AddrPortFrom(c.LocalAddr(), 0))
 	if err != nil {
 		return abort(err)
 	}
-	defer udp.Close()
-	tr := &quic.Transport{Conn: udp}
-	defer tr.Close()
-
+	defer cq.close()
 	res := &QUICResult{Params: p}
-	hs, qc, _, err := c.quicConnect(ctx, tr, agent, tlsConf, check)
-	if err != nil {
-		return abort(err)
-	}
-	qc.CloseWithError(0, "")
-	hs2, qc, metrics, err := c.quicConnect(ctx, tr, agent, tlsConf, check)
+	qc, metrics, err := cq.connectTwice(ctx, res, agent, tlsConf, check, c.cfg.Timeout)
 	if err != nil {
 		return abort(err)
 	}
 	defer qc.CloseWithError(0, "")
-	res.Handshakes = []dump.QUICHandshake{hs, hs2}
-	res.Version = qc.ConnectionState().Version.String()
 
 	pg := newPinger(qc)
 	pctx, stopPings := context.WithCancel(ctx)
@@ -107,7 +99,7 @@ func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust,
 	if err != nil {
 		return nil, err
 	}
-	side, err := c.quicData(ctx, p, qc, metrics, pg)
+	side, err := quicData(ctx, p, qc, metrics, pg, "agent")
 	if err != nil {
 		return nil, err
 	}
@@ -121,9 +113,8 @@ func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust,
 		stopPings()
 		res.Pings = pg.results()
 	}
-	side.Buffers, side.Warnings = bufs, warns
-	res.Client = side
-	res.Started = pg.dataStart
+	res.Client = cq.side(side)
+	res.Started = side.start
 
 	// The agent's account comes after Finish, whatever ctx says.
 	c.conn.SetDeadline(time.Now().Add(c.cfg.Timeout + 10*time.Second))
@@ -139,17 +130,69 @@ func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust,
 	return res, nil
 }
 
-// quicConnect dials the agent and times the handshake and the first byte
-// of a one-byte perf response, sent in 0-RTT when tlsConf holds a session
-// for the agent.
-func (c *Client) quicConnect(ctx context.Context, tr *quic.Transport, agent netip.AddrPort, tlsConf *tls.Config, check *certCheck) (dump.QUICHandshake, *quic.Conn, *connMetrics, error) {
+// clientQUIC is the client's QUIC endpoint for one test, with or without
+// a control connection: its UDP socket, with the buffers it got, and the
+// transport its connections share.
+type clientQUIC struct {
+	udp   *net.UDPConn
+	tr    *quic.Transport
+	bufs  UDPBuffers
+	warns []string
+}
+
+func openClientQUIC(local netip.AddrPort) (*clientQUIC, error) {
+	udp, bufs, warns, err := listenQUICUDP(local)
+	if err != nil {
+		return nil, err
+	}
+	return &clientQUIC{udp: udp, tr: &quic.Transport{Conn: udp}, bufs: bufs, warns: warns}, nil
+}
+
+func (cq *clientQUIC) close() {
+	cq.tr.Close()
+	cq.udp.Close()
+}
+
+// side is the client's account of the data phase with its socket's buffers.
+func (cq *clientQUIC) side(d dataSide) QUICSide {
+	s := d.QUICSide
+	s.Buffers, s.Warnings = cq.bufs, cq.warns
+	return s
+}
+
+// connectTwice connects to the server at peer twice, timing a full
+// handshake and then one that resumes the first's TLS session with its
+// request in 0-RTT (when the server issued a ticket and takes early data),
+// and returns the second connection, which carries the data phase. The
+// handshakes and the QUIC version go into res.
+func (cq *clientQUIC) connectTwice(ctx context.Context, res *QUICResult, peer netip.AddrPort, tlsConf *tls.Config, check *certCheck,
+	timeout time.Duration) (*quic.Conn, *connMetrics, error) {
+	hs, qc, _, err := quicConnect(ctx, cq.tr, peer, tlsConf, check, timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	qc.CloseWithError(0, "")
+	hs2, qc, metrics, err := quicConnect(ctx, cq.tr, peer, tlsConf, check, timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	res.Handshakes = []dump.QUICHandshake{hs, hs2}
+	res.Version = qc.ConnectionState().Version.String()
+	return qc, metrics, nil
+}
+
+// quicConnect dials the server at peer and times the handshake and the
+// first byte of a one-byte perf response, sent in 0-RTT when tlsConf holds
+// a session for the server.
+func quicConnect(ctx context.Context, tr *quic.Transport, peer netip.AddrPort, tlsConf *tls.Config, check *certCheck,
+	timeout time.Duration) (dump.QUICHandshake, *quic.Conn, *connMetrics, error) {
 	m := &connMetrics{}
-	dctx, cancel := context.WithTimeout(context.WithValue(ctx, metricsKey{}, m), c.cfg.Timeout)
+	dctx, cancel := context.WithTimeout(context.WithValue(ctx, metricsKey{}, m), timeout)
 	defer cancel()
 	t0 := time.Now()
-	qc, err := tr.DialEarly(dctx, net.UDPAddrFromAddrPort(agent), tlsConf, quicConfig())
+	qc, err := tr.DialEarly(dctx, net.UDPAddrFromAddrPort(peer), tlsConf, quicConfig())
 	if err != nil {
-		return dump.QUICHandshake{}, nil, nil, quicDialError(agent, err, check)
+		return dump.QUICHandshake{}, nil, nil, quicDialError(peer, err, check)
 	}
 	handshake := make(chan time.Duration, 1)
 	go func() {
@@ -162,7 +205,7 @@ func (c *Client) quicConnect(ctx context.Context, tr *quic.Transport, agent neti
 	}()
 	first, err := firstByte(dctx, qc, t0)
 	if errors.Is(err, quic.Err0RTTRejected) {
-		// The agent refused the 0-RTT request: ask again in 1-RTT.
+		// The server refused the 0-RTT request: ask again in 1-RTT.
 		if qc, err = qc.NextConnection(dctx); err == nil {
 			first, err = firstByte(dctx, qc, t0)
 		}
@@ -172,7 +215,7 @@ func (c *Client) quicConnect(ctx context.Context, tr *quic.Transport, agent neti
 		if f := check.failure(); f != nil {
 			err = f
 		}
-		return dump.QUICHandshake{}, nil, nil, fmt.Errorf("QUIC handshake with %s: first byte: %w", agent, err)
+		return dump.QUICHandshake{}, nil, nil, fmt.Errorf("QUIC handshake with %s: first byte: %w", peer, err)
 	}
 	hs := dump.QUICHandshake{Handshake: <-handshake, FirstByte: first}
 	cs := qc.ConnectionState()
@@ -229,8 +272,16 @@ func quicDialError(agent netip.AddrPort, err error, check *certCheck) error {
 	return fmt.Errorf("QUIC handshake with %s: %w", agent, err)
 }
 
-// quicData is the client's data phase on qc.
-func (c *Client) quicData(ctx context.Context, p QUICParams, qc *quic.Conn, m *connMetrics, pg *pinger) (QUICSide, error) {
+// dataSide is the client's account of a data phase and when it started.
+type dataSide struct {
+	QUICSide
+	start time.Time
+}
+
+// quicData is the client's data phase on qc, against an agent or any perf
+// server (peer names it in the streams' errors); pg, when not nil, marks
+// the pings from its start on as sent under load.
+func quicData(ctx context.Context, p QUICParams, qc *quic.Conn, m *connMetrics, pg *pinger, peer string) (dataSide, error) {
 	type job struct {
 		st *quicStream
 		s  *quic.Stream
@@ -252,7 +303,7 @@ func (c *Client) quicData(ctx context.Context, p QUICParams, qc *quic.Conn, m *c
 				for _, j := range jobs {
 					j.s.CancelWrite(perfStop)
 				}
-				return QUICSide{}, fmt.Errorf("open stream %d: %w", len(jobs), err)
+				return dataSide{}, fmt.Errorf("open stream %d: %w", len(jobs), err)
 			}
 			st := &quicStream{id: int64(s.StreamID()), dir: "up", sends: up}
 			if !up {
@@ -265,11 +316,14 @@ func (c *Client) quicData(ctx context.Context, p QUICParams, qc *quic.Conn, m *c
 		}
 	}
 	run := newQUICRun(p.Interval)
+	run.peer = peer
 	for _, j := range jobs {
 		run.add(j.st)
 	}
 	run.begin(qc, m)
-	pg.load(run.start)
+	if pg != nil {
+		pg.load()
+	}
 	deadline := run.start.Add(p.Duration)
 	var wg sync.WaitGroup
 	for _, j := range jobs {
@@ -290,7 +344,7 @@ func (c *Client) quicData(ctx context.Context, p QUICParams, qc *quic.Conn, m *c
 		}()
 	}
 	wg.Wait()
-	return run.end(), nil
+	return dataSide{run.end(), run.start}, nil
 }
 
 // upload sends n bytes (0: until the deadline) after a request for none,
@@ -319,7 +373,7 @@ func upload(r *quicRun, s *quic.Stream, st *quicStream, n uint64, deadline time.
 		st.sent.Add(uint64(k))
 		if err != nil {
 			if !collector.IsTimeout(err) {
-				r.fail(st, "write: %v", quicStreamError(err))
+				r.fail(st, "write: %v", r.streamError(err))
 				return
 			}
 			break
@@ -327,7 +381,7 @@ func upload(r *quicRun, s *quic.Stream, st *quicStream, n uint64, deadline time.
 	}
 	s.Close()
 	if _, err := io.Copy(io.Discard, s); err != nil {
-		r.fail(st, "the agent's close: %v", quicStreamError(err))
+		r.fail(st, "the %s's close: %v", r.who(), r.streamError(err))
 	}
 }
 
@@ -337,7 +391,7 @@ func download(r *quicRun, s *quic.Stream, st *quicStream, n uint64, deadline tim
 	var hdr [perfRequestLen]byte
 	putPerfRequest(hdr[:], st.requested)
 	if _, err := s.Write(hdr[:]); err != nil {
-		r.fail(st, "write the request: %v", quicStreamError(err))
+		r.fail(st, "write the request: %v", r.streamError(err))
 		return
 	}
 	s.Close()
@@ -349,12 +403,21 @@ func download(r *quicRun, s *quic.Stream, st *quicStream, n uint64, deadline tim
 	case n == 0 && collector.IsTimeout(err):
 		s.CancelRead(perfStop) // enough: STOP_SENDING ends the agent's side
 	case err != nil:
-		r.fail(st, "read: %v", quicStreamError(err))
+		r.fail(st, "read: %v", r.streamError(err))
 	case n == 0:
-		r.fail(st, "the agent ended an unlimited response early after %d bytes (its byte limit?)", st.recvd.Load())
+		r.fail(st, "the %s ended an unlimited response early after %d bytes (its byte limit?)", r.who(), st.recvd.Load())
 	case st.recvd.Load() != n:
 		r.fail(st, "received %d of %d bytes", st.recvd.Load(), n)
 	}
+}
+
+// streamError names the agent's refusal; another perf server's codes mean
+// what it says they mean.
+func (r *quicRun) streamError(err error) error {
+	if r.who() != "agent" {
+		return err
+	}
+	return quicStreamError(err)
 }
 
 // quicStreamError names the agent's refusal.
@@ -363,95 +426,4 @@ func quicStreamError(err error) error {
 		return errors.New("the agent refused the stream: over its byte limit per session")
 	}
 	return err
-}
-
-// pinger sends datagrams on a connection and times their echoes.
-type pinger struct {
-	qc        *quic.Conn
-	mu        sync.Mutex
-	t0        time.Time
-	sent      []time.Time
-	pings     []dump.QUICPing
-	loaded    atomic.Bool
-	dataStart time.Time
-}
-
-// pingLen is a ping's payload: magic, sequence number, padding.
-const pingLen = 16
-
-func newPinger(qc *quic.Conn) *pinger { return &pinger{qc: qc, t0: time.Now()} }
-
-// load marks the pings from now on as sent during the data phase, and
-// sends them until ctx ends.
-func (pg *pinger) load(start time.Time) {
-	pg.mu.Lock()
-	pg.dataStart = start
-	pg.mu.Unlock()
-	pg.loaded.Store(true)
-}
-
-// every sends n pings (then goes on until ctx ends, in the background),
-// one each d.
-func (pg *pinger) every(ctx context.Context, n int, d time.Duration) {
-	t := time.NewTicker(d)
-	for range n {
-		pg.send()
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-	go func() {
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if pg.loaded.Load() {
-					pg.send()
-				}
-			}
-		}
-	}()
-}
-
-func (pg *pinger) send() {
-	var b [pingLen]byte
-	binary.BigEndian.PutUint32(b[:], collector.ProbeMagic)
-	pg.mu.Lock()
-	seq := uint32(len(pg.pings))
-	now := time.Now()
-	pg.pings = append(pg.pings, dump.QUICPing{Seq: seq, Sent: now.Sub(pg.t0), Loaded: pg.loaded.Load()})
-	pg.sent = append(pg.sent, now)
-	pg.mu.Unlock()
-	binary.BigEndian.PutUint32(b[4:], seq)
-	pg.qc.SendDatagram(b[:])
-}
-
-func (pg *pinger) receive(ctx context.Context) {
-	for {
-		b, err := pg.qc.ReceiveDatagram(ctx)
-		if err != nil {
-			return
-		}
-		now := time.Now()
-		if len(b) != pingLen || binary.BigEndian.Uint32(b) != collector.ProbeMagic {
-			continue
-		}
-		seq := binary.BigEndian.Uint32(b[4:])
-		pg.mu.Lock()
-		if int(seq) < len(pg.pings) && pg.pings[seq].RTT == 0 {
-			pg.pings[seq].RTT = now.Sub(pg.sent[seq])
-		}
-		pg.mu.Unlock()
-	}
-}
-
-func (pg *pinger) results() []dump.QUICPing {
-	pg.mu.Lock()
-	defer pg.mu.Unlock()
-	return append([]dump.QUICPing(nil), pg.pings...)
 }

@@ -122,8 +122,16 @@ type QUICTrust struct {
 // certCheck keeps the first verification failure, so that the handshake's
 // error can say what was wrong rather than quic-go's CRYPTO_ERROR.
 type certCheck struct {
-	mu  sync.Mutex
-	err error
+	peer string // as the messages name it; "": the agent
+	mu   sync.Mutex
+	err  error
+}
+
+func (c *certCheck) who() string {
+	if c.peer == "" {
+		return "agent"
+	}
+	return c.peer
 }
 
 func (c *certCheck) fail(err error) error {
@@ -153,7 +161,7 @@ func clientTLS(t QUICTrust, host string, announced []byte, check *certCheck) (*t
 		conf.RootCAs = t.CA
 		conf.VerifyConnection = func(cs tls.ConnectionState) error {
 			if len(cs.VerifiedChains) == 0 && !cs.DidResume {
-				return check.fail(errors.New("the agent's certificate is not signed by the --ca"))
+				return check.fail(fmt.Errorf("the %s's certificate is not signed by the --ca", check.who()))
 			}
 			return nil
 		}
@@ -170,15 +178,46 @@ func clientTLS(t QUICTrust, host string, announced []byte, check *certCheck) (*t
 		conf.InsecureSkipVerify = true
 		conf.VerifyConnection = func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
-				return check.fail(errors.New("the agent presented no certificate"))
+				return check.fail(fmt.Errorf("the %s presented no certificate", check.who()))
 			}
 			got := CertFingerprint(cs.PeerCertificates[0].Raw)
 			if !bytes.Equal(got, pin) {
-				return check.fail(fmt.Errorf("the agent's certificate %s is not the pinned %s",
-					FormatFingerprint(got), FormatFingerprint(pin)))
+				return check.fail(fmt.Errorf("the %s's certificate %s is not the pinned %s",
+					check.who(), FormatFingerprint(got), FormatFingerprint(pin)))
 			}
 			return nil
 		}
+	}
+	return conf, nil
+}
+
+// perfTLS is the client's TLS configuration for a perf server reached
+// without a control connection: nothing announces a certificate, so a trust
+// of none checks the chain against the system's roots and the name against
+// host, and a failure names the ways to trust the server instead.
+func perfTLS(t QUICTrust, host string, check *certCheck) (*tls.Config, error) {
+	if t.Insecure || t.CA != nil || t.Pin != nil {
+		return clientTLS(t, host, nil, check)
+	}
+	conf := &tls.Config{NextProtos: []string{PerfALPN}, MinVersion: tls.VersionTLS13, ServerName: host,
+		ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+	// The check is ours, to make its failure one clear line; it runs on
+	// resumed connections too.
+	conf.InsecureSkipVerify = true
+	conf.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return check.fail(fmt.Errorf("the %s presented no certificate", check.who()))
+		}
+		opts := x509.VerifyOptions{DNSName: host, Intermediates: x509.NewCertPool()}
+		for _, c := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+		if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+			return check.fail(fmt.Errorf("the %s's certificate %s does not verify against the system's roots (%v): "+
+				"trust it with --ca FILE, --pin sha256:HEX or --insecure", check.who(),
+				FormatFingerprint(CertFingerprint(cs.PeerCertificates[0].Raw)), err))
+		}
+		return nil
 	}
 	return conf, nil
 }

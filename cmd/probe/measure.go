@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -16,11 +17,12 @@ import (
 
 func measureCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "measure",
-		Usage:     "measure the path to an agent",
-		UsageText: "probe measure -h HOST[:PORT] [--mode echo|capacity|tcp|quic|tcp,quic] [options]",
+		Name:  "measure",
+		Usage: "measure the path to an agent",
+		UsageText: "probe measure -h HOST[:PORT] [--mode echo|capacity|tcp|quic|tcp,quic] [options]\n" +
+			"probe measure --mode quic --perf-server HOST:PORT [--ca FILE|--pin sha256:HEX|--insecure] [options]",
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "host", Aliases: []string{"h"}, Required: true, Usage: "agent address, host or host:port"},
+			&cli.StringFlag{Name: "host", Aliases: []string{"h"}, Usage: "agent address, host or host:port (required but with --perf-server)"},
 			&cli.StringFlag{Name: "mode", Aliases: []string{"m"}, Value: "echo", Usage: "what to measure: echo, capacity, tcp, quic, or tcp,quic (both, one after the other, side by side)"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto (best available), hw, ebpf, sw, user"},
 			&cli.StringFlag{Name: "write", Aliases: []string{"w"}, Usage: "write every record to this dump file (msgpack), for estimate -r"},
@@ -66,6 +68,12 @@ func measure(c *cli.Context) error {
 	case "echo", "capacity", "tcp", "quic", "tcp,quic", "quic,tcp":
 	default:
 		return fmt.Errorf("--mode %q: want echo, capacity, tcp, quic or tcp,quic", mode)
+	}
+	if c.IsSet("perf-server") {
+		return measurePerf(c)
+	}
+	if !c.IsSet("host") {
+		return errors.New(`flag "host" not set: give -h HOST, or --mode quic --perf-server HOST:PORT`)
 	}
 	src, err := report.ParseTSSource(c.String("ts-source"))
 	if err != nil {

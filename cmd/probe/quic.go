@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/probe-dev/probe/cmd/internal/report"
@@ -16,8 +18,10 @@ import (
 // and adds these.
 func quicFlags() []cli.Flag {
 	return []cli.Flag{
+		&cli.StringFlag{Name: "perf-server", Usage: "quic: measure against this QUIC perf server (draft-banks-quic-performance, any implementation) at HOST:PORT " +
+			"instead of an agent: no control connection, client-side figures only, no datagram pings; trust it with --ca, --pin or --insecure"},
 		&cli.StringFlag{Name: "pin", Usage: "quic: trust only the agent certificate with this SHA-256 (sha256:HEX, as the agent logs it); default: the one the agent announces on the control connection"},
-		&cli.StringFlag{Name: "ca", Usage: "quic: verify the agent's certificate and name against the CA certificates in this PEM file instead of pinning"},
+		&cli.StringFlag{Name: "ca", Usage: "quic: verify the agent's certificate and name against the CA certificates in this PEM file instead of pinning (with --perf-server, default: the system's roots)"},
 		&cli.BoolFlag{Name: "insecure", Usage: "quic: accept any agent certificate"},
 		&cli.IntFlag{Name: "pings", Value: 20, Usage: "quic: datagrams echoed before the transfer, for the idle RTT"},
 		&cli.DurationFlag{Name: "ping-interval", Value: 10 * time.Millisecond, Usage: "quic: between datagrams, also during the transfer; 0: none"},
@@ -64,17 +68,23 @@ func quicParams(c *cli.Context, tp probe.TCPParams) probe.QUICParams {
 		Exclusive: tp.Exclusive}
 }
 
-func measureQUIC(ctx context.Context, c *cli.Context, cl *probe.Client) error {
-	quicQuiet()
+// quicTest turns the flags into a QUIC test and a way to trust its server.
+func quicTest(c *cli.Context) (probe.QUICParams, probe.QUICTrust, error) {
 	tp, _, err := tcpParams(c)
 	if err != nil {
-		return err
+		return probe.QUICParams{}, probe.QUICTrust{}, err
 	}
 	p := quicParams(c, tp)
 	if err := p.Check(); err != nil {
-		return err
+		return p, probe.QUICTrust{}, err
 	}
 	trust, err := quicTrust(c)
+	return p, trust, err
+}
+
+func measureQUIC(ctx context.Context, c *cli.Context, cl *probe.Client) error {
+	quicQuiet()
+	p, trust, err := quicTest(c)
 	if err != nil {
 		return err
 	}
@@ -82,11 +92,51 @@ func measureQUIC(ctx context.Context, c *cli.Context, cl *probe.Client) error {
 	if err != nil {
 		return err
 	}
+	return printQUIC(ctx, c, res, cl.AgentAddr().String())
+}
+
+func printQUIC(ctx context.Context, c *cli.Context, res *probe.QUICResult, peer string) error {
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "probe: interrupted; reporting what was measured")
 	}
-	return report.QUIC(os.Stdout, res, report.QUICOptions{Agent: cl.AgentAddr().String(), Every: c.Duration("report"),
+	return report.QUIC(os.Stdout, res, report.QUICOptions{Agent: peer, Every: c.Duration("report"),
 		JSON: c.Bool("json"), Plot: c.String("plot")})
+}
+
+// perfRefused are the flags that need a probe agent at the other end,
+// and why; --perf-server refuses them rather than ignore them.
+var perfRefused = []struct{ flag, name, why string }{
+	{"host", "-h", "-h names an agent, --perf-server measures without one; give one of them"},
+	{"key-file", "--key-file", "the key authenticates to an agent's control connection, which a perf server lacks"},
+	{"exclusive", "--exclusive", "only an agent can be asked to stay otherwise idle"},
+	{"pings", "--pings", "datagram pings need an agent to echo them; they are not part of the perf protocol"},
+	{"ping-interval", "--ping-interval", "datagram pings need an agent to echo them; they are not part of the perf protocol"},
+}
+
+// measurePerf runs the QUIC test against any perf server, without a
+// control connection: only the client's side is measured.
+func measurePerf(c *cli.Context) error {
+	if c.IsSet("mode") && c.String("mode") != "quic" {
+		return fmt.Errorf("--perf-server measures QUIC only, not --mode %s", c.String("mode"))
+	}
+	for _, r := range perfRefused {
+		if c.IsSet(r.flag) {
+			return fmt.Errorf("--perf-server and %s: %s", r.name, r.why)
+		}
+	}
+	quicQuiet()
+	p, trust, err := quicTest(c)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	server := c.String("perf-server")
+	res, err := probe.PerfQUIC(ctx, probe.PerfConfig{Server: server, Params: p, Trust: trust})
+	if err != nil {
+		return err
+	}
+	return printQUIC(ctx, c, res, server)
 }
 
 // measureTCPQUIC runs the TCP test, then the QUIC test of the same

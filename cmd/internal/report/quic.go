@@ -32,6 +32,7 @@ type quicFlow struct {
 	sender  string // "client" or "agent"
 	streams []dump.QUICStream
 	conn    []dump.QUICConnSample
+	note    string // what the figures are when they are not the sender's
 }
 
 // quicFlows are the test's directions; for bidir both are taken from the
@@ -46,18 +47,42 @@ func quicFlows(r *probe.QUICResult) []quicFlow {
 		}
 		return out
 	}
+	up := quicFlow{"up", "client", pick(r.Client, "up"), r.Client.Conn, ""}
+	down := quicFlow{"down", "client", pick(r.Client, "down"), r.Client.Conn, ""}
+	if r.PerfOnly {
+		// Without the server's side, a download's intervals are the
+		// receiver's: its stream counters, and its own connection's
+		// statistics, not the sender's cwnd and losses.
+		down.note = "the receiver's; the perf server's side is unknown"
+	}
 	switch r.Params.Direction {
 	case "reverse":
-		return []quicFlow{{"down", "agent", pick(r.Agent, "down"), r.Agent.Conn}}
+		if r.PerfOnly {
+			return []quicFlow{down}
+		}
+		return []quicFlow{{"down", "agent", pick(r.Agent, "down"), r.Agent.Conn, ""}}
 	case "bidir":
-		return []quicFlow{{"up", "client", pick(r.Client, "up"), r.Client.Conn}, {"down", "client", pick(r.Client, "down"), r.Client.Conn}}
+		return []quicFlow{up, down}
 	}
-	return []quicFlow{{"up", "client", pick(r.Client, "up"), r.Client.Conn}}
+	return []quicFlow{up}
 }
 
 // QUICReceiveRate is the rate at which the receiving side read stream bytes
-// (of both directions, for bidir), over its elapsed time.
+// (of both directions, for bidir), over its elapsed time. Against a perf
+// server without a control connection the client's figures stand in for the
+// server's: an upload's rate is what the client sent, every byte of it
+// drained by the server (its close says so), over the client's time.
 func QUICReceiveRate(r *probe.QUICResult) float64 {
+	if r.PerfOnly {
+		t := estimator.QUICTotal(r.Client.Streams, r.Client.Conn, r.Client.Elapsed)
+		switch r.Params.Direction {
+		case "reverse":
+			return t.RecvRate
+		case "bidir":
+			return t.RecvRate + t.SendRate
+		}
+		return t.SendRate
+	}
 	switch r.Params.Direction {
 	case "reverse":
 		return estimator.QUICTotal(r.Client.Streams, r.Client.Conn, r.Client.Elapsed).RecvRate
@@ -97,10 +122,19 @@ func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
 	if p.Bytes > 0 {
 		what = fmt.Sprintf("%d bytes", p.Bytes)
 	}
-	fmt.Fprintf(w, "quic to %s: %d streams, %s, %s, writes of %d B; QUIC %s, GSO client %s agent %s\n", o.Agent, p.Streams,
-		p.Direction, what, p.WriteSize, r.Version, onOff(r.Client.GSO), onOff(r.Agent.GSO))
-	for _, h := range r.Handshakes {
+	if r.PerfOnly {
+		fmt.Fprintf(w, "quic to perf server %s: %d streams, %s, %s, writes of %d B; QUIC %s, GSO client %s\n", o.Agent, p.Streams,
+			p.Direction, what, p.WriteSize, r.Version, onOff(r.Client.GSO))
+		fmt.Fprintf(w, "%s\n", perfOnlyNote)
+	} else {
+		fmt.Fprintf(w, "quic to %s: %d streams, %s, %s, writes of %d B; QUIC %s, GSO client %s agent %s\n", o.Agent, p.Streams,
+			p.Direction, what, p.WriteSize, r.Version, onOff(r.Client.GSO), onOff(r.Agent.GSO))
+	}
+	for i, h := range r.Handshakes {
 		kind := "full handshake"
+		if i > 0 && !h.Resumed {
+			kind = "again, not resumed"
+		}
 		if h.Resumed {
 			kind = "resumed"
 			if h.Used0RTT {
@@ -122,7 +156,11 @@ func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
 			fmtDur(d.Min), fmtDur(d.Median), fmtDur(d.P99), fmtDur(d.Max), fmtDur(d.Jitter))
 	}
 	for _, f := range quicFlows(r) {
-		fmt.Fprintf(w, "%s: intervals from the %s's stream counters and connection statistics:\n", f.name, f.sender)
+		note := ""
+		if f.note != "" {
+			note = " (" + f.note + ")"
+		}
+		fmt.Fprintf(w, "%s: intervals from the %s's stream counters and connection statistics%s:\n", f.name, f.sender, note)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		perStream := len(f.streams) > 1 && len(f.streams) <= 8
 		head := "time s\tMbit/s\tlost\tsrtt µs\tcwnd KB\tin flight KB\t"
@@ -144,10 +182,7 @@ func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
 		}
 		tw.Flush()
 	}
-	for _, s := range []struct {
-		name string
-		side probe.QUICSide
-	}{{"client", r.Client}, {"agent", r.Agent}} {
+	for _, s := range quicSides(r) {
 		t := estimator.QUICTotal(s.side.Streams, s.side.Conn, s.side.Elapsed)
 		fmt.Fprintf(w, "%-6s sent %d B (%.2f Mbit/s), received %d B (%.2f Mbit/s) in %.2f s; packets sent %d, lost %d (%.3f %%); CPU user %.2f s, system %.2f s, %.2f s/GB",
 			s.name, t.Sent, t.SendRate/1e6, t.Received, t.RecvRate/1e6, s.side.Elapsed.Seconds(), t.PacketsSent, t.PacketsLost, 100*t.LossRate,
@@ -157,14 +192,33 @@ func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
 		}
 		fmt.Fprintln(w)
 	}
-	for _, s := range []struct {
-		name string
-		side probe.QUICSide
-	}{{"client", r.Client}, {"agent", r.Agent}} {
+	if r.PerfOnly {
+		fmt.Fprintf(w, "%-6s unknown: a perf server reports nothing\n", "server")
+	}
+	for _, s := range quicSides(r) {
 		for _, warn := range s.side.Warnings {
 			fmt.Fprintf(w, "warning (%s): %s\n", s.name, warn)
 		}
 	}
+}
+
+// perfOnlyNote heads a test against a perf server without a control
+// connection, so that no figure is taken for the server's.
+const perfOnlyNote = "no control connection: every figure is the client's, the server's side is unknown; " +
+	"no datagram pings (they are not part of the perf protocol)"
+
+type namedSide struct {
+	name string
+	side probe.QUICSide
+}
+
+// quicSides are the sides a test knows: the client's, and the agent's when
+// there was one.
+func quicSides(r *probe.QUICResult) []namedSide {
+	if r.PerfOnly {
+		return []namedSide{{"client", r.Client}}
+	}
+	return []namedSide{{"client", r.Client}, {"agent", r.Agent}}
 }
 
 func onOff(b bool) string {
@@ -208,26 +262,36 @@ func quicJSON(w io.Writer, r *probe.QUICResult, o QUICOptions) error {
 	type flowJSON struct {
 		Dir       string                   `json:"dir"`
 		Sender    string                   `json:"sender"`
+		Note      string                   `json:"note,omitempty"`
 		Intervals []estimator.QUICInterval `json:"intervals"`
 	}
 	var flows []flowJSON
 	for _, f := range quicFlows(r) {
-		flows = append(flows, flowJSON{f.name, f.sender, estimator.QUICIntervals(f.streams, f.conn, o.Every)})
+		flows = append(flows, flowJSON{f.name, f.sender, f.note, estimator.QUICIntervals(f.streams, f.conn, o.Every)})
 	}
 	out := struct {
-		Agent       string                `json:"agent"`
-		Params      probe.QUICParams      `json:"params"`
-		Started     time.Time             `json:"started"`
-		Version     string                `json:"version"`
-		Handshakes  []dump.QUICHandshake  `json:"handshakes"`
-		PingsIdle   estimator.DatagramRTT `json:"datagram_rtt_idle"`
-		PingsLoaded estimator.DatagramRTT `json:"datagram_rtt_loaded"`
-		RecvRate    float64               `json:"receive_rate"` // bit/s, the receiving side's
-		Flows       []flowJSON            `json:"flows"`
-		Client      quicSideJSON          `json:"client"`
-		AgentSide   quicSideJSON          `json:"agent_side"`
-	}{o.Agent, r.Params, r.Started, r.Version, r.Handshakes, estimator.QUICPings(r.Pings, false), estimator.QUICPings(r.Pings, true),
-		QUICReceiveRate(r), flows, side(r.Client), side(r.Agent)}
+		Agent      string               `json:"agent,omitempty"`
+		PerfServer string               `json:"perf_server,omitempty"` // instead of an agent: only the client's side is known
+		Note       string               `json:"note,omitempty"`
+		Params     probe.QUICParams     `json:"params"`
+		Started    time.Time            `json:"started"`
+		Version    string               `json:"version"`
+		Handshakes []dump.QUICHandshake `json:"handshakes"`
+		// Against a perf server there are no pings, and no agent side.
+		PingsIdle   *estimator.DatagramRTT `json:"datagram_rtt_idle,omitempty"`
+		PingsLoaded *estimator.DatagramRTT `json:"datagram_rtt_loaded,omitempty"`
+		RecvRate    float64                `json:"receive_rate"` // bit/s, the receiving side's (perf server: the client's figure)
+		Flows       []flowJSON             `json:"flows"`
+		Client      quicSideJSON           `json:"client"`
+		AgentSide   *quicSideJSON          `json:"agent_side,omitempty"`
+	}{Params: r.Params, Started: r.Started, Version: r.Version, Handshakes: r.Handshakes, RecvRate: QUICReceiveRate(r),
+		Flows: flows, Client: side(r.Client)}
+	if r.PerfOnly {
+		out.PerfServer, out.Note = o.Agent, perfOnlyNote
+	} else {
+		idle, loaded, agent := estimator.QUICPings(r.Pings, false), estimator.QUICPings(r.Pings, true), side(r.Agent)
+		out.Agent, out.PingsIdle, out.PingsLoaded, out.AgentSide = o.Agent, &idle, &loaded, &agent
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
@@ -245,6 +309,9 @@ func PlotQUIC(path string, r *probe.QUICResult, o QUICOptions) error {
 		rtt = append(rtt, seriesOf(f.name, ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.RTT) / 1e3 }))
 	}
 	title := fmt.Sprintf("quic to %s: %d streams, %s", o.Agent, r.Params.Streams, r.Params.Direction)
+	if r.PerfOnly {
+		title = fmt.Sprintf("quic to perf server %s: %d streams, %s; the client's side only", o.Agent, r.Params.Streams, r.Params.Direction)
+	}
 	return drawPanels(path, title, []panel{{"rate, Mbit/s", rate}, {"KB", cwnd}, {"smoothed RTT, µs", rtt}})
 }
 
