@@ -219,7 +219,13 @@ func (s *Scenario) resolveHosts(nodes map[string]*yaml.Node, dir string) error {
 	if local {
 		s.ClientBinary, err = binary(clientNode, dir)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if tn := nodes["testbed"]; tn != nil && !local && s.IsRemote(s.ServerHost) {
+		return errAt(tn, "testbed: shapes the namespaces of local hosts, and every host here is remote; remove it")
+	}
+	return nil
 }
 
 // IsRemote says whether host is reached through an agent.

@@ -119,6 +119,8 @@ func TestParseScenarioErrors(t *testing.T) {
 	}{
 		{"unknown key", replace(10, `client_arg: ["x"]`), `scenario:10: unknown key "client_arg"`},
 		{"unknown testbed key", validScenario + "  ratee: 1mbit\n", `scenario:14: unknown key "ratee" in testbed`},
+		{"testbed with every host remote", replace(7, "server_binary: /opt/srv") + "key_file: srv\nhosts: {srv: 192.0.2.1, c1: 192.0.2.2, c2: 192.0.2.3}\n",
+			`scenario:13: testbed: shapes the namespaces of local hosts, and every host here is remote`},
 		{"missing test_name", drop(1), `scenario:1: missing key "test_name"`},
 		{"missing server_host", drop(2), `scenario:1: missing key "server_host"`},
 		{"missing client_hosts", drop(3), `scenario:1: missing key "client_hosts"`},
