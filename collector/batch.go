@@ -144,14 +144,16 @@ func (c *Conn) SendBatch(bufs [][]byte, to netip.AddrPort) (first uint32, user i
 			n += k
 		}
 		c.sent += uint32(b.n) // the kernel keys sends
-
 	}
 	return first, user, n, nil
 }
 
-// gsoMaxBytes bounds a GSO send: the kernel takes at most 64 segments (older
-// kernels' UDP_MAX_SEGMENTS) and one IP packet's payload.
-const gsoMaxBytes = 65507 - 8
+// A GSO send carries at most gsoMaxSegments (older kernels'
+// UDP_MAX_SEGMENTS) and one IP packet's UDP payload.
+const (
+	gsoMaxSegments = 64
+	gsoMaxBytes    = 65507 - 8
+)
 
 // gsoRun returns how many of bufs, at most limit, one GSO send can carry:
 // datagrams of the first one's size, the last of them possibly shorter.
@@ -160,13 +162,17 @@ func gsoRun(bufs [][]byte, limit int) int {
 	if size == 0 {
 		return 1
 	}
-	limit = min(limit, len(bufs), 64, gsoMaxBytes/size)
-	k, total := 1, size
-	for k < limit && len(bufs[k]) <= size && len(bufs[k]) > 0 && total+len(bufs[k]) <= gsoMaxBytes {
-		total += len(bufs[k])
-		k++
-		if len(bufs[k-1]) < size {
+	// Every datagram is at most size, so this also bounds the bytes.
+	limit = min(limit, len(bufs), gsoMaxSegments, gsoMaxBytes/size)
+	k := 1
+	for k < limit {
+		n := len(bufs[k])
+		if n == 0 || n > size {
 			break
+		}
+		k++
+		if n < size {
+			break // a shorter one ends the run
 		}
 	}
 	return k

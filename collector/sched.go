@@ -286,6 +286,15 @@ func (w *SchedWatch) Lost() uint64 {
 	return n
 }
 
+// LostWarning says, when threads were lost, that the eBPF figures miss
+// them; "" otherwise.
+func (w *SchedWatch) LostWarning() string {
+	if n := w.Lost(); n > 0 {
+		return fmt.Sprintf("%d watched threads found no slot among the tracer's %d: the eBPF figures leave them out", n, len(w.threads))
+	}
+	return ""
+}
+
 // Watched returns the watched tgids, children that joined included, in
 // ascending order.
 func (w *SchedWatch) Watched() []uint32 {

@@ -35,6 +35,7 @@ type Conn struct {
 
 	rb, sb, eb *batch // recvmmsg, sendmmsg, error queue; made on first use
 	gso        bool   // SendBatch sends runs of equal datagrams as one (UseGSO)
+	txOff      bool   // software transmit stamps stopped (StopTxStamps)
 	rbFn, sbFn func(fd uintptr) bool
 
 	rx struct {
@@ -395,5 +396,9 @@ func (c *Conn) StopTxStamps() error {
 	if err != nil {
 		return fmt.Errorf("stop transmit timestamps: %w", err)
 	}
+	c.txOff = true
 	return nil
 }
+
+// TxStamping says whether sends still get software transmit stamps.
+func (c *Conn) TxStamping() bool { return !c.txOff }

@@ -77,6 +77,9 @@ func stampSession(st Stamper, id uint32, port uint16, peer netip.Addr, want coll
 // drainTx collects transmit timestamps until want of them arrived or
 // txStampWait passed since traffic stopped.
 func drainTx(c *collector.Conn, want int, fn func(key uint32, s dump.Stamps)) error {
+	if !c.TxStamping() {
+		return nil // none will come
+	}
 	got := 0
 	deadline := time.Now().Add(txStampWait)
 	for {

@@ -56,9 +56,8 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 
 	sources := []string{dump.SourceSW.String(), dump.SourceUser.String()}
 	ebpf := newSeqStamps(p.Count, collector.KindReply, collector.KindRequest)
-	txStamps := true
 	if p.Interval == 0 && !p.NoGSO {
-		txStamps = uc.UseGSO() != nil // as the client does
+		_ = uc.UseGSO() // as the client does
 	}
 	if s.cfg.Stamper != nil {
 		undo, err := stampSession(s.cfg.Stamper, id, port, peer, ebpf.want(), ebpf.sink)
@@ -67,11 +66,10 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 		} else {
 			defer undo()
 			sources = append([]string{dump.SourceEBPF.String()}, sources...)
-			if p.Interval == 0 && txStamps {
+			if p.Interval == 0 && uc.TxStamping() {
 				if err := uc.StopTxStamps(); err != nil {
 					return err
 				}
-				txStamps = false
 			}
 		}
 	}
@@ -100,10 +98,8 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 		return fmt.Errorf("%w: expected finish, got %s", errMalformed, m.kind())
 	}
 
-	if txStamps {
-		if err := drainTx(uc, len(e.recs), e.onTx); err != nil {
-			return err
-		}
+	if err := drainTx(uc, len(e.recs), e.onTx); err != nil {
+		return err
 	}
 	if s.cfg.Stamper != nil {
 		if err := flush(ctx, s.cfg.Stamper); err != nil {

@@ -71,11 +71,10 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		ClientSources: []string{dump.SourceSW.String(), dump.SourceUser.String()},
 		Point:         dump.EchoPoint{Size: p.Size, Wait: p.Interval, Count: p.Count, IPHeader: ipOverhead(agent.Addr())}}
 	ebpf := newSeqStamps(p.Count, collector.KindRequest, collector.KindReply)
-	txStamps := true
 	if p.Interval == 0 && !p.NoGSO {
-		// Without GSO where the kernel has none; it also stops transmit stamps.
-		txStamps = uc.UseGSO() != nil
-		res.Point.GSO = !txStamps
+		// It also stops transmit stamps; without GSO in the kernel, probes
+		// go one per send as with --no-gso.
+		_ = uc.UseGSO()
 	}
 	if c.cfg.Stamper != nil {
 		undo, err := stampSession(c.cfg.Stamper, op.Session, op.Port, agent.Addr(), ebpf.want(), ebpf.sink)
@@ -84,11 +83,10 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		}
 		defer undo()
 		res.ClientSources = append([]string{dump.SourceEBPF.String()}, res.ClientSources...)
-		if p.Interval == 0 && txStamps {
+		if p.Interval == 0 && uc.TxStamping() {
 			if err := uc.StopTxStamps(); err != nil {
 				return nil, err
 			}
-			txStamps = false
 		}
 	}
 
@@ -115,10 +113,8 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 	rx.finish(o.Wait)
 	<-recvDone
 	rx.stop()
-	if txStamps {
-		if err := drainTx(uc, len(tx.seqOfKey), tx.onTx); err != nil {
-			return nil, err
-		}
+	if err := drainTx(uc, len(tx.seqOfKey), tx.onTx); err != nil {
+		return nil, err
 	}
 	if drops1, err := uc.Drops(); err == nil {
 		res.Point.ClientSocketDrops = drops1 - drops0

@@ -154,7 +154,12 @@ func runIteration(ctx context.Context, s *Scenario, key []byte, k int, resultsDi
 			}
 			sched = nil
 		} else {
-			defer sched.Close()
+			defer func() {
+				if msg := sched.LostWarning(); msg != "" {
+					fmt.Fprintln(log, msg)
+				}
+				sched.Close()
+			}()
 		}
 	}
 

@@ -16,7 +16,7 @@ import (
 
 // emptyHooks attaches programs that return at once to the tracepoints the
 // tracer uses: the cost of the hooks themselves, the floor for any eBPF
-// tracer of switches and wake-ups.
+// tracer of switches.
 func emptyHooks() (func(), error) {
 	var closers []func() error
 	closeAll := func() {
@@ -25,10 +25,7 @@ func emptyHooks() (func(), error) {
 		}
 	}
 	for _, tp := range []string{"sched_switch", "sched_process_fork"} {
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: tp, License: "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-		})
+		prog, err := emptyProgram(tp)
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -44,6 +41,14 @@ func emptyHooks() (func(), error) {
 	return closeAll, nil
 }
 
+// emptyProgram is a tp_btf program on tracepoint tp that returns at once.
+func emptyProgram(tp string) (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: tp, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+}
+
 // programCost runs the workload once on one CPU with an empty program and
 // the tracer both on sched_switch and the kernel's run-time statistics on,
 // and returns each program's mean run time per call: their difference is
@@ -54,10 +59,7 @@ func programCost(loops int) (empty, tracer time.Duration, err error) {
 		return 0, 0, err
 	}
 	defer stats.Close()
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "sched_switch", License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
+	prog, err := emptyProgram("sched_switch")
 	if err != nil {
 		return 0, 0, err
 	}

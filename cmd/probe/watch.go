@@ -108,6 +108,11 @@ func watch(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Sched != nil {
+		if msg := cfg.Sched.LostWarning(); msg != "" {
+			fmt.Fprintln(os.Stderr, "probe:", msg)
+		}
+	}
 	if cmd != nil && cmd.ProcessState != nil && len(series.Samples) > 0 {
 		// The kernel's final account of the child's CPU: /proc has no last
 		// look. (Its ru_maxrss would count the shim before exec; VmHWM,
