@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -28,14 +29,21 @@ type Star struct {
 	MTU    int
 }
 
-// starRouter names the router namespace of a star; no host may be called so.
-const starRouter = "router"
+// StarRouter names the router namespace of a star; no host may be called so.
+const StarRouter = "router"
+
+// starHostRE: host names end up in namespace names.
+var starHostRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,15}$`)
+
+// ValidStarHost says whether name may name a host of a star: 1 to 16
+// lower-case letters, digits, '-' or '_', and not StarRouter.
+func ValidStarHost(name string) bool { return starHostRE.MatchString(name) && name != StarRouter }
 
 // maxStarHosts keeps each host in its own 10.78.<i+1>.0/24.
 const maxStarHosts = 250
 
 func starLayout(name string, hosts []string, mtu int) *Star {
-	s := &Star{Name: name, MTU: mtu, Router: &Host{Name: starRouter, NS: nsName(name, starRouter)}}
+	s := &Star{Name: name, MTU: mtu, Router: &Host{Name: StarRouter, NS: nsName(name, StarRouter)}}
 	for i, h := range hosts {
 		hostPfx := netip.MustParsePrefix(fmt.Sprintf("10.78.%d.1/24", i+1))
 		rtrPfx := netip.MustParsePrefix(fmt.Sprintf("10.78.%d.254/24", i+1))
@@ -80,7 +88,7 @@ func UpStar(cfg StarConfig) (_ *Star, err error) {
 	}
 	seen := map[string]bool{}
 	for _, h := range cfg.Hosts {
-		if !hostNameRE.MatchString(h) || h == starRouter || seen[h] {
+		if !ValidStarHost(h) || seen[h] {
 			return nil, fmt.Errorf("star %s: bad or repeated host name %q", cfg.Name, h)
 		}
 		seen[h] = true

@@ -98,7 +98,7 @@ func TestStarUpDown(t *testing.T) {
 	if len(left) > 0 {
 		t.Errorf("after Down: %v", left)
 	}
-	if _, err := os.Stat(filepath.Join(netnsDir, nsName("startest", starRouter))); err == nil {
+	if _, err := os.Stat(filepath.Join(netnsDir, nsName("startest", StarRouter))); err == nil {
 		t.Error("router namespace still there")
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/probe-dev/probe/testbed"
+	"github.com/probe-dev/probe/scenario"
 	"github.com/urfave/cli/v2"
 )
 
@@ -31,14 +31,14 @@ func runScenario(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	s, err := testbed.LoadScenario(file)
+	s, err := scenario.Load(file)
 	if err != nil {
 		return err
 	}
 	// Ctrl-C stops the processes; what was collected so far is written.
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	dirs, err := testbed.Run(ctx, s, results, os.Stderr)
+	dirs, err := scenario.Run(ctx, s, results, os.Stderr)
 	for _, d := range dirs {
 		fmt.Println(d)
 	}

@@ -1,4 +1,4 @@
-package testbed
+package scenario
 
 import (
 	"bytes"
@@ -144,7 +144,7 @@ hosts:
   c1: %[4]s
   c2: %[5]s
 `, dir, port, agents["srv"], agents["c1"], agents["c2"])
-	s, err := ParseScenario([]byte(yaml), dir)
+	s, err := Parse([]byte(yaml), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestRunScenarioRemoteRefused(t *testing.T) {
 			agent := startRunAgent(t, tc.allowRun)
 			yaml := fmt.Sprintf("test_name: refused\nserver_host: srv\nclient_hosts: [srv]\nserver_binary: true\nclient_binary: true\n"+
 				"pause_between: 0\nkey_file: %s\nhosts:\n  srv: %s\n", keyFile, agent)
-			s, err := ParseScenario([]byte(yaml), dir)
+			s, err := Parse([]byte(yaml), dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -246,7 +246,8 @@ func TestRunScenarioWatchesFromStart(t *testing.T) {
 	needGo(t)
 	dir := t.TempDir()
 	buildTiny(t, dir, "udpserver", udpServer)
-	yaml := `test_name: early
+	test := uniqueTest("early")
+	yaml := `test_name: ` + test + `
 server_host: srv
 client_hosts: [c1, c2]
 pause_between: 0
@@ -257,7 +258,7 @@ client_binary: sh
 client_args: ["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]
 max_test_duration: 30s
 `
-	s, err := ParseScenario([]byte(yaml), dir)
+	s, err := Parse([]byte(yaml), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package testbed
+package scenario
 
 import (
 	"errors"
@@ -15,10 +15,11 @@ import (
 	"time"
 
 	"github.com/probe-dev/probe/probe"
+	"github.com/probe-dev/probe/testbed"
 	"go.yaml.in/yaml/v3"
 )
 
-// Scenario is one `probe run` test (design §8): a server and clients on testbed hosts
+// Scenario is one `probe run` test (docs/scenarios.md): a server and clients on testbed hosts
 // (network namespaces) or remote hosts (agents), run for a number of iterations.
 type Scenario struct {
 	TestName        string
@@ -50,7 +51,7 @@ type StarShape struct {
 	Rate  uint64 // bit/s on the router's egress toward each host; 0 unshaped
 	Burst uint32 // tbf bucket in bytes; 0 the Config default
 	Limit uint32 // tbf queue in bytes; 0 the Config default
-	MTU   int    // 0: DefaultMTU
+	MTU   int    // 0: testbed.DefaultMTU
 }
 
 // ServerIPWord in server_args and client_args is replaced by the server host's address.
@@ -62,14 +63,14 @@ const (
 	DefaultServerWarmup = 500 * time.Millisecond
 )
 
-// ScenarioError is a scenario file problem at one line.
-type ScenarioError struct {
-	File string // "" in ParseScenario; LoadScenario fills it in
+// ParseError is a scenario file problem at one line.
+type ParseError struct {
+	File string // "" in Parse; Load fills it in
 	Line int
 	Msg  string
 }
 
-func (e *ScenarioError) Error() string {
+func (e *ParseError) Error() string {
 	f := e.File
 	if f == "" {
 		f = "scenario"
@@ -78,37 +79,33 @@ func (e *ScenarioError) Error() string {
 }
 
 func errAt(n *yaml.Node, format string, args ...any) error {
-	return &ScenarioError{Line: n.Line, Msg: fmt.Sprintf(format, args...)}
+	return &ParseError{Line: n.Line, Msg: fmt.Sprintf(format, args...)}
 }
 
-var (
-	testNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
-	// Host names end up in namespace names; "router" is the star's own.
-	hostNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,15}$`)
-)
+var testNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
-// LoadScenario reads and parses a scenario file; binaries are resolved relative to its folder.
-func LoadScenario(path string) (*Scenario, error) {
+// Load reads and parses a scenario file; binaries are resolved relative to its folder.
+func Load(path string) (*Scenario, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read scenario: %w", err)
 	}
-	s, err := ParseScenario(data, filepath.Dir(path))
-	if se, ok := errors.AsType[*ScenarioError](err); ok {
+	s, err := Parse(data, filepath.Dir(path))
+	if se, ok := errors.AsType[*ParseError](err); ok {
 		se.File = path
 	}
 	return s, err
 }
 
-// ParseScenario parses a YAML scenario. Relative binary paths are resolved against dir,
-// bare names against dir and then PATH. Every error is a *ScenarioError naming a line.
-func ParseScenario(data []byte, dir string) (*Scenario, error) {
+// Parse parses a YAML scenario. Relative binary paths are resolved against dir,
+// bare names against dir and then PATH. Every error is a *ParseError naming a line.
+func Parse(data []byte, dir string) (*Scenario, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, yamlError(err)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return nil, &ScenarioError{Line: 1, Msg: "empty scenario"}
+		return nil, &ParseError{Line: 1, Msg: "empty scenario"}
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
@@ -279,7 +276,7 @@ func remoteBinary(v *yaml.Node) (string, error) {
 	return name, nil
 }
 
-// yamlError turns the parser's "yaml: line 3: ..." into a ScenarioError.
+// yamlError turns the parser's "yaml: line 3: ..." into a ParseError.
 func yamlError(err error) error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line := 1
@@ -290,7 +287,7 @@ func yamlError(err error) error {
 			}
 		}
 	}
-	return &ScenarioError{Line: line, Msg: msg}
+	return &ParseError{Line: line, Msg: msg}
 }
 
 func str(v *yaml.Node) (string, error) {
@@ -305,8 +302,8 @@ func hostName(v *yaml.Node) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !hostNameRE.MatchString(h) || h == starRouter {
-		return "", errAt(v, "host %q: want 1 to 16 lower-case letters, digits, '-' or '_', not %q", h, starRouter)
+	if !testbed.ValidStarHost(h) {
+		return "", errAt(v, "host %q: want 1 to 16 lower-case letters, digits, '-' or '_', not %q", h, testbed.StarRouter)
 	}
 	return h, nil
 }
@@ -414,7 +411,7 @@ func starShape(v *yaml.Node) (StarShape, error) {
 		k, val := v.Content[i], v.Content[i+1]
 		switch k.Value {
 		case "rate":
-			r, err := ParseRate(val.Value)
+			r, err := testbed.ParseRate(val.Value)
 			if err != nil {
 				msg := strings.TrimPrefix(err.Error(), fmt.Sprintf("parse rate %q: ", val.Value))
 				return sh, errAt(val, "bad rate %q: %s", val.Value, msg)

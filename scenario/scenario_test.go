@@ -1,4 +1,4 @@
-package testbed
+package scenario
 
 import (
 	"errors"
@@ -45,7 +45,7 @@ testbed:
 
 func TestParseScenario(t *testing.T) {
 	dir := scenarioDir(t)
-	s, err := ParseScenario([]byte(validScenario), dir)
+	s, err := Parse([]byte(validScenario), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestParseScenario(t *testing.T) {
 	}
 
 	min := "test_name: t\nserver_host: s\nclient_hosts: [c]\nserver_binary: srv\nclient_binary: srv\n"
-	s, err = ParseScenario([]byte(min), dir)
+	s, err = Parse([]byte(min), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestParseScenarioRemoteHosts(t *testing.T) {
 	// is resolved here for c2 and sent as written to c1's agent.
 	y := strings.Replace(validScenario, "server_binary: ./srv", "server_binary: /opt/bin/srv", 1) +
 		"key_file: srv\nhosts:\n  srv: 192.0.2.1\n  c1: \"[2001:db8::1]:7000\"\n"
-	s, err := ParseScenario([]byte(y), dir)
+	s, err := Parse([]byte(y), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestParseScenarioErrors(t *testing.T) {
 		{"relative remote binary", replace(7, "server_binary: ./srv") + "key_file: srv\nhosts:\n  srv: 192.0.2.1\n", `scenario:7: binary "./srv": a remote host needs an absolute path`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseScenario([]byte(tc.yaml), dir)
+			_, err := Parse([]byte(tc.yaml), dir)
 			if err == nil {
 				t.Fatalf("no error, want %q", tc.want)
 			}
@@ -165,8 +165,8 @@ func TestParseScenarioErrors(t *testing.T) {
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error %q spans lines", err)
 			}
-			if _, ok := errors.AsType[*ScenarioError](err); !ok {
-				t.Errorf("error %T is not a *ScenarioError", err)
+			if _, ok := errors.AsType[*ParseError](err); !ok {
+				t.Errorf("error %T is not a *ParseError", err)
 			}
 		})
 	}
@@ -178,7 +178,7 @@ func TestLoadScenarioNamesFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte(strings.Replace(validScenario, "client_args", "client_arg", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := LoadScenario(path)
+	_, err := Load(path)
 	if want := path + `:10: unknown key "client_arg"`; err == nil || err.Error() != want {
 		t.Errorf("error %v, want %s", err, want)
 	}

@@ -1,4 +1,4 @@
-package testbed
+package scenario
 
 import (
 	"bytes"
@@ -105,7 +105,8 @@ func TestRunScenario(t *testing.T) {
 	dir := t.TempDir()
 	buildTiny(t, dir, "udpserver", udpServer)
 	buildTiny(t, dir, "udpclient", udpClient)
-	yaml := `test_name: udpcount
+	test := uniqueTest("udpcount")
+	yaml := `test_name: ` + test + `
 server_host: srv
 client_hosts: [c1, c2, c3]
 clients_per_host: 2
@@ -119,7 +120,7 @@ max_test_duration: 20s
 testbed:
   rate: 100mbit
 `
-	s, err := ParseScenario([]byte(yaml), dir)
+	s, err := Parse([]byte(yaml), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,8 +136,8 @@ testbed:
 		t.Fatalf("%d iteration folders, want 3: %v", len(dirs), dirs)
 	}
 	for k, d := range dirs {
-		if base := filepath.Base(d); !strings.HasPrefix(base, fmt.Sprintf("udpcount_iter%d_", k+1)) {
-			t.Errorf("folder %s: want udpcount_iter%d_<timestamp>", base, k+1)
+		if base := filepath.Base(d); !strings.HasPrefix(base, fmt.Sprintf("%s_iter%d_", test, k+1)) {
+			t.Errorf("folder %s: want %s_iter%d_<timestamp>", base, test, k+1)
 		}
 		var sum IterationSummary
 		b, err := os.ReadFile(filepath.Join(d, "summary.json"))
@@ -146,7 +147,7 @@ testbed:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sum.Iteration != k+1 || sum.TestName != "udpcount" || sum.Ended != "clients ended" {
+		if sum.Iteration != k+1 || sum.TestName != test || sum.Ended != "clients ended" {
 			t.Errorf("iteration %d: summary %+v", k+1, sum)
 		}
 		roles := map[string]int{}
@@ -182,7 +183,5 @@ testbed:
 			t.Errorf("iteration %d: server counted %q datagrams, want 600", k+1, got)
 		}
 	}
-	if left, _ := filepath.Glob(filepath.Join(netnsDir, nsPrefix+"udpcount-*")); len(left) > 0 {
-		t.Errorf("namespaces left: %v", left)
-	}
+	noLeftovers(t, test)
 }

@@ -1,4 +1,4 @@
-package testbed
+package scenario
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/estimator"
 	"github.com/probe-dev/probe/probe"
+	"github.com/probe-dev/probe/testbed"
 )
 
 // Runner timings.
@@ -68,7 +69,7 @@ type ProcessSeries struct {
 // the current iteration collected, and returns the folders so far with an error.
 func Run(ctx context.Context, s *Scenario, resultsDir string, log io.Writer) ([]string, error) {
 	if len(s.hosts()) > 0 {
-		if err := CheckPrivileges(); err != nil {
+		if err := testbed.CheckPrivileges(); err != nil {
 			return nil, err
 		}
 	}
@@ -131,10 +132,10 @@ func (s *Scenario) hosts() []string {
 
 func runIteration(ctx context.Context, s *Scenario, key []byte, k int, resultsDir string, log io.Writer) (dir string, err error) {
 	started := time.Now()
-	var star *Star
+	var star *testbed.Star
 	var sched *collector.SchedWatch
 	if hosts := s.hosts(); len(hosts) > 0 {
-		star, err = UpStar(StarConfig{Name: starName(s.TestName), Hosts: hosts,
+		star, err = testbed.UpStar(testbed.StarConfig{Name: starName(s.TestName), Hosts: hosts,
 			Rate: s.Testbed.Rate, Burst: s.Testbed.Burst, Limit: s.Testbed.Limit, MTU: s.Testbed.MTU})
 		if err != nil {
 			return "", err
@@ -312,7 +313,7 @@ func (p *proc) base() string {
 
 // startLocal starts bin in h's namespace with stdout and stderr going to files in dir,
 // watched from its first instruction (probe.StartProcess holds it until sched has it).
-func (p *proc) startLocal(h *Host, bin string, args []string, dir string, sched *collector.SchedWatch) error {
+func (p *proc) startLocal(h *testbed.Host, bin string, args []string, dir string, sched *collector.SchedWatch) error {
 	out, err := os.Create(filepath.Join(dir, p.base()+".stdout"))
 	if err != nil {
 		return err
