@@ -13,4 +13,4 @@
 package bpf
 
 //go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target amd64 -type probe_event -type session -type probe_stats Probe probe.c -- -I./headers -Wall -Werror
-//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target amd64 -type switch_counts -type sched_stats -type thread_key -type thread_entry Sched sched.c -- -mcpu=v3 -I./headers -Wall -Werror
+//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target amd64 -type sched_stats -type thread_key -type thread_entry Sched sched.c -- -mcpu=v3 -I./headers -Wall -Werror

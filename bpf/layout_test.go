@@ -7,6 +7,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/probe-dev/probe/collector/dump"
 )
 
 // cStruct looks up a struct in the BTF of a compiled object.
@@ -63,7 +65,7 @@ func TestLayoutMatchesC(t *testing.T) {
 	checkGoMatchesC(t, probe, "probe_event", ProbeProbeEvent{})
 	checkGoMatchesC(t, probe, "session", ProbeSession{})
 	checkGoMatchesC(t, probe, "probe_stats", ProbeProbeStats{})
-	checkGoMatchesC(t, sched, "switch_counts", SchedSwitchCounts{})
+	checkGoMatchesC(t, sched, "task_info", SchedTaskInfo{})
 	checkGoMatchesC(t, sched, "sched_stats", SchedSchedStats{})
 	checkGoMatchesC(t, sched, "thread_key", SchedThreadKey{})
 	checkGoMatchesC(t, sched, "thread_entry", SchedThreadEntry{})
@@ -125,6 +127,45 @@ func TestProbeEventDecodeLayout(t *testing.T) {
 	for name, off := range goOffs {
 		if int(off) != want[name].off {
 			t.Errorf("ProbeProbeEvent field %s at %d, decoded at %d", name, off, want[name].off)
+		}
+	}
+}
+
+// TestRunQueueBuckets checks that the histogram's size is one figure: the
+// C enum, the arrays of the generated structs, and the record format's.
+func TestRunQueueBuckets(t *testing.T) {
+	sched, err := LoadSched()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e *btf.Enum
+	if err := sched.Types.TypeByName("sched_consts", &e); err != nil {
+		t.Fatalf("enum sched_consts in object BTF: %v", err)
+	}
+	var c uint64
+	for _, v := range e.Values {
+		if v.Name == "RUNQ_BUCKETS" {
+			c = v.Value
+		}
+	}
+	var arr *btf.Array
+	for _, m := range cStruct(t, sched, "sched_stats").Members {
+		if m.Name == "runq" {
+			arr, _ = m.Type.(*btf.Array)
+		}
+	}
+	if arr == nil {
+		t.Fatal("sched_stats.runq is not an array in BTF")
+	}
+	var g SchedSchedStats
+	for what, n := range map[string]uint64{
+		"the C array sched_stats.runq":      uint64(arr.Nelems),
+		"SchedSchedConstsRUNQ_BUCKETS":      uint64(SchedSchedConstsRUNQ_BUCKETS),
+		"the Go array SchedSchedStats.Runq": uint64(len(g.Runq)),
+		"dump.RunQueueBuckets":              uint64(dump.RunQueueBuckets),
+	} {
+		if n != c || c == 0 {
+			t.Errorf("%s has %d buckets, RUNQ_BUCKETS in sched.c %d", what, n, c)
 		}
 	}
 }

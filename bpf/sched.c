@@ -1,67 +1,30 @@
 //go:build ignore
 
-// Scheduler accounting (design §7).
-//
-// on_sched_switch counts context switches of every process: voluntary when
-// the task blocked, involuntary when it was preempted while still runnable.
+// Scheduler accounting (docs/resources.md).
 //
 // The watch_* programs account, for a watched set of processes only, the
 // on-CPU time, the switches and the run-queue latency per thread. User
-// space sets `watched`; forks of a watched process join it.
+// space sets `watched`; forks of a watched process join it, and each
+// thread is counted for the tree of the process user space watched.
 
 #include "vmlinux.h"
 #include "bpf_helpers.h"
 #include "bpf_tracing.h"
 #include "bpf_core_read.h"
 
-// The kernel's TASK_RUNNING and TASK_DEAD (include/linux/sched.h); macros
-// are not in vmlinux.h.
+// The kernel's TASK_RUNNING (include/linux/sched.h); macros are not in
+// vmlinux.h.
 #define TASK_RUNNING 0
-#define TASK_DEAD 0x80
 
-#define RUNQ_BUCKETS 32
-
-struct switch_counts {
-	__u64 voluntary;
-	__u64 involuntary;
+// sched_consts are the sizes user space shares; an enum, unlike a macro,
+// reaches the Go side through BTF (bpf2go -type).
+enum sched_consts {
+	// Log2(µs) buckets of the run-queue latency histogram.
+	RUNQ_BUCKETS = 32,
 };
 
-// LRU so that exited processes age out without a user-space sweeper.
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); // tgid
-	__type(value, struct switch_counts);
-} switches SEC(".maps");
-
-SEC("tp_btf/sched_switch")
-int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
-	     struct task_struct *next, unsigned int prev_state)
-{
-	__u32 tgid = prev->tgid;
-
-	// tgid 0 is the idle task, which is not a process.
-	if (tgid == 0)
-		return 0;
-
-	struct switch_counts *c = bpf_map_lookup_elem(&switches, &tgid);
-	if (!c) {
-		struct switch_counts zero = {};
-
-		// NOEXIST: another CPU may have inserted it since the lookup.
-		bpf_map_update_elem(&switches, &tgid, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&switches, &tgid);
-		if (!c)
-			return 0;
-	}
-	// The same rule as the kernel's nvcsw/nivcsw: a preempted task, or
-	// one still TASK_RUNNING (0), did not choose to leave.
-	if (preempt || prev_state == TASK_RUNNING)
-		__sync_fetch_and_add(&c->involuntary, 1);
-	else
-		__sync_fetch_and_add(&c->voluntary, 1);
-	return 0;
-}
+// BTF keeps only the types that something is declared with.
+const volatile enum sched_consts sched_consts_btf = RUNQ_BUCKETS;
 
 // sched_stats are the totals of a watched thread.
 struct sched_stats {
@@ -85,7 +48,16 @@ struct thread_entry {
 	struct sched_stats stats;
 	__u64 runtime_in;	// its se.sum_exec_runtime when switched in
 	__u32 on_cpu;		// runtime_in is set
-	__u32 pad;
+	// The process user space watched that this thread descends from (its
+	// own tgid for that process's threads): one watch serves several
+	// trees at once, e.g. the agent's concurrent run sessions.
+	__u32 root;
+};
+
+// task_info is what each watched thread carries in its task storage.
+struct task_info {
+	__u32 slot;	// its index in threads, plus one (0: none yet)
+	__u32 root;	// as thread_entry.root; 0: its own tgid
 };
 
 // The watch costs every context switch of the host, so the programs use
@@ -123,13 +95,13 @@ struct {
 	__type(value, struct thread_entry);
 } threads SEC(".maps");
 
-// slot_of is a thread's index in threads, plus one (0: none yet).
+// task_of holds each watched thread's task_info.
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, __u32);
-} slot_of SEC(".maps");
+	__type(value, struct task_info);
+} task_of SEC(".maps");
 
 // Slots handed out; past MAX_THREADS, threads_lost counts the threads that
 // found none.
@@ -146,13 +118,13 @@ static __always_inline bool is_watched(__u32 tgid)
 
 static __always_inline struct thread_entry *entry_of(struct task_struct *p)
 {
-	__u32 *slot = bpf_task_storage_get(&slot_of, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	struct task_info *ti = bpf_task_storage_get(&task_of, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	__u32 i;
 
-	if (!slot)
+	if (!ti)
 		return 0;
-	if (*slot) {
-		i = *slot - 1;
+	if (ti->slot) {
+		i = ti->slot - 1;
 		return bpf_map_lookup_elem(&threads, &i);
 	}
 	// First sight: only this CPU switches p now, so no other takes its slot.
@@ -163,7 +135,8 @@ static __always_inline struct thread_entry *entry_of(struct task_struct *p)
 		__sync_fetch_and_add(&threads_lost, 1);
 		return 0;
 	}
-	*slot = i + 1;
+	ti->slot = i + 1;
+	t->root = ti->root ? ti->root : p->tgid;
 	t->key.pid = p->pid;
 	t->key.tgid = p->tgid;
 	return t;
@@ -202,6 +175,9 @@ int BPF_PROG(watch_sched_switch, bool preempt, struct task_struct *prev,
 			// Not on_cpu when it was already running at Watch.
 			if (t->on_cpu && rt > t->runtime_in)
 				t->stats.oncpu_ns += rt - t->runtime_in;
+			// User space adds a running thread's current run to
+			// oncpu_ns while on_cpu is set: the stores stay in order.
+			barrier();
 			t->on_cpu = 0;
 			// The same rule as the kernel's nvcsw/nivcsw: a preempted
 			// task, or one still TASK_RUNNING, did not choose to leave.
@@ -217,6 +193,7 @@ int BPF_PROG(watch_sched_switch, bool preempt, struct task_struct *prev,
 		if (!t)
 			return 0;
 		t->runtime_in = next->se.sum_exec_runtime;
+		barrier();
 		t->on_cpu = 1;
 		// Queued when woken or preempted, by the clock of the run
 		// queue it now runs from (set_task_cpu points se.cfs_rq at
@@ -238,14 +215,24 @@ int BPF_PROG(watch_sched_process_fork, struct task_struct *parent, struct task_s
 {
 	__u32 tgid = child->tgid;
 
+	if (!is_watched(parent->tgid))
+		return 0;
 	// A new thread has its parent's tgid, already watched.
-	if (tgid != parent->tgid && is_watched(parent->tgid)) {
+	if (tgid != parent->tgid) {
 		__u32 word = (tgid / 64) & (PID_MAX_LIMIT / 64 - 1);
 		__u64 *w = bpf_map_lookup_elem(&watched, &word);
 
 		if (w)
 			__sync_fetch_and_or(w, 1ull << (tgid % 64));
 	}
+	// The child, thread or process, belongs to its parent's tree; the
+	// parent runs, so its storage exists unless it ran since before the
+	// watch, and then it is a root itself. The child has not run yet.
+	struct task_info *pi = bpf_task_storage_get(&task_of, parent, 0, 0);
+	struct task_info *ci = bpf_task_storage_get(&task_of, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (ci)
+		ci->root = pi && pi->root ? pi->root : parent->tgid;
 	return 0;
 }
 

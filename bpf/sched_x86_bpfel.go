@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type SchedSchedConsts uint32
+
+const (
+	SchedSchedConstsRUNQ_BUCKETS SchedSchedConsts = 32
+)
+
 type SchedSchedStats struct {
 	_           structs.HostLayout
 	OncpuNs     uint64
@@ -21,10 +27,10 @@ type SchedSchedStats struct {
 	Runq        [32]uint64
 }
 
-type SchedSwitchCounts struct {
-	_           structs.HostLayout
-	Voluntary   uint64
-	Involuntary uint64
+type SchedTaskInfo struct {
+	_    structs.HostLayout
+	Slot uint32
+	Root uint32
 }
 
 type SchedThreadEntry struct {
@@ -33,7 +39,7 @@ type SchedThreadEntry struct {
 	Stats     SchedSchedStats
 	RuntimeIn uint64
 	OnCpu     uint32
-	Pad       uint32
+	Root      uint32
 }
 
 type SchedThreadKey struct {
@@ -46,13 +52,12 @@ type SchedThreadKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SchedMapSlotOf                 = "slot_of"
-	SchedMapSwitches               = "switches"
+	SchedMapTaskOf                 = "task_of"
 	SchedMapThreads                = "threads"
 	SchedMapWatched                = "watched"
-	SchedProgOnSchedSwitch         = "on_sched_switch"
 	SchedProgWatchSchedProcessFork = "watch_sched_process_fork"
 	SchedProgWatchSchedSwitch      = "watch_sched_switch"
+	SchedVarSchedConstsBtf         = "sched_consts_btf"
 	SchedVarThreadsLost            = "threads_lost"
 	SchedVarThreadsUsed            = "threads_used"
 )
@@ -99,7 +104,6 @@ type SchedSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SchedProgramSpecs struct {
-	OnSchedSwitch         *ebpf.ProgramSpec `ebpf:"on_sched_switch"`
 	WatchSchedProcessFork *ebpf.ProgramSpec `ebpf:"watch_sched_process_fork"`
 	WatchSchedSwitch      *ebpf.ProgramSpec `ebpf:"watch_sched_switch"`
 }
@@ -108,18 +112,18 @@ type SchedProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SchedMapSpecs struct {
-	SlotOf   *ebpf.MapSpec `ebpf:"slot_of"`
-	Switches *ebpf.MapSpec `ebpf:"switches"`
-	Threads  *ebpf.MapSpec `ebpf:"threads"`
-	Watched  *ebpf.MapSpec `ebpf:"watched"`
+	TaskOf  *ebpf.MapSpec `ebpf:"task_of"`
+	Threads *ebpf.MapSpec `ebpf:"threads"`
+	Watched *ebpf.MapSpec `ebpf:"watched"`
 }
 
 // SchedVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SchedVariableSpecs struct {
-	ThreadsLost *ebpf.VariableSpec `ebpf:"threads_lost"`
-	ThreadsUsed *ebpf.VariableSpec `ebpf:"threads_used"`
+	SchedConstsBtf *ebpf.VariableSpec `ebpf:"sched_consts_btf"`
+	ThreadsLost    *ebpf.VariableSpec `ebpf:"threads_lost"`
+	ThreadsUsed    *ebpf.VariableSpec `ebpf:"threads_used"`
 }
 
 // SchedObjects contains all objects after they have been loaded into the kernel.
@@ -142,16 +146,14 @@ func (o *SchedObjects) Close() error {
 //
 // It can be passed to LoadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SchedMaps struct {
-	SlotOf   *ebpf.Map `ebpf:"slot_of"`
-	Switches *ebpf.Map `ebpf:"switches"`
-	Threads  *ebpf.Map `ebpf:"threads"`
-	Watched  *ebpf.Map `ebpf:"watched"`
+	TaskOf  *ebpf.Map `ebpf:"task_of"`
+	Threads *ebpf.Map `ebpf:"threads"`
+	Watched *ebpf.Map `ebpf:"watched"`
 }
 
 func (m *SchedMaps) Close() error {
 	return _SchedClose(
-		m.SlotOf,
-		m.Switches,
+		m.TaskOf,
 		m.Threads,
 		m.Watched,
 	)
@@ -161,22 +163,21 @@ func (m *SchedMaps) Close() error {
 //
 // It can be passed to LoadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SchedVariables struct {
-	ThreadsLost *ebpf.Variable `ebpf:"threads_lost"`
-	ThreadsUsed *ebpf.Variable `ebpf:"threads_used"`
+	SchedConstsBtf *ebpf.Variable `ebpf:"sched_consts_btf"`
+	ThreadsLost    *ebpf.Variable `ebpf:"threads_lost"`
+	ThreadsUsed    *ebpf.Variable `ebpf:"threads_used"`
 }
 
 // SchedPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SchedPrograms struct {
-	OnSchedSwitch         *ebpf.Program `ebpf:"on_sched_switch"`
 	WatchSchedProcessFork *ebpf.Program `ebpf:"watch_sched_process_fork"`
 	WatchSchedSwitch      *ebpf.Program `ebpf:"watch_sched_switch"`
 }
 
 func (p *SchedPrograms) Close() error {
 	return _SchedClose(
-		p.OnSchedSwitch,
 		p.WatchSchedProcessFork,
 		p.WatchSchedSwitch,
 	)

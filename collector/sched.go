@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -17,31 +20,6 @@ import (
 	"github.com/probe-dev/probe/bpf"
 )
 
-// SwitchCounts are a process's context switches since the counter started.
-type SwitchCounts struct {
-	Voluntary   uint64 // the task blocked (sleep, I/O, lock)
-	Involuntary uint64 // the task was preempted while still runnable
-}
-
-// SwitchCounter counts context switches per process (tgid) with a
-// tp_btf/sched_switch program (bpf/sched.c).
-type SwitchCounter struct {
-	objs switchObjects
-	link link.Link
-}
-
-// switchObjects are the part of bpf/sched.c that SwitchCounter uses; the
-// watch programs and their maps are not loaded.
-type switchObjects struct {
-	OnSchedSwitch *ebpf.Program `ebpf:"on_sched_switch"`
-	Switches      *ebpf.Map     `ebpf:"switches"`
-}
-
-// Close closes what was loaded; the methods accept nil.
-func (o *switchObjects) Close() error {
-	return errors.Join(o.OnSchedSwitch.Close(), o.Switches.Close())
-}
-
 // loadSched loads the named subset of bpf/sched.c into objs.
 func loadSched(objs any) error {
 	spec, err := bpf.LoadSched()
@@ -51,51 +29,10 @@ func loadSched(objs any) error {
 	return spec.LoadAndAssign(objs, nil)
 }
 
-var (
-	schedNeeds = needs{caps: "CAP_BPF, CAP_PERFMON", kernel: "5.5", what: "tp_btf programs", btf: true}
-	watchNeeds = needs{caps: "CAP_BPF, CAP_PERFMON", kernel: "5.12", what: "tp_btf programs with task storage and atomics", btf: true}
-)
+var watchNeeds = needs{caps: "CAP_BPF, CAP_PERFMON", kernel: "5.12", what: "tp_btf programs with task storage and atomics", btf: true}
 
-// NewSwitchCounter loads the sched_switch program and attaches it; counting
-// starts now, for every process on the host.
-func NewSwitchCounter() (*SwitchCounter, error) {
-	// Only kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. If this
-	// fails, loading fails too and says why more plainly.
-	_ = rlimit.RemoveMemlock()
-	c := &SwitchCounter{}
-	if err := loadSched(&c.objs); err != nil {
-		return nil, loadError("load sched_switch counter", schedNeeds, err)
-	}
-	l, err := link.AttachTracing(link.TracingOptions{Program: c.objs.OnSchedSwitch})
-	if err != nil {
-		c.objs.Close()
-		return nil, loadError("attach sched_switch counter", schedNeeds, err)
-	}
-	c.link = l
-	return c, nil
-}
-
-// Counts returns the switches of process tgid; ok is false when it has not
-// been switched out since the counter started (or aged out of the map).
-func (c *SwitchCounter) Counts(tgid uint32) (counts SwitchCounts, ok bool) {
-	var v bpf.SchedSwitchCounts
-	if err := c.objs.Switches.Lookup(tgid, &v); err != nil {
-		return SwitchCounts{}, false
-	}
-	return SwitchCounts{Voluntary: v.Voluntary, Involuntary: v.Involuntary}, true
-}
-
-// Close detaches the program and frees its map.
-func (c *SwitchCounter) Close() error {
-	var errs []error
-	if err := c.link.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("detach sched_switch counter: %w", err))
-	}
-	if err := c.objs.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close sched_switch counter: %w", err))
-	}
-	return errors.Join(errs...)
-}
+// RunQueueBuckets is the size of the run-queue latency histogram, bpf/sched.c's.
+const RunQueueBuckets = int(bpf.SchedSchedConstsRUNQ_BUCKETS)
 
 // SchedStats are the scheduler totals of a watched process or thread since
 // it was watched.
@@ -107,7 +44,7 @@ type SchedStats struct {
 	// preempted) to running, per log2(µs): bucket k holds latencies in
 	// [2^k, 2^(k+1)) µs, bucket 0 also those below 1 µs, bucket 31 also
 	// those above.
-	RunQueue [32]uint64
+	RunQueue [RunQueueBuckets]uint64
 }
 
 // Waits returns the number of run-queue waits, the sum of RunQueue.
@@ -117,15 +54,6 @@ func (s SchedStats) Waits() uint64 {
 		n += c
 	}
 	return n
-}
-
-func schedStats(v *bpf.SchedSchedStats) SchedStats {
-	return SchedStats{
-		OnCPU:       time.Duration(v.OncpuNs),
-		Voluntary:   v.Voluntary,
-		Involuntary: v.Involuntary,
-		RunQueue:    v.Runq,
-	}
 }
 
 // SchedWatch accounts on-CPU time, context switches and run-queue latency,
@@ -152,19 +80,21 @@ type watchObjects struct {
 
 	Watched *ebpf.Map `ebpf:"watched"`
 	Threads *ebpf.Map `ebpf:"threads"`
-	SlotOf  *ebpf.Map `ebpf:"slot_of"`
+	TaskOf  *ebpf.Map `ebpf:"task_of"`
 
 	ThreadsLost *ebpf.Variable `ebpf:"threads_lost"`
 }
 
 func (o *watchObjects) Close() error {
-	return errors.Join(o.Switch.Close(), o.Fork.Close(), o.Watched.Close(), o.Threads.Close(), o.SlotOf.Close())
+	return errors.Join(o.Switch.Close(), o.Fork.Close(), o.Watched.Close(), o.Threads.Close(), o.TaskOf.Close())
 }
 
 // NewSchedWatch loads the watch programs and attaches them; the watched set
 // starts empty.
 func NewSchedWatch() (*SchedWatch, error) {
-	_ = rlimit.RemoveMemlock() // see NewSwitchCounter
+	// Only kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. If this
+	// fails, loading fails too and says why more plainly.
+	_ = rlimit.RemoveMemlock()
 	w := &SchedWatch{}
 	if err := loadSched(&w.objs); err != nil {
 		return nil, loadError("load scheduler watch", watchNeeds, err)
@@ -233,35 +163,102 @@ func (w *SchedWatch) Watch(tgid uint32) error {
 // is false when none of its threads has been switched in or out since it
 // was watched.
 func (w *SchedWatch) Process(tgid uint32) (stats SchedStats, ok bool) {
-	for _, t := range w.Threads(tgid) {
-		ok = true
-		stats.OnCPU += t.OnCPU
-		stats.Voluntary += t.Voluntary
-		stats.Involuntary += t.Involuntary
-		for i, n := range t.RunQueue {
-			stats.RunQueue[i] += n
+	w.each(func(t *bpf.SchedThreadEntry) {
+		if t.Key.Tgid == tgid {
+			ok = true
+			stats.add(threadStats(t))
 		}
-	}
+	})
 	return stats, ok
+}
+
+// Tree returns the totals of the processes watched with Watch(root), for
+// each root given, and of their descendants (joined at fork, after the
+// watch): the sum of their threads', exited ones included.
+func (w *SchedWatch) Tree(roots ...uint32) SchedStats {
+	var stats SchedStats
+	w.each(func(t *bpf.SchedThreadEntry) {
+		if slices.Contains(roots, t.Root) {
+			stats.add(threadStats(t))
+		}
+	})
+	return stats
 }
 
 // Threads returns the totals of each thread (by thread id) of process tgid
 // that ran while watched, exited threads included.
 func (w *SchedWatch) Threads(tgid uint32) map[uint32]SchedStats {
 	threads := make(map[uint32]SchedStats)
-	// Slots fill in order; one whose key is not written yet ends the list
-	// for now. The programs write each counter whole (aligned 8 bytes).
+	w.each(func(t *bpf.SchedThreadEntry) {
+		if t.Key.Tgid == tgid {
+			threads[t.Key.Pid] = threadStats(t)
+		}
+	})
+	return threads
+}
+
+// each calls fn for each thread slot filled so far. Slots fill in order;
+// one whose key is not written yet ends the list for now. The programs
+// write each counter whole (aligned 8 bytes).
+func (w *SchedWatch) each(fn func(*bpf.SchedThreadEntry)) {
 	for i := range w.threads {
 		t := &w.threads[i]
-		k := t.Key
-		if k.Tgid == 0 {
-			break
+		if atomic.LoadUint32(&t.Key.Tgid) == 0 {
+			return
 		}
-		if k.Tgid == tgid {
-			threads[k.Pid] = schedStats(&t.Stats)
-		}
+		fn(t)
 	}
-	return threads
+}
+
+func (s *SchedStats) add(t SchedStats) {
+	s.OnCPU += t.OnCPU
+	s.Voluntary += t.Voluntary
+	s.Involuntary += t.Involuntary
+	for i, n := range t.RunQueue {
+		s.RunQueue[i] += n
+	}
+}
+
+// threadStats reads a thread's totals. The program adds a run to the
+// on-CPU time only when the thread is switched out, so a thread on a CPU
+// now gets its current run from the kernel's runtime counter, the same
+// one the program reads (updated at every tick: a few ms late at most).
+// Without that, a busy thread that is rarely switched out would show
+// nothing for a while and then seconds at once.
+func threadStats(t *bpf.SchedThreadEntry) SchedStats {
+	s := SchedStats{Voluntary: t.Stats.Voluntary, Involuntary: t.Stats.Involuntary, RunQueue: t.Stats.Runq}
+	// The program stores the on-CPU time before clearing on_cpu and the
+	// start of a run before setting it; a switch while this reads shows
+	// as a change, and the read starts again.
+	for range 4 {
+		on := atomic.LoadUint32(&t.OnCpu)
+		oncpu := atomic.LoadUint64(&t.Stats.OncpuNs)
+		in := atomic.LoadUint64(&t.RuntimeIn)
+		s.OnCPU = time.Duration(oncpu)
+		if on == 0 {
+			return s
+		}
+		rt, err := threadRuntime(t.Key.Tgid, t.Key.Pid)
+		if atomic.LoadUint32(&t.OnCpu) != on || atomic.LoadUint64(&t.Stats.OncpuNs) != oncpu || atomic.LoadUint64(&t.RuntimeIn) != in {
+			continue
+		}
+		if err == nil && rt > in {
+			s.OnCPU += time.Duration(rt - in)
+		}
+		return s
+	}
+	return s
+}
+
+// threadRuntime reads a thread's se.sum_exec_runtime, the first field of
+// /proc/TGID/task/TID/schedstat, in ns.
+func threadRuntime(tgid, tid uint32) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/schedstat", tgid, tid))
+	if err != nil {
+		return 0, err
+	}
+	f, _, _ := strings.Cut(string(b), " ")
+	return strconv.ParseUint(f, 10, 64)
 }
 
 // RunQueueKnown says whether the kernel keeps the queueing times the

@@ -17,147 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The test binary re-executes itself as a child with a known workload and
-// a known tgid (its pid), through TestSwitchHelperProcess.
-const switchHelperEnv = "PROBE_SWITCH_HELPER"
-
-// TestSwitchHelperProcess is not a test: it is the child's workload.
-func TestSwitchHelperProcess(t *testing.T) {
-	mode := os.Getenv(switchHelperEnv)
-	if mode == "" {
-		t.Skip("helper process for the SwitchCounter tests, run only as their child")
-	}
-	runtime.LockOSThread()
-	switch mode {
-	case "sleep":
-		// A plain nanosleep blocks this thread every time: 300 voluntary switches.
-		for range 300 {
-			req := unix.Timespec{Nsec: 1e6}
-			// The Go runtime's preemption signals may cut a sleep short.
-			for {
-				var rem unix.Timespec
-				err := unix.Nanosleep(&req, &rem)
-				if err == unix.EINTR {
-					req = rem
-					continue
-				}
-				if err != nil {
-					fmt.Fprintln(os.Stderr, "nanosleep:", err)
-					os.Exit(2)
-				}
-				break
-			}
-		}
-	case "spin":
-		cpu, _ := strconv.Atoi(os.Getenv("PROBE_SWITCH_CPU"))
-		var set unix.CPUSet
-		set.Set(cpu)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			fmt.Fprintln(os.Stderr, "pin:", err)
-			os.Exit(2)
-		}
-		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
-		}
-	}
-	os.Exit(0)
-}
-
-func startSwitchHelper(t *testing.T, mode string, env ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSwitchHelperProcess$")
-	cmd.Env = append(os.Environ(), append(env, switchHelperEnv+"="+mode, "GOMAXPROCS=1")...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd
-}
-
-func newKernelSwitchCounter(t *testing.T) *SwitchCounter {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_PERFMON) to load eBPF programs")
-	}
-	c, err := NewSwitchCounter()
-	if errors.Is(err, unix.EPERM) {
-		t.Skipf("root without the capabilities (CAP_BPF, CAP_PERFMON): %v", err)
-	}
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		t.Skipf("kernel lacks a feature the sched_switch counter needs: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("close switch counter: %v", err)
-		}
-	})
-	return c
-}
-
-func TestSwitchCounterVoluntary(t *testing.T) {
-	c := newKernelSwitchCounter(t)
-	cmd := startSwitchHelper(t, "sleep")
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("helper: %v", err)
-	}
-	got, ok := c.Counts(uint32(cmd.Process.Pid))
-	if !ok {
-		t.Fatalf("no counts for the helper (tgid %d)", cmd.Process.Pid)
-	}
-	t.Logf("sleeper: %+v", got)
-	if got.Voluntary < 300 {
-		t.Errorf("voluntary switches %d, want >= 300 (300 sleeps of 1 ms)", got.Voluntary)
-	}
-}
-
-func TestSwitchCounterInvoluntary(t *testing.T) {
-	c := newKernelSwitchCounter(t)
-	var allowed unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
-		t.Fatal(err)
-	}
-	cpu := -1
-	for i := range 1024 {
-		if allowed.IsSet(i) {
-			cpu = i
-			break
-		}
-	}
-	if cpu < 0 {
-		t.Fatal("no CPU in our affinity mask")
-	}
-	// Two busy loops on one CPU: the scheduler must preempt them.
-	env := "PROBE_SWITCH_CPU=" + strconv.Itoa(cpu)
-	a := startSwitchHelper(t, "spin", env)
-	b := startSwitchHelper(t, "spin", env)
-	for _, cmd := range []*exec.Cmd{a, b} {
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("helper: %v", err)
-		}
-	}
-	for _, cmd := range []*exec.Cmd{a, b} {
-		got, ok := c.Counts(uint32(cmd.Process.Pid))
-		if !ok {
-			t.Fatalf("no counts for helper tgid %d", cmd.Process.Pid)
-		}
-		t.Logf("spinner %d on cpu %d: %+v", cmd.Process.Pid, cpu, got)
-		if got.Involuntary == 0 {
-			t.Errorf("tgid %d: no involuntary switches, though it shared cpu %d with another busy process", cmd.Process.Pid, cpu)
-		}
-	}
-}
-
-func TestSwitchCounterUnknownProcess(t *testing.T) {
-	c := newKernelSwitchCounter(t)
-	// Above pid_max (at most 2^22): no such process.
-	if got, ok := c.Counts(1 << 23); ok {
-		t.Errorf("counts %+v for a tgid that cannot exist", got)
-	}
-}
-
-// The SchedWatch tests re-execute the test binary too, through
+// The SchedWatch tests re-execute the test binary, through
 // TestSchedHelperProcess. Each child waits on a pipe (fd 3) until the test
 // has watched it, so that nothing it does is missed, and reports on stdout
 // in "key=value" lines.
@@ -495,5 +355,82 @@ func TestSchedWatchUnknownProcess(t *testing.T) {
 	}
 	if got := w.Watched(); len(got) != 0 {
 		t.Errorf("watched %v before any Watch", got)
+	}
+}
+
+// One watch serves several trees: each counts its own process and the
+// children it forked, and nothing of the other's.
+func TestSchedWatchTrees(t *testing.T) {
+	w := newKernelSchedWatch(t)
+	a := startSchedHelper(t, "fork", "PROBE_SCHED_MS=300")
+	b := startSchedHelper(t, "fork", "PROBE_SCHED_MS=100")
+	watchAndRelease(t, w, a, b)
+	child := map[*schedHelper]uint32{}
+	for _, h := range []*schedHelper{a, b} {
+		_, _, out := h.wait(t)
+		c, err := strconv.ParseUint(out["child"], 10, 32)
+		if err != nil {
+			t.Fatalf("helper output %q: no child pid", h.out.String())
+		}
+		child[h] = uint32(c)
+	}
+	for _, tc := range []struct {
+		h    *schedHelper
+		burn time.Duration
+	}{{a, 300 * time.Millisecond}, {b, 100 * time.Millisecond}} {
+		own, _ := w.Process(tc.h.pid)
+		kid, _ := w.Process(child[tc.h])
+		tree := w.Tree(tc.h.pid)
+		t.Logf("tree of %d: on-CPU %v = itself %v + its child %d burning %v: %v", tc.h.pid, tree.OnCPU, own.OnCPU, child[tc.h], tc.burn, kid.OnCPU)
+		// The Go runtime of the helper may start a process of its own too,
+		// which is part of the tree; the other tree's child burned 100 ms
+		// or more, and must not be.
+		if extra := tree.OnCPU - own.OnCPU - kid.OnCPU; extra < 0 || extra > 50*time.Millisecond {
+			t.Errorf("tree of %d: %v on CPU; want its process's and its child's, %v + %v, and little else",
+				tc.h.pid, tree.OnCPU, own.OnCPU, kid.OnCPU)
+		}
+		if kid.OnCPU < tc.burn*98/100 {
+			t.Errorf("child %d burned %v, seen %v", child[tc.h], tc.burn, kid.OnCPU)
+		}
+	}
+	// The two trees share out every watched process.
+	var all time.Duration
+	for _, tgid := range w.Watched() {
+		st, _ := w.Process(tgid)
+		all += st.OnCPU
+	}
+	if ta, tb := w.Tree(a.pid).OnCPU, w.Tree(b.pid).OnCPU; ta+tb != all || w.Tree(a.pid, b.pid).OnCPU != all {
+		t.Errorf("trees %v + %v, both %v; every watched process %v", ta, tb, w.Tree(a.pid, b.pid).OnCPU, all)
+	}
+}
+
+// A thread on a CPU is counted up to now, not only up to its last switch
+// out: between two reads, no more CPU than the wall time between them plus
+// the kernel's lag in updating a running thread's runtime (one tick, at
+// most 10 ms with HZ=100), and the whole burn by its end.
+func TestSchedWatchRunningThread(t *testing.T) {
+	w := newKernelSchedWatch(t)
+	h := startSchedHelper(t, "burn", "PROBE_SCHED_MS=600")
+	watchAndRelease(t, w, h)
+	const tick = 10 * time.Millisecond
+	var prev time.Duration
+	prevStart := time.Now()
+	for h.cmd.ProcessState == nil {
+		time.Sleep(50 * time.Millisecond)
+		start := time.Now()
+		cur := w.Tree(h.pid).OnCPU
+		end := time.Now()
+		if d, wall := cur-prev, end.Sub(prevStart); d > wall+tick {
+			t.Errorf("%v on CPU in %v of wall time: one thread cannot", d, wall)
+		}
+		prev, prevStart = cur, start
+		var st unix.Siginfo
+		if unix.Waitid(unix.P_PID, int(h.pid), &st, unix.WEXITED|unix.WNOWAIT|unix.WNOHANG, nil) == nil && st.Signo != 0 {
+			break
+		}
+	}
+	h.wait(t)
+	if got := w.Tree(h.pid).OnCPU; got < 590*time.Millisecond {
+		t.Errorf("on-CPU %v after a 600 ms burn", got)
 	}
 }

@@ -74,7 +74,7 @@ func SummariseResources(s dump.ResourceSeries) ResourceSummary {
 	out.Voluntary = delta(first.Voluntary, last.Voluntary)
 	out.Involuntary = delta(first.Involuntary, last.Involuntary)
 
-	var hist [32]uint64
+	var hist [dump.RunQueueBuckets]uint64
 	for i := range hist {
 		hist[i] = delta(first.RunQueue[i], last.RunQueue[i])
 		out.RunQueueWakeups += hist[i]
@@ -158,7 +158,7 @@ func percent(cpu, wall time.Duration) float64 {
 
 // log2Quantile finds the bucket of hist (bucket i covers [2^i, 2^(i+1)) µs)
 // holding the q-quantile of n observations and returns its upper bound.
-func log2Quantile(hist [32]uint64, n uint64, q float64) time.Duration {
+func log2Quantile(hist [dump.RunQueueBuckets]uint64, n uint64, q float64) time.Duration {
 	if n == 0 {
 		return 0
 	}

@@ -12,6 +12,10 @@ type IfCounters struct {
 	TxDrops   uint64 `msgpack:"tx_drops"`
 }
 
+// RunQueueBuckets is the size of ResourceSample.RunQueue: the log2(µs)
+// buckets of bpf/sched.c (RUNQ_BUCKETS; a test in bpf checks they agree).
+const RunQueueBuckets = 32
+
 // ResourceSample is a watched process's (and its host's interfaces') state
 // at one instant. Every counter is cumulative since the watch started or
 // since the process did; the estimator works on differences.
@@ -30,7 +34,7 @@ type ResourceSample struct {
 
 	// RunQueue[i] counts wakeup-to-run latencies in [2^i, 2^(i+1)) µs
 	// (bucket 0 also holds those under 1 µs).
-	RunQueue [32]uint64 `msgpack:"run_queue"`
+	RunQueue [RunQueueBuckets]uint64 `msgpack:"run_queue"`
 
 	Net map[string]IfCounters `msgpack:"net,omitempty"` // by interface name
 }
