@@ -1,12 +1,15 @@
 package collector
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // HeldArg, as the first argument of a binary, makes it the shim of StartHeld:
@@ -28,7 +31,9 @@ func RunIfHeld() {
 }
 
 // runHeld is the shim: FD PATH ARGV0 ARGS...; it blocks on a read of FD
-// until the starter writes one byte (or exits: then the command never runs).
+// until the starter writes one byte (or exits: then the command never
+// runs). It writes its CPU time so far to FD+1, which the exec closes:
+// that tells the starter that the command runs.
 func runHeld(args []string) error {
 	if len(args) < 3 {
 		return errors.New("want FD PATH ARGV0 [ARGS...]")
@@ -43,7 +48,22 @@ func runHeld(args []string) error {
 		return fmt.Errorf("wait for the watcher: %w", err)
 	}
 	f.Close()
+	// The shim's CPU time, which the process's own accounting keeps
+	// after the exec, for the starter to leave out.
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		var b [16]byte
+		binary.LittleEndian.PutUint64(b[:], uint64(ru.Utime.Nano()))
+		binary.LittleEndian.PutUint64(b[8:], uint64(ru.Stime.Nano()))
+		os.NewFile(uintptr(fd+1), "exec").Write(b[:])
+	}
+	syscall.CloseOnExec(fd + 1)
 	return syscall.Exec(args[1], args[2:], os.Environ())
+}
+
+// Shim is what the shim of a held command cost before the command ran.
+type Shim struct {
+	User, System time.Duration // 0 when the shim could not say
 }
 
 // StartHeld starts cmd through the running binary's shim (see HeldArg): the
@@ -51,9 +71,15 @@ func runHeld(args []string) error {
 // environment, but does not run cmd's program until release is called, so
 // that a watcher can start accounting for it before its first instruction.
 // start starts the rewritten cmd (nil: cmd.Start), e.g. inside a network
-// namespace. Call release once: release(true) lets the command run,
-// release(false) makes the shim exit with status 127 without running it.
-func StartHeld(cmd *exec.Cmd, start func(*exec.Cmd) error) (release func(run bool) error, err error) {
+// namespace. Call release once: release(true, atExec) lets the command run
+// and returns once it does (its exec is done, or the shim ended), so that
+// what a watcher samples next is the command's and not the shim's, with the
+// CPU time the shim used, which the process's rusage and /proc keep
+// counting; atExec, if not nil, is called as the shim has measured that
+// and goes to exec, for the watcher's own figures of the same instant.
+// release(false, nil) makes the shim exit with status 127 without running
+// it.
+func StartHeld(cmd *exec.Cmd, start func(*exec.Cmd) error) (release func(run bool, atExec func()) (Shim, error), err error) {
 	if cmd.Err != nil {
 		return nil, cmd.Err
 	}
@@ -68,6 +94,12 @@ func StartHeld(cmd *exec.Cmd, start func(*exec.Cmd) error) (release func(run boo
 	if err != nil {
 		return nil, fmt.Errorf("start held: %w", err)
 	}
+	execR, execW, err := os.Pipe()
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("start held: %w", err)
+	}
 	fd := 3 + len(cmd.ExtraFiles)
 	argv := cmd.Args
 	if len(argv) == 0 {
@@ -75,25 +107,39 @@ func StartHeld(cmd *exec.Cmd, start func(*exec.Cmd) error) (release func(run boo
 	}
 	cmd.Args = append([]string{self, HeldArg, strconv.Itoa(fd), cmd.Path}, argv...)
 	cmd.Path = self
-	cmd.ExtraFiles = append(cmd.ExtraFiles, r)
+	cmd.ExtraFiles = append(cmd.ExtraFiles, r, execW)
 	if start == nil {
 		start = (*exec.Cmd).Start
 	}
 	err = start(cmd)
 	r.Close()
-	cmd.ExtraFiles = cmd.ExtraFiles[:len(cmd.ExtraFiles)-1]
+	execW.Close()
+	cmd.ExtraFiles = cmd.ExtraFiles[:len(cmd.ExtraFiles)-2]
 	if err != nil {
 		w.Close()
+		execR.Close()
 		return nil, err
 	}
-	return func(run bool) error {
+	return func(run bool, atExec func()) (Shim, error) {
+		defer execR.Close()
 		defer w.Close()
 		if !run {
-			return nil
+			return Shim{}, nil
 		}
 		if _, err := w.Write([]byte{1}); err != nil {
-			return fmt.Errorf("release held command: %w", err)
+			return Shim{}, fmt.Errorf("release held command: %w", err)
 		}
-		return nil
+		var b [16]byte
+		var sh Shim
+		if _, err := io.ReadFull(execR, b[:]); err == nil {
+			sh.User = time.Duration(binary.LittleEndian.Uint64(b[:]))
+			sh.System = time.Duration(binary.LittleEndian.Uint64(b[8:]))
+		}
+		if atExec != nil {
+			atExec()
+		}
+		// EOF once the exec closed the shim's end (or the shim exited).
+		io.Copy(io.Discard, execR)
+		return sh, nil
 	}, nil
 }

@@ -4,6 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,9 +25,11 @@ const procUserHZ = 100
 // ProcStat is a process's resource use as /proc reports it.
 type ProcStat struct {
 	User, System time.Duration // cumulative CPU time, in steps of 1/USER_HZ (10 ms)
-	RSS          uint64        // resident bytes now (VmRSS)
-	PeakRSS      uint64        // highest resident bytes so far (VmHWM)
-	Threads      int
+	// The same of its children that have ended and been waited for.
+	ChildUser, ChildSystem time.Duration
+	RSS                    uint64 // resident bytes now (VmRSS)
+	PeakRSS                uint64 // highest resident bytes so far (VmHWM)
+	Threads                int
 }
 
 // ReadProcStat reads /proc/PID/stat and /proc/PID/status.
@@ -45,11 +51,13 @@ func ReadProcStat(pid int) (ProcStat, error) {
 		return ProcStat{}, procErr(pid, "read status of", err)
 	}
 	return ProcStat{
-		User:    ticks(st.UTime),
-		System:  ticks(st.STime),
-		RSS:     status.VmRSS,
-		PeakRSS: status.VmHWM,
-		Threads: st.NumThreads,
+		User:        ticks(st.UTime),
+		System:      ticks(st.STime),
+		ChildUser:   ticks(uint(max(st.CUTime, 0))),
+		ChildSystem: ticks(uint(max(st.CSTime, 0))),
+		RSS:         status.VmRSS,
+		PeakRSS:     status.VmHWM,
+		Threads:     st.NumThreads,
 	}, nil
 }
 
@@ -64,4 +72,44 @@ func procErr(pid int, what string, err error) error {
 		return fmt.Errorf("%s /proc of pid %d: %w: %w", what, pid, ErrProcessGone, err)
 	}
 	return fmt.Errorf("%s /proc of pid %d: %w", what, pid, err)
+}
+
+// Children returns the pids of the processes whose parent is pid: the
+// children of each of its threads (/proc/PID/task/TID/children, which
+// CONFIG_PROC_CHILDREN provides). A process gone, or a kernel without the
+// files, gives none.
+func Children(pid int) []int {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// Descendants returns pid's children, their children and so on, as /proc
+// shows them now.
+func Descendants(pid int) []int {
+	var out []int
+	for todo := Children(pid); len(todo) > 0; {
+		c := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if slices.Contains(out, c) || c == pid {
+			continue
+		}
+		out = append(out, c)
+		todo = append(todo, Children(c)...)
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package estimator
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"github.com/probe-dev/probe/collector/dump"
@@ -18,7 +19,15 @@ type ResourceSummary struct {
 	Duration time.Duration // last sample's T minus the first's
 
 	AvgCPU  float64 // %, 100 = one core busy; total CPU time over Duration
-	PeakCPU float64 // %, the busiest interval between consecutive samples
+	PeakCPU float64 // %, the busiest window of at least PeakWindow
+	// CPUSource is what AvgCPU and PeakCPU are taken from: CPUFromEBPF
+	// (on-CPU time in ns) when the series has it, else CPUFromProc (user
+	// and system time, in 10 ms steps).
+	CPUSource CPUSource
+	// PeakWindow is the shortest window PeakCPU is measured over: 3/4 of
+	// the sampling interval with eBPF; at least ProcPeakWindow from /proc,
+	// whose 10 ms steps would make shorter windows lie by tens of %.
+	PeakWindow time.Duration
 
 	User, System time.Duration // from /proc, in 10 ms steps
 	OnCPU        time.Duration // from sched_switch
@@ -36,6 +45,20 @@ type ResourceSummary struct {
 
 	Net map[string]IfSummary // interfaces present in the first and last sample
 }
+
+// CPUSource names where a summary's CPU % come from.
+type CPUSource string
+
+// The sources of CPU %.
+const (
+	CPUFromEBPF CPUSource = "eBPF"
+	CPUFromProc CPUSource = "/proc"
+)
+
+// ProcPeakWindow is the shortest window of a peak CPU % from /proc: its
+// user and system times are each cut to 10 ms steps, so a figure over a
+// window may be up to 20 ms short or long, 2 % of 1 s.
+const ProcPeakWindow = time.Second
 
 // IfSummary is one interface's traffic over the series.
 type IfSummary struct {
@@ -70,7 +93,17 @@ func SummariseResources(s dump.ResourceSeries) ResourceSummary {
 	out.User = durDelta(first.User, last.User)
 	out.System = durDelta(first.System, last.System)
 	out.OnCPU = durDelta(first.OnCPU, last.OnCPU)
-	out.AvgCPU = percent(out.User+out.System, out.Duration)
+	cpu := func(x dump.ResourceSample) time.Duration { return x.User + x.System }
+	out.CPUSource, out.PeakWindow = CPUFromProc, max(ProcPeakWindow, medianInterval(s.Samples))
+	if last.OnCPU > 0 {
+		cpu = func(x dump.ResourceSample) time.Duration { return x.OnCPU }
+		// Most of an interval: a short one (a late tick, or the process
+		// ended just after a sample) joins its neighbour, so that the few
+		// ms a running thread's time may lag are a small part of it.
+		out.CPUSource, out.PeakWindow = CPUFromEBPF, medianInterval(s.Samples)*3/4
+	}
+	out.AvgCPU = percent(durDelta(cpu(first), cpu(last)), out.Duration)
+	out.PeakCPU = peakPercent(s.Samples, out.PeakWindow, cpu)
 	out.Voluntary = delta(first.Voluntary, last.Voluntary)
 	out.Involuntary = delta(first.Involuntary, last.Involuntary)
 
@@ -82,18 +115,49 @@ func SummariseResources(s dump.ResourceSeries) ResourceSummary {
 	out.RunQueueP50 = log2Quantile(hist, out.RunQueueWakeups, 0.50)
 	out.RunQueueP99 = log2Quantile(hist, out.RunQueueWakeups, 0.99)
 
-	for i := 1; i < len(s.Samples); i++ {
-		a, b := s.Samples[i-1], s.Samples[i]
-		dt := b.T - a.T
-		if dt <= 0 {
-			continue
-		}
-		cpu := durDelta(a.User+a.System, b.User+b.System)
-		out.PeakCPU = math.Max(out.PeakCPU, percent(cpu, dt))
-	}
-
 	out.Net = summariseNet(s.Samples, out.Duration)
 	return out
+}
+
+// medianInterval is the median time between consecutive samples.
+func medianInterval(samples []dump.ResourceSample) time.Duration {
+	var dts []time.Duration
+	for i := 1; i < len(samples); i++ {
+		dts = append(dts, samples[i].T-samples[i-1].T)
+	}
+	if len(dts) == 0 {
+		return 0
+	}
+	slices.Sort(dts)
+	return dts[len(dts)/2]
+}
+
+// peakPercent is the highest CPU % over windows of consecutive samples,
+// each at least minWindow long; what is left at the end joins the last
+// window, and a series shorter than minWindow is one window.
+func peakPercent(samples []dump.ResourceSample, minWindow time.Duration, cpu func(dump.ResourceSample) time.Duration) float64 {
+	if len(samples) < 2 {
+		return 0
+	}
+	ends := []int{0}
+	for j := 1; j < len(samples); j++ {
+		if samples[j].T-samples[ends[len(ends)-1]].T >= max(minWindow, 1) {
+			ends = append(ends, j)
+		}
+	}
+	if last := len(samples) - 1; ends[len(ends)-1] != last {
+		if len(ends) > 1 {
+			ends[len(ends)-1] = last
+		} else {
+			ends = append(ends, last)
+		}
+	}
+	var peak float64
+	for k := 1; k < len(ends); k++ {
+		a, b := samples[ends[k-1]], samples[ends[k]]
+		peak = math.Max(peak, percent(durDelta(cpu(a), cpu(b)), b.T-a.T))
+	}
+	return peak
 }
 
 func summariseNet(samples []dump.ResourceSample, d time.Duration) map[string]IfSummary {

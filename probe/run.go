@@ -68,7 +68,7 @@ func (p RunParams) grace() time.Duration {
 
 // RunExited says that the command has ended (agent -> client).
 type RunExited struct {
-	ExitCode int `msgpack:"exit_code"` // -1 when a signal ended it
+	ExitCode int `msgpack:"exit_code"` // 128+signal when a signal ended it, as shells say
 }
 
 // RunReport carries part of a run's results (agent -> client) after Finish:

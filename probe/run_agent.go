@@ -8,6 +8,7 @@ import (
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/resources"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -45,7 +46,9 @@ func (s *Server) serveRun(ctx context.Context, conn net.Conn, fc *frameConn, p R
 	if name == "" {
 		name = p.Path
 	}
-	proc, err := StartProcess(cmd, ProcessConfig{Name: name, Interval: p.Interval, Sched: sched})
+	// Its own process group, which Stop signals whole; its own tree in
+	// the watch, which other sessions share.
+	proc, err := resources.Start(cmd, resources.Config{Name: name, Interval: p.Interval, Sched: sched, Group: true})
 	if err != nil {
 		return refusal("run-failed", "start %s: %v", path, err)
 	}
@@ -83,7 +86,9 @@ func (s *Server) serveRun(ctx context.Context, conn net.Conn, fc *frameConn, p R
 	case <-ctx.Done():
 		proc.Stop(grace)
 	}
-	series, code := proc.Wait()
+	series := proc.Wait()
+	exit, _ := proc.Exit()
+	code := exit.Code
 	if finErr != nil {
 		return finErr // the client is gone or broke the protocol
 	}

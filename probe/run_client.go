@@ -13,7 +13,7 @@ import (
 // RunResult is what an agent returns of a command it ran.
 type RunResult struct {
 	Series         dump.ResourceSeries
-	ExitCode       int    // -1 when a signal ended it
+	ExitCode       int    // 128+signal when a signal ended it, as shells say
 	Stdout, Stderr []byte // the last MaxRunOutput bytes of each
 	StdoutDropped  int64  // bytes written before the kept tail
 	StderrDropped  int64

@@ -109,7 +109,7 @@ func TestRunSessionStop(t *testing.T) {
 	// SIGKILL once the grace period is over.
 	start := time.Now()
 	res = runRemote(t, addr, RunParams{Path: "sh", Args: []string{"-c", `trap '' INT; sleep 100`}, Grace: 200 * time.Millisecond}, 300*time.Millisecond)
-	if res.ExitCode != -1 || time.Since(start) > 5*time.Second {
+	if res.ExitCode != 128+int(syscall.SIGKILL) || time.Since(start) > 5*time.Second {
 		t.Fatalf("after SIGKILL: exit %d after %v", res.ExitCode, time.Since(start))
 	}
 }
@@ -177,5 +177,50 @@ func TestRunSessionRefused(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// Concurrent run sessions share the agent's scheduler watch, and each
+// reports its own command's costs: a burner's CPU is its own, and the
+// sleepers beside it show next to nothing, with eBPF and from /proc.
+func TestRunSessionsConcurrentCPU(t *testing.T) {
+	addr := runAgent(t)
+	const sleepers = 3
+	burner := RunParams{Path: "sh", Args: []string{"-c", `i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done`}, Name: "burner"}
+	sleeper := RunParams{Path: "sh", Args: []string{"-c", "sleep 1"}, Name: "sleeper"}
+	results := make([]*RunResult, sleepers+1)
+	done := make(chan int)
+	for i := range results {
+		go func() {
+			p := sleeper
+			if i == 0 {
+				p = burner
+			}
+			results[i] = runRemote(t, addr, p, 0)
+			done <- i
+		}()
+	}
+	for range results {
+		<-done
+	}
+	cpu := func(r *RunResult) (time.Duration, time.Duration) {
+		s := r.Series.Samples
+		first, last := s[0], s[len(s)-1]
+		return last.User + last.System - first.User - first.System, last.OnCPU - first.OnCPU
+	}
+	burnCPU, burnOn := cpu(results[0])
+	t.Logf("burner: user+system %v, on CPU %v", burnCPU, burnOn)
+	if burnCPU < 100*time.Millisecond {
+		t.Fatalf("the burner used %v: too little to judge", burnCPU)
+	}
+	for _, r := range results[1:] {
+		c, on := cpu(r)
+		t.Logf("sleeper %d: user+system %v, on CPU %v", r.Series.PID, c, on)
+		if c > 30*time.Millisecond || on > 30*time.Millisecond {
+			t.Errorf("sleeper %d: user+system %v, on CPU %v beside a burner of %v: not its own", r.Series.PID, c, on, burnCPU)
+		}
+	}
+	if os.Geteuid() == 0 && (burnOn < burnCPU*90/100 || burnOn > burnCPU*110/100) {
+		t.Errorf("burner: on CPU %v, user+system %v", burnOn, burnCPU)
 	}
 }

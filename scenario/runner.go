@@ -12,12 +12,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/estimator"
 	"github.com/probe-dev/probe/probe"
+	"github.com/probe-dev/probe/resources"
 	"github.com/probe-dev/probe/testbed"
 )
 
@@ -41,13 +43,19 @@ type IterationSummary struct {
 
 // ProcessSummary is one process of an iteration.
 type ProcessSummary struct {
-	Role     string                    `json:"role"` // "server" or "client"
-	Host     string                    `json:"host"`
-	Agent    string                    `json:"agent,omitempty"` // a remote host's agent
-	Index    int                       `json:"index"`           // 0 for the server; per host for clients
-	PID      int                       `json:"pid"`
-	ExitCode int                       `json:"exit_code"` // -1 when a signal ended it
-	Summary  estimator.ResourceSummary `json:"summary"`
+	Role     string `json:"role"` // "server" or "client"
+	Host     string `json:"host"`
+	Agent    string `json:"agent,omitempty"` // a remote host's agent
+	Index    int    `json:"index"`           // 0 for the server; per host for clients
+	PID      int    `json:"pid"`
+	ExitCode int    `json:"exit_code"`         // 128+signal when a signal ended it, as shells say
+	Exit     string `json:"exit"`              // "exit code 1", "killed by signal 9 (killed)"
+	Stopped  bool   `json:"stopped,omitempty"` // the runner stopped it: it had not ended by itself
+	// Failed: it ended by itself with a status other than 0, or did not
+	// end cleanly when stopped (SIGINT, or SIGKILL after stopGrace, are
+	// clean), or its results are incomplete.
+	Failed  bool                      `json:"failed,omitempty"`
+	Summary estimator.ResourceSummary `json:"summary"`
 	// A remote host returns the last probe.MaxRunOutput bytes of each
 	// stream; these count the bytes before them.
 	StdoutDropped int64  `json:"stdout_dropped,omitempty"`
@@ -63,10 +71,25 @@ type ProcessSeries struct {
 	Series dump.ResourceSeries `json:"series"`
 }
 
+// FailedError is Run's error when every iteration ran but processes failed
+// (see ProcessSummary.Failed).
+type FailedError struct {
+	Failed []string // "iteration 2: client-c1-0: exit code 1"
+}
+
+func (e *FailedError) Error() string {
+	what := "a process"
+	if len(e.Failed) > 1 {
+		what = fmt.Sprintf("%d processes", len(e.Failed))
+	}
+	return fmt.Sprintf("%s failed: %s", what, strings.Join(e.Failed, "; "))
+}
+
 // Run runs every iteration of s, on a fresh star testbed each for its testbed hosts
 // and through their agents for its remote hosts, and returns the results folders it
 // wrote under resultsDir. When ctx ends (Ctrl-C) it stops the processes, writes what
 // the current iteration collected, and returns the folders so far with an error.
+// Processes that fail do not stop the run: it returns a *FailedError at the end.
 func Run(ctx context.Context, s *Scenario, resultsDir string, log io.Writer) ([]string, error) {
 	if len(s.hosts()) > 0 {
 		if err := testbed.CheckPrivileges(); err != nil {
@@ -84,6 +107,7 @@ func Run(ctx context.Context, s *Scenario, resultsDir string, log io.Writer) ([]
 		return nil, fmt.Errorf("make results folder: %w", err)
 	}
 	var dirs []string
+	var failed []string
 	for k := 1; k <= s.Iterations; k++ {
 		if k > 1 && s.PauseBetween > 0 {
 			fmt.Fprintf(log, "pause %v\n", s.PauseBetween)
@@ -95,7 +119,10 @@ func Run(ctx context.Context, s *Scenario, resultsDir string, log io.Writer) ([]
 		if ctx.Err() != nil {
 			return dirs, fmt.Errorf("interrupted before iteration %d of %d", k, s.Iterations)
 		}
-		dir, err := runIteration(ctx, s, key, k, resultsDir, log)
+		dir, fails, err := runIteration(ctx, s, key, k, resultsDir, log)
+		for _, f := range fails {
+			failed = append(failed, fmt.Sprintf("iteration %d: %s", k, f))
+		}
 		if dir != "" {
 			dirs = append(dirs, dir)
 		}
@@ -105,6 +132,9 @@ func Run(ctx context.Context, s *Scenario, resultsDir string, log io.Writer) ([]
 		if ctx.Err() != nil {
 			return dirs, fmt.Errorf("interrupted in iteration %d of %d", k, s.Iterations)
 		}
+	}
+	if len(failed) > 0 {
+		return dirs, &FailedError{Failed: failed}
 	}
 	return dirs, nil
 }
@@ -130,7 +160,9 @@ func (s *Scenario) hosts() []string {
 	return hs
 }
 
-func runIteration(ctx context.Context, s *Scenario, key []byte, k int, resultsDir string, log io.Writer) (dir string, err error) {
+// runIteration runs iteration k and returns its folder and its failed
+// processes ("client-c1-0: exit code 1").
+func runIteration(ctx context.Context, s *Scenario, key []byte, k int, resultsDir string, log io.Writer) (dir string, failed []string, err error) {
 	started := time.Now()
 	var star *testbed.Star
 	var sched *collector.SchedWatch
@@ -138,7 +170,7 @@ func runIteration(ctx context.Context, s *Scenario, key []byte, k int, resultsDi
 		star, err = testbed.UpStar(testbed.StarConfig{Name: starName(s.TestName), Hosts: hosts,
 			Rate: s.Testbed.Rate, Burst: s.Testbed.Burst, Limit: s.Testbed.Limit, MTU: s.Testbed.MTU})
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		defer func() {
 			if derr := star.Down(); derr != nil {
@@ -166,7 +198,7 @@ func runIteration(ctx context.Context, s *Scenario, key []byte, k int, resultsDi
 
 	dir = filepath.Join(resultsDir, fmt.Sprintf("%s_iter%d_%s", s.TestName, k, started.Format("20060102T150405")))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("make iteration folder: %w", err)
+		return "", nil, fmt.Errorf("make iteration folder: %w", err)
 	}
 	sum := IterationSummary{TestName: s.TestName, Iteration: k, Started: started}
 	var procs []*proc
@@ -264,11 +296,15 @@ func runIteration(ctx context.Context, s *Scenario, key []byte, k int, resultsDi
 		}
 	}
 	sum.Ended = ended
+	sum, failed = summarise(sum, procs)
+	for _, f := range failed {
+		fmt.Fprintf(log, "iteration %d/%d: %s\n", k, s.Iterations, f)
+	}
 	if err := writeResults(dir, sum, procs); err != nil {
-		return dir, errors.Join(runErr, err)
+		return dir, failed, errors.Join(runErr, err)
 	}
 	fmt.Fprintf(log, "iteration %d/%d: %s after %.1f s\n", k, s.Iterations, ended, time.Since(started).Seconds())
-	return dir, errors.Join(append([]error{runErr}, lost...)...)
+	return dir, failed, errors.Join(append([]error{runErr}, lost...)...)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -292,10 +328,12 @@ type proc struct {
 	index int
 	agent string // a remote host's agent address; "" on a testbed host
 
-	local      *probe.Process
+	local      *resources.Process
 	outf, errf *os.File
 	remote     *probe.RemoteProcess
 	client     *probe.Client
+
+	stopped bool // stop found it running
 
 	// Set by wait.
 	series   dump.ResourceSeries
@@ -312,7 +350,7 @@ func (p *proc) base() string {
 }
 
 // startLocal starts bin in h's namespace with stdout and stderr going to files in dir,
-// watched from its first instruction (probe.StartProcess holds it until sched has it).
+// watched from its first instruction (resources.Start holds it until sched has it).
 func (p *proc) startLocal(h *testbed.Host, bin string, args []string, dir string, sched *collector.SchedWatch) error {
 	out, err := os.Create(filepath.Join(dir, p.base()+".stdout"))
 	if err != nil {
@@ -325,7 +363,7 @@ func (p *proc) startLocal(h *testbed.Host, bin string, args []string, dir string
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, errf
-	p.local, err = probe.StartProcess(cmd, probe.ProcessConfig{Name: p.base(), Interval: sampleInterval, Sched: sched, Start: h.Start})
+	p.local, err = resources.Start(cmd, resources.Config{Name: p.base(), Interval: sampleInterval, Sched: sched, Start: h.Start, Group: true})
 	if err != nil {
 		out.Close()
 		errf.Close()
@@ -371,6 +409,11 @@ func (p *proc) exited() <-chan struct{} {
 // stop asks the process to end: SIGINT, then SIGKILL after stopGrace (the agent
 // does both for a remote one). It returns at once.
 func (p *proc) stop() {
+	select {
+	case <-p.exited():
+	default:
+		p.stopped = true
+	}
 	if p.local != nil {
 		p.local.Stop(stopGrace)
 	} else {
@@ -382,7 +425,9 @@ func (p *proc) stop() {
 // output into dir; the error says what was lost.
 func (p *proc) wait(dir string) error {
 	if p.local != nil {
-		p.series, p.exitCode = p.local.Wait()
+		p.series = p.local.Wait()
+		exit, _ := p.local.Exit()
+		p.exitCode = exit.Code
 		p.outf.Close()
 		p.errf.Close()
 		return nil
@@ -391,7 +436,7 @@ func (p *proc) wait(dir string) error {
 	p.client.Close()
 	p.series, p.exitCode, p.dropped, p.err = res.Series, res.ExitCode, [2]int64{res.StdoutDropped, res.StderrDropped}, err
 	if err != nil {
-		p.exitCode = -1
+		p.exitCode = -1 // unknown: the agent's report was lost
 	}
 	for ext, b := range map[string][]byte{".stdout": res.Stdout, ".stderr": res.Stderr} {
 		if werr := os.WriteFile(filepath.Join(dir, p.base()+ext), b, 0o644); werr != nil {
@@ -401,19 +446,64 @@ func (p *proc) wait(dir string) error {
 	return err
 }
 
-func writeResults(dir string, sum IterationSummary, procs []*proc) error {
-	var series []ProcessSeries
+// summarise adds each process's summary to sum and says which failed.
+func summarise(sum IterationSummary, procs []*proc) (IterationSummary, []string) {
+	var failed []string
 	for _, p := range procs {
-		series = append(series, ProcessSeries{Role: p.role, Host: p.host, Index: p.index, Series: p.series})
 		ps := ProcessSummary{
 			Role: p.role, Host: p.host, Agent: p.agent, Index: p.index, PID: p.series.PID,
-			ExitCode: p.exitCode, Summary: estimator.SummariseResources(p.series),
+			ExitCode: p.exitCode, Exit: p.exitText(), Stopped: p.stopped, Summary: estimator.SummariseResources(p.series),
 			StdoutDropped: p.dropped[0], StderrDropped: p.dropped[1],
 		}
 		if p.err != nil {
 			ps.Error = p.err.Error()
 		}
+		if ps.Failed = p.failed(); ps.Failed {
+			why := ps.Exit
+			if p.stopped {
+				why = "stopped, then " + why
+			}
+			if p.err != nil {
+				why = ps.Error
+			}
+			failed = append(failed, fmt.Sprintf("%s: %s", p.base(), why))
+		}
 		sum.Processes = append(sum.Processes, ps)
+	}
+	return sum, failed
+}
+
+// exitText says how the process ended, as resources.Exit does.
+func (p *proc) exitText() string {
+	switch {
+	case p.err != nil:
+		return "unknown"
+	case p.local != nil:
+		if e, ok := p.local.Exit(); ok {
+			return e.String()
+		}
+	}
+	return fmt.Sprintf("exit code %d", p.exitCode)
+}
+
+// failed: see ProcessSummary.Failed.
+func (p *proc) failed() bool {
+	if p.err != nil {
+		return true
+	}
+	if p.stopped {
+		switch p.exitCode {
+		case 0, 128 + int(syscall.SIGINT), 128 + int(syscall.SIGKILL):
+			return false
+		}
+	}
+	return p.exitCode != 0
+}
+
+func writeResults(dir string, sum IterationSummary, procs []*proc) error {
+	var series []ProcessSeries
+	for _, p := range procs {
+		series = append(series, ProcessSeries{Role: p.role, Host: p.host, Index: p.index, Series: p.series})
 	}
 	if err := writeJSON(filepath.Join(dir, "series.json"), struct {
 		Processes []ProcessSeries `json:"processes"`

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +19,7 @@ import (
 	"github.com/probe-dev/probe/probe"
 )
 
-// burnClient burns os.Args[2] of its process's CPU time first thing, then sends 100
+// burnClient burns os.Args[2] of CPU time first thing, then sends 100
 // datagrams to os.Args[1], prints what it burned and exits.
 const burnClient = `package main
 
@@ -42,7 +44,10 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
-	for cpu() < burn {
+	// Its rusage counts the shim that held it before exec, which the
+	// runner does not: the burn is from here.
+	start := cpu()
+	for cpu()-start < burn {
 		for i := 0; i < 100000; i++ {
 			sink += uint64(i) * sink
 		}
@@ -55,7 +60,7 @@ func main() {
 		fmt.Fprintf(c, "datagram %d", i)
 		time.Sleep(time.Millisecond)
 	}
-	fmt.Println("burned", cpu())
+	fmt.Println("burned", cpu()-start)
 }
 `
 
@@ -286,6 +291,59 @@ max_test_duration: 30s
 		// holds more, and wait4's ru_maxrss would report that.
 		if p.Summary.PeakRSS == 0 || p.Summary.PeakRSS > 16<<20 {
 			t.Errorf("%s %s: peak RSS %.1f MiB, want that of a tiny program", p.Role, p.Host, float64(p.Summary.PeakRSS)/(1<<20))
+		}
+	}
+}
+
+// A process that fails does not stop the run, which says at its end which
+// process of which iteration failed; a server stopped by the runner has
+// not failed, and neither has one that exits 0 when stopped.
+func TestRunScenarioFailed(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "probe.key"), runKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agents := map[string]string{"srv": startRunAgent(t, true), "c1": startRunAgent(t, true)}
+	// The client of iteration 2 exits 1, the others 0; the server runs
+	// until stopped.
+	yaml := fmt.Sprintf(`test_name: failing
+server_host: srv
+client_hosts: [c1]
+clients_per_host: 2
+iterations: 2
+pause_between: 0
+server_warmup: 50ms
+server_binary: sh
+server_args: ["-c", "sleep 30"]
+client_binary: sh
+client_args: ["-c", "if [ -e %[1]s/second ]; then exit 1; fi; touch %[1]s/second"]
+key_file: probe.key
+hosts:
+  srv: %[2]s
+  c1: %[3]s
+`, dir, agents["srv"], agents["c1"])
+	s, err := Parse([]byte(yaml), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	dirs, err := Run(context.Background(), s, filepath.Join(dir, "results"), &log)
+	t.Logf("log:\n%s", log.String())
+	var fe *FailedError
+	if !errors.As(err, &fe) || len(dirs) != 2 {
+		t.Fatalf("%d folders, error %v; want 2 and a *FailedError", len(dirs), err)
+	}
+	// The first client of iteration 1 made the file: the three others exit 1.
+	want := []string{"iteration 1: client-c1-1: exit code 1", "iteration 2: client-c1-0: exit code 1", "iteration 2: client-c1-1: exit code 1"}
+	if !slices.Equal(fe.Failed, want) || err.Error() != "3 processes failed: "+strings.Join(want, "; ") {
+		t.Errorf("failed %q (%v), want %q", fe.Failed, err, want)
+	}
+	for k, d := range dirs {
+		for _, p := range readSummary(t, d).Processes {
+			wantFailed := p.Role == "client" && (k == 1 || p.Index == 1)
+			if p.Failed != wantFailed || p.Stopped != (p.Role == "server") {
+				t.Errorf("iteration %d: %s %d: failed %v, stopped %v, %s", k+1, p.Role, p.Index, p.Failed, p.Stopped, p.Exit)
+			}
 		}
 	}
 }

@@ -36,9 +36,10 @@ hosts:
   srv: %s
   cli: %s
 `, agents[0], agents[1])), 0o644)
+	// The client exits with 4: the run goes to its end, and fails.
 	out, stderr, code := run(t, exec.Command(probeBin, "run", scenario, "--results", filepath.Join(dir, "results")))
-	if code != 0 {
-		t.Fatalf("probe run: exit %d\n%s", code, stderr)
+	if want := "probe: a process failed: iteration 1: client-cli-0: exit code 4"; code != 1 || !strings.Contains(stderr, want) {
+		t.Fatalf("probe run: exit %d, want 1 and %q\n%s", code, want, stderr)
 	}
 	iter := strings.TrimSpace(out)
 	files := map[string]string{
@@ -57,6 +58,8 @@ hosts:
 			Role     string `json:"role"`
 			Agent    string `json:"agent"`
 			ExitCode int    `json:"exit_code"`
+			Stopped  bool   `json:"stopped"`
+			Failed   bool   `json:"failed"`
 		} `json:"processes"`
 	}
 	b, err := os.ReadFile(filepath.Join(iter, "summary.json"))
@@ -66,10 +69,12 @@ hosts:
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The server is stopped with SIGINT once the client has ended.
+	// The server is stopped with SIGINT once the client has ended, and
+	// that is no failure.
+	srv, cli := sum.Processes[0], sum.Processes[1]
 	if sum.Ended != "clients ended" || len(sum.Processes) != 2 ||
-		sum.Processes[0].Agent != agents[0] || sum.Processes[0].ExitCode != -1 ||
-		sum.Processes[1].Agent != agents[1] || sum.Processes[1].ExitCode != 4 {
+		srv.Agent != agents[0] || srv.ExitCode != 130 || !srv.Stopped || srv.Failed ||
+		cli.Agent != agents[1] || cli.ExitCode != 4 || cli.Stopped || !cli.Failed {
 		t.Fatalf("summary %s", b)
 	}
 }

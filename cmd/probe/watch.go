@@ -15,7 +15,7 @@ import (
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/estimator"
-	"github.com/probe-dev/probe/probe"
+	"github.com/probe-dev/probe/resources"
 	"github.com/urfave/cli/v2"
 )
 
@@ -43,7 +43,7 @@ func watch(c *cli.Context) error {
 	if (pid == 0) == (len(args) == 0) {
 		return errors.New("give a command after -- or --pid, one of the two")
 	}
-	cfg := probe.WatchConfig{Interval: c.Duration("interval")}
+	cfg := resources.Config{Interval: c.Duration("interval")}
 	if mode := c.String("ebpf"); mode != "off" {
 		sw, err := collector.NewSchedWatch()
 		switch {
@@ -62,83 +62,74 @@ func watch(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	exited := make(chan struct{})
-	var cmd *exec.Cmd
-	name := fmt.Sprintf("pid %d", pid)
+	var p *resources.Process
 	if pid == 0 {
 		// Held until the eBPF side watches it, so that nothing it does
-		// goes uncounted.
-		cmd = exec.Command(args[0], args[1:]...)
+		// goes uncounted. It shares our terminal and process group: a
+		// Ctrl-C reaches it as it would without probe.
+		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stderr, os.Stderr
-		release, err := collector.StartHeld(cmd, nil)
-		if err != nil {
+		cfg.Name = args[0]
+		var err error
+		if p, err = resources.Start(cmd, cfg); err != nil {
 			return fmt.Errorf("start %s: %w", args[0], err)
 		}
-		pid, name = cmd.Process.Pid, args[0]
-		if cfg.Sched != nil {
-			if err := cfg.Sched.Watch(uint32(pid)); err != nil {
-				release(false)
-				cmd.Wait()
-				return err
-			}
-		}
-		if err := release(true); err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
+	} else {
+		cfg.Name = fmt.Sprintf("pid %d", pid)
+		var err error
+		if p, err = resources.Attach(pid, cfg); err != nil {
 			return err
 		}
-		go func() {
-			cmd.Wait()
-			close(exited)
-		}()
-	} else {
-		if cfg.Sched != nil {
-			if err := cfg.Sched.Watch(uint32(pid)); err != nil {
-				return err
-			}
+	}
+	select {
+	case <-p.Exited():
+	case <-ctx.Done():
+		// A command of ours got the signal too and ends in its own time;
+		// an attached process is left alone.
+		if pid != 0 {
+			p.Detach()
 		}
-		go func() {
-			for syscall.Kill(pid, 0) == nil {
-				time.Sleep(cfg.Interval)
-			}
-			close(exited)
-		}()
 	}
-	series, err := probe.Watch(ctx, name, pid, exited, cfg)
-	if err != nil {
-		return err
-	}
+	series := p.Wait()
 	if cfg.Sched != nil {
 		if msg := cfg.Sched.LostWarning(); msg != "" {
 			fmt.Fprintln(os.Stderr, "probe:", msg)
 		}
 	}
-	if cmd != nil && cmd.ProcessState != nil && len(series.Samples) > 0 {
-		// The kernel's final account of the child's CPU: /proc has no last
-		// look. (Its ru_maxrss would count the shim before exec; VmHWM,
-		// reset by exec, stands.)
-		last := &series.Samples[len(series.Samples)-1]
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			last.User = time.Duration(ru.Utime.Nano())
-			last.System = time.Duration(ru.Stime.Nano())
-		}
+	exit, started := p.Exit()
+	if err := printWatch(c, series, exit, started); err != nil {
+		return err
 	}
-	return printWatch(c, series)
+	if started && exit.Code != 0 {
+		return cli.Exit("", exit.Code) // the command's status is probe's own
+	}
+	return nil
 }
 
-func printWatch(c *cli.Context, series dump.ResourceSeries) error {
+// printWatch prints the summary; exited says the command was ours and ended
+// with exit.
+func printWatch(c *cli.Context, series dump.ResourceSeries, exit resources.Exit, exited bool) error {
 	s := estimator.SummariseResources(series)
 	if c.Bool("json") {
+		var code *int
+		if exited {
+			code = &exit.Code
+		}
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
-			Summary estimator.ResourceSummary `json:"summary"`
-			Series  dump.ResourceSeries       `json:"series"`
-		}{s, series})
+			Summary  estimator.ResourceSummary `json:"summary"`
+			ExitCode *int                      `json:"exit_code,omitempty"`
+			Series   dump.ResourceSeries       `json:"series"`
+		}{s, code, series})
 	}
-	fmt.Printf("%s (pid %d), %d samples over %.2f s\n", series.Name, series.PID, len(series.Samples), s.Duration.Seconds())
-	fmt.Printf("CPU       average %.1f %%, peak %.1f %% (100 %% = one core); user %.3f s, system %.3f s; on CPU %.3f s (eBPF)\n",
-		s.AvgCPU, s.PeakCPU, s.User.Seconds(), s.System.Seconds(), s.OnCPU.Seconds())
+	ended := ""
+	if exited {
+		ended = ", " + exit.String()
+	}
+	fmt.Printf("%s (pid %d)%s, %d samples over %.2f s\n", series.Name, series.PID, ended, len(series.Samples), s.Duration.Seconds())
+	fmt.Printf("CPU       average %.1f %%, peak %.1f %% over %v (100 %% = one core; %s); user %.3f s, system %.3f s; on CPU %.3f s (eBPF)\n",
+		s.AvgCPU, s.PeakCPU, s.PeakWindow.Round(time.Millisecond), cpuSource(s.CPUSource), s.User.Seconds(), s.System.Seconds(), s.OnCPU.Seconds())
 	fmt.Printf("memory    RSS average %.1f MiB, peak %.1f MiB\n", float64(s.AvgRSS)/(1<<20), float64(max(s.PeakRSS, s.MaxRSS))/(1<<20))
 	fmt.Printf("switches  voluntary %d, involuntary %d; run-queue latency p50 %v, p99 %v\n",
 		s.Voluntary, s.Involuntary, s.RunQueueP50, s.RunQueueP99)
@@ -153,4 +144,11 @@ func printWatch(c *cli.Context, series dump.ResourceSeries) error {
 			ifc.Tx.AvgPktRate, ifc.Tx.PeakPktRate, ifc.Tx.AvgByteRate, ifc.Tx.PeakByteRate)
 	}
 	return nil
+}
+
+func cpuSource(src estimator.CPUSource) string {
+	if src == estimator.CPUFromProc {
+		return "from /proc, in 10 ms steps"
+	}
+	return "on-CPU time from eBPF"
 }
