@@ -15,7 +15,6 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/qlog"
 	"github.com/quic-go/quic-go/qlogwriter"
-	"golang.org/x/sys/unix"
 )
 
 // QUIC tests (design §6): bulk transfers over 1..N streams of one quic-go
@@ -102,14 +101,16 @@ type QUICReport struct {
 
 // QUICSide is one side's account of a QUIC test.
 type QUICSide struct {
-	Streams  []dump.QUICStream     `msgpack:"streams"`
-	Conn     []dump.QUICConnSample `msgpack:"conn"`
-	UserCPU  time.Duration         `msgpack:"user_cpu"`
-	SysCPU   time.Duration         `msgpack:"sys_cpu"`
-	Elapsed  time.Duration         `msgpack:"elapsed"`
-	GSO      bool                  `msgpack:"gso"` // quic-go sends with UDP GSO
-	Buffers  UDPBuffers            `msgpack:"buffers"`
-	Warnings []string              `msgpack:"warnings,omitempty"`
+	Streams []dump.QUICStream     `msgpack:"streams"`
+	Conn    []dump.QUICConnSample `msgpack:"conn"`
+	// UserCPU and SysCPU are the whole process's, as TCPSide's.
+	UserCPU     time.Duration `msgpack:"user_cpu"`
+	SysCPU      time.Duration `msgpack:"sys_cpu"`
+	CPUSessions int           `msgpack:"cpu_sessions"`
+	Elapsed     time.Duration `msgpack:"elapsed"`
+	GSO         bool          `msgpack:"gso"` // quic-go sends with UDP GSO
+	Buffers     UDPBuffers    `msgpack:"buffers"`
+	Warnings    []string      `msgpack:"warnings,omitempty"`
 }
 
 // quicBatches splits a side into report frames under the frame limit.
@@ -201,7 +202,7 @@ type quicRun struct {
 	samples  []dump.QUICConnSample
 	start    time.Time
 	lastEnd  atomic.Int64 // ns after start that the last stream ended
-	cpu0     unix.Rusage
+	cpu      *cpuSpan
 	stop     chan struct{}
 	sampled  chan struct{}
 }
@@ -212,7 +213,7 @@ func newQUICRun(interval time.Duration) *quicRun {
 
 // begin starts the clock and the sampler on conn.
 func (r *quicRun) begin(conn *quic.Conn, m *connMetrics) {
-	unix.Getrusage(unix.RUSAGE_SELF, &r.cpu0)
+	r.cpu = beginCPU()
 	r.mu.Lock()
 	r.conn, r.metrics, r.start = conn, m, time.Now()
 	r.mu.Unlock()
@@ -296,12 +297,9 @@ func (r *quicRun) end() QUICSide {
 		elapsed = time.Since(r.start)
 	}
 	r.sampleOnce(elapsed)
-	var cpu1 unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &cpu1)
-	side := QUICSide{
-		UserCPU: time.Duration(cpu1.Utime.Nano() - r.cpu0.Utime.Nano()),
-		SysCPU:  time.Duration(cpu1.Stime.Nano() - r.cpu0.Stime.Nano()),
-		Elapsed: elapsed,
+	side := QUICSide{Elapsed: elapsed}
+	if r.cpu != nil {
+		side.UserCPU, side.SysCPU, side.CPUSessions = r.cpu.end()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

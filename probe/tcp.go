@@ -15,7 +15,6 @@ import (
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
-	"golang.org/x/sys/unix"
 )
 
 // TCP tests: N parallel streams between client and agent, one way or both,
@@ -79,11 +78,15 @@ type TCPStart struct{}
 
 // TCPSide is one side's account of a TCP test.
 type TCPSide struct {
-	Streams  []dump.TCPStream  `msgpack:"streams"`
-	UserCPU  time.Duration     `msgpack:"user_cpu"`
-	SysCPU   time.Duration     `msgpack:"sys_cpu"`
-	ReadBack map[string]string `msgpack:"read_back,omitempty"` // GetOpts, from the first stream
-	Elapsed  time.Duration     `msgpack:"elapsed"`
+	Streams []dump.TCPStream `msgpack:"streams"`
+	// UserCPU and SysCPU are the whole process's over the test: this
+	// session's alone only when CPUSessions is 1, else shared with the
+	// other sessions that ran meanwhile.
+	UserCPU     time.Duration     `msgpack:"user_cpu"`
+	SysCPU      time.Duration     `msgpack:"sys_cpu"`
+	CPUSessions int               `msgpack:"cpu_sessions"`        // the most tests this process ran at once over this one
+	ReadBack    map[string]string `msgpack:"read_back,omitempty"` // GetOpts, from the first stream
+	Elapsed     time.Duration     `msgpack:"elapsed"`
 }
 
 // streamHello starts every data connection: magic, session, stream index.
@@ -158,7 +161,7 @@ type tcpRun struct {
 	samples [][]dump.TCPSample
 	errs    []string
 	start   time.Time
-	cpu0    unix.Rusage
+	cpu     *cpuSpan
 	// budget is what the agent may still move, both ways (Limits.MaxBytes);
 	// nil on the client.
 	budget *atomic.Int64
@@ -173,7 +176,7 @@ func newTCPRun(p TCPParams, client bool, conns []*net.TCPConn) *tcpRun {
 // run moves the data and samples until every stream is done (or ctx ends),
 // and returns this side's account.
 func (r *tcpRun) run(ctx context.Context) TCPSide {
-	unix.Getrusage(unix.RUSAGE_SELF, &r.cpu0)
+	r.cpu = beginCPU()
 	r.start = time.Now()
 	stopSampling := make(chan struct{})
 	sampled := make(chan struct{})
@@ -213,13 +216,8 @@ func (r *tcpRun) run(ctx context.Context) TCPSide {
 	<-sampled
 	// One last sample, so that the series ends with the final counts.
 	r.sampleOnce(elapsed)
-	var cpu1 unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &cpu1)
-	side := TCPSide{
-		UserCPU: time.Duration(cpu1.Utime.Nano() - r.cpu0.Utime.Nano()),
-		SysCPU:  time.Duration(cpu1.Stime.Nano() - r.cpu0.Stime.Nano()),
-		Elapsed: elapsed,
-	}
+	side := TCPSide{Elapsed: elapsed}
+	side.UserCPU, side.SysCPU, side.CPUSessions = r.cpu.end()
 	if len(r.conns) > 0 {
 		side.ReadBack = readBack(r.conns[0], r.p.GetOpts)
 	}
@@ -322,7 +320,7 @@ func (r *tcpRun) sampleOnce(at time.Duration) {
 // maxTCPBatch bounds the streams per report frame; samples are ~100 bytes.
 func tcpBatches(side TCPSide) []TCPSide {
 	var out []TCPSide
-	cur := TCPSide{UserCPU: side.UserCPU, SysCPU: side.SysCPU, ReadBack: side.ReadBack, Elapsed: side.Elapsed}
+	cur := TCPSide{UserCPU: side.UserCPU, SysCPU: side.SysCPU, CPUSessions: side.CPUSessions, ReadBack: side.ReadBack, Elapsed: side.Elapsed}
 	size := 0
 	for _, s := range side.Streams {
 		n := 256 + 320*len(s.Samples) // encoded sizes, generously

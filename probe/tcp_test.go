@@ -190,3 +190,46 @@ func TestTCPByteLimit(t *testing.T) {
 		t.Fatalf("agent received %d bytes in %v, want the limit %d (plus at most one read per stream), early", got, res.Client.Elapsed, limit)
 	}
 }
+
+// The CPU figures of a side are its whole process's (getrusage), and say
+// how many tests that process ran at once: concurrent tests on one agent
+// do not each pass the agent's CPU off as their own. Client and agent
+// share this test's process, so a test alone counts 2.
+func TestTCPCPUSessions(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	one := func() *TCPResult {
+		c, err := Dial(context.Background(), addr, ClientConfig{})
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		defer c.Close()
+		// Long enough for the concurrent ones to overlap.
+		p := tcpParams(1, "forward", 0)
+		p.Duration = 600 * time.Millisecond
+		res, err := c.TCP(context.Background(), p)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		return res
+	}
+	if res := one(); res == nil || res.Agent.CPUSessions != 2 || res.Client.CPUSessions != 2 {
+		t.Fatalf("a test alone: %+v", res)
+	}
+	const n = 4
+	results := make(chan *TCPResult, n)
+	for range n {
+		go func() { results <- one() }()
+	}
+	for range n {
+		res := <-results
+		if res == nil {
+			t.FailNow()
+		}
+		t.Logf("agent CPU user %v, system %v over %d tests at once", res.Agent.UserCPU, res.Agent.SysCPU, res.Agent.CPUSessions)
+		if res.Agent.CPUSessions < 3 || res.Agent.CPUSessions > 2*n {
+			t.Errorf("agent side: %d tests at once, want 3 to %d", res.Agent.CPUSessions, 2*n)
+		}
+	}
+}

@@ -184,9 +184,9 @@ func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
 	}
 	for _, s := range quicSides(r) {
 		t := estimator.QUICTotal(s.side.Streams, s.side.Conn, s.side.Elapsed)
-		fmt.Fprintf(w, "%-6s sent %d B (%.2f Mbit/s), received %d B (%.2f Mbit/s) in %.2f s; packets sent %d, lost %d (%.3f %%); CPU user %.2f s, system %.2f s, %.2f s/GB",
+		fmt.Fprintf(w, "%-6s sent %d B (%.2f Mbit/s), received %d B (%.2f Mbit/s) in %.2f s; packets sent %d, lost %d (%.3f %%); %s user %.2f s, system %.2f s, %.2f s/GB",
 			s.name, t.Sent, t.SendRate/1e6, t.Received, t.RecvRate/1e6, s.side.Elapsed.Seconds(), t.PacketsSent, t.PacketsLost, 100*t.LossRate,
-			s.side.UserCPU.Seconds(), s.side.SysCPU.Seconds(), cpuPerGB(s.side.UserCPU, s.side.SysCPU, t.Sent+t.Received))
+			cpuLabel(s.name, s.side.CPUSessions), s.side.UserCPU.Seconds(), s.side.SysCPU.Seconds(), cpuPerGB(s.side.UserCPU, s.side.SysCPU, t.Sent+t.Received))
 		if t.Errors > 0 {
 			fmt.Fprintf(w, "; %d streams ended in an error, e.g. %s", t.Errors, firstQUICErr(s.side))
 		}

@@ -95,9 +95,9 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 		side probe.TCPSide
 	}{{"client", r.Client}, {"agent", r.Agent}} {
 		t := estimator.TCPTotal(s.side.Streams, s.side.Elapsed)
-		fmt.Fprintf(w, "%-6s sent %d B (%.2f Mbit/s), received %d B (%.2f Mbit/s) in %.2f s; retransmits %d; CPU user %.2f s, system %.2f s",
+		fmt.Fprintf(w, "%-6s sent %d B (%.2f Mbit/s), received %d B (%.2f Mbit/s) in %.2f s; retransmits %d; %s user %.2f s, system %.2f s",
 			s.name, t.Sent, t.SendRate/1e6, t.Received, t.RecvRate/1e6, s.side.Elapsed.Seconds(), t.Retrans,
-			s.side.UserCPU.Seconds(), s.side.SysCPU.Seconds())
+			cpuLabel(s.name, s.side.CPUSessions), s.side.UserCPU.Seconds(), s.side.SysCPU.Seconds())
 		if t.Errors > 0 {
 			fmt.Fprintf(w, "; %d streams ended in an error, e.g. %s", t.Errors, firstErr(s.side))
 		}
@@ -184,4 +184,13 @@ func PlotTCP(path string, r *probe.TCPResult, o TCPOptions) error {
 		plots[i] = p
 	}
 	return saveStacked(path, plots)
+}
+
+// cpuLabel names whose CPU a side's figures are: getrusage's of the whole
+// process, which is the test's own only when it ran alone there.
+func cpuLabel(side string, sessions int) string {
+	if sessions > 1 {
+		return fmt.Sprintf("CPU of the whole %s process, shared by the %d tests it ran at once,", side, sessions)
+	}
+	return "CPU"
 }
