@@ -586,3 +586,54 @@ func TestWatchFollowsChildren(t *testing.T) {
 		t.Fatalf("watch without a command: exit %d, %q", code, stderr)
 	}
 }
+
+// probe watch ends as its command did: it prints the exit code, or the
+// signal, and makes it its own (128+signal, as shells do).
+func TestWatchExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		code   int
+		says   string
+	}{
+		{"exit 3", 3, "exit code 3"},
+		{"kill -9 $$", 137, "killed by signal 9 (killed)"},
+		{"exit 0", 0, "exit code 0"},
+	} {
+		out, stderr, code := run(t, exec.Command(probeBin, "watch", "--ebpf", "off", "--", "sh", "-c", tc.script))
+		if code != tc.code || !strings.Contains(out, tc.says) {
+			t.Errorf("watch sh -c %q: exit %d, output %q; want %d and %q\n%s", tc.script, code, out, tc.code, tc.says, stderr)
+		}
+	}
+}
+
+// One thread never shows more than a core: the busy shell loop that showed
+// 147 % (and 296 %), and sleep, which showed 147 % from the shim that held
+// it. The bound allows a running thread's runtime to lag a tick (at most
+// 10 ms) and a sample's date 1 ms, over the summary's shortest window.
+func TestWatchOneThreadPeak(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads eBPF scheduler programs")
+	}
+	for _, tc := range []struct {
+		args []string
+		max  float64 // %, plus what the lag allows for a busy thread
+	}{
+		{[]string{"sh", "-c", "i=0; while [ $i -lt 500000 ]; do i=$((i+1)); done"}, 100},
+		{[]string{"sleep", "1"}, 10},
+	} {
+		out, stderr, code := run(t, exec.Command(probeBin, append([]string{"watch", "--json", "--ebpf", "on", "--"}, tc.args...)...))
+		if code != 0 {
+			t.Fatalf("watch %v: exit %d\n%s", tc.args, code, stderr)
+		}
+		s := parseJSON(t, out)["summary"].(map[string]any)
+		peak, window := s["PeakCPU"].(float64), time.Duration(s["PeakWindow"].(float64))
+		limit := tc.max
+		if limit == 100 {
+			limit += 100 * float64(11*time.Millisecond) / float64(window)
+		}
+		t.Logf("%v: peak %.1f %% over %v, average %.1f %% (%s)", tc.args, peak, window, s["AvgCPU"], s["CPUSource"])
+		if s["CPUSource"] != "eBPF" || peak > limit {
+			t.Errorf("%v: peak %.1f %% (%s), want at most %.1f %%", tc.args, peak, s["CPUSource"], limit)
+		}
+	}
+}

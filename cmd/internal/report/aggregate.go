@@ -182,10 +182,15 @@ func ResourceReport(w io.Writer, s *Scenario, asJSON bool) error {
 			Metrics []metricJSON `json:"metrics"`
 		}
 		out := struct {
-			TestName   string     `json:"test_name"`
-			Iterations []string   `json:"iterations"`
-			Roles      []roleJSON `json:"roles"`
-		}{TestName: s.Name, Iterations: s.Dirs}
+			TestName   string      `json:"test_name"`
+			Iterations []string    `json:"iterations"`
+			Runs       int         `json:"runs"`
+			Failed     []FailedRun `json:"failed"`
+			Roles      []roleJSON  `json:"roles"`
+		}{TestName: s.Name, Iterations: s.Dirs, Runs: s.Runs, Failed: s.Failed}
+		if out.Failed == nil {
+			out.Failed = []FailedRun{}
+		}
 		for _, r := range stats {
 			rj := roleJSON{Role: r.Role}
 			for _, m := range r.Metrics {
@@ -198,6 +203,7 @@ func ResourceReport(w io.Writer, s *Scenario, asJSON bool) error {
 		return enc.Encode(out)
 	}
 	fmt.Fprintf(w, "%s: %d iterations (%s)\n", s.Name, len(s.Dirs), strings.Join(s.Dirs, ", "))
+	fmt.Fprintln(w, failedLine(s))
 	for _, r := range stats {
 		fmt.Fprintf(w, "\n%s\n", roleTitle(r.Role))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -208,6 +214,20 @@ func ResourceReport(w io.Writer, s *Scenario, asJSON bool) error {
 		tw.Flush()
 	}
 	return nil
+}
+
+// failedLine says how many processes failed, and which; their figures are
+// in the aggregates all the same, as no value is dropped silently.
+func failedLine(s *Scenario) string {
+	line := fmt.Sprintf("failed: %d of %d runs", len(s.Failed), s.Runs)
+	if len(s.Failed) == 0 {
+		return line
+	}
+	var which []string
+	for _, f := range s.Failed {
+		which = append(which, fmt.Sprintf("iteration %d %s (%s)", f.Iteration, f.Process, f.Exit))
+	}
+	return line + " (counted below all the same): " + strings.Join(which, "; ")
 }
 
 func roleTitle(role string) string {

@@ -34,7 +34,26 @@ type ProcessSummary struct {
 	Role    string                    `json:"role"`
 	Host    string                    `json:"host"`
 	Index   int                       `json:"index"`
+	Exit    string                    `json:"exit"`   // how it ended: "exit code 1"
+	Failed  bool                      `json:"failed"` // as the runner judged: see scenario.ProcessSummary
 	Summary estimator.ResourceSummary `json:"summary"`
+}
+
+// Name is the process's name in its iteration folder: "server", or
+// "client-HOST-INDEX".
+func (p ProcessSummary) Name() string {
+	if p.Role == "server" {
+		return "server"
+	}
+	return fmt.Sprintf("%s-%s-%d", p.Role, p.Host, p.Index)
+}
+
+// FailedRun is a process of an iteration that failed.
+type FailedRun struct {
+	Iteration int    `json:"iteration"`
+	Dir       string `json:"dir"`
+	Process   string `json:"process"`
+	Exit      string `json:"exit"`
 }
 
 // IterationSeries is an iteration folder's series.json: every sample of
@@ -57,6 +76,8 @@ type Scenario struct {
 	Name       string   // the test names found, joined by "+" if they differ
 	Dirs       []string // iteration folders, in iteration order
 	Iterations []IterationSummary
+	Runs       int         // processes run, over all iterations
+	Failed     []FailedRun // those that failed; their figures count all the same
 }
 
 // LoadScenario reads the summary.json of every folder that one of the glob
@@ -105,6 +126,12 @@ func LoadScenario(patterns ...string) (*Scenario, error) {
 	for _, l := range its {
 		s.Dirs = append(s.Dirs, l.dir)
 		s.Iterations = append(s.Iterations, l.it)
+		for _, p := range l.it.Processes {
+			s.Runs++
+			if p.Failed {
+				s.Failed = append(s.Failed, FailedRun{Iteration: l.it.Iteration, Dir: l.dir, Process: p.Name(), Exit: p.Exit})
+			}
+		}
 		if !slices.Contains(names, l.it.TestName) {
 			names = append(names, l.it.TestName)
 		}

@@ -287,3 +287,52 @@ func TestLoadScenarioMissingSummary(t *testing.T) {
 		t.Error("an iteration folder without summary.json was passed over")
 	}
 }
+
+// The report counts the processes that failed and names them; their
+// figures stay in the aggregates.
+func TestResourceReportFailed(t *testing.T) {
+	root := t.TempDir()
+	writeScenario(t, root, "A", scenarioA)
+	// Iteration 2's second client exited with 1.
+	dir, _ := filepath.Glob(filepath.Join(root, "A_iter2_*"))
+	var sum IterationSummary
+	if err := readJSON(filepath.Join(dir[0], SummaryFile), &sum); err != nil {
+		t.Fatal(err)
+	}
+	sum.Processes[2].Failed, sum.Processes[2].Exit = true, "exit code 1"
+	writeJSON(t, filepath.Join(dir[0], SummaryFile), sum)
+	a, err := LoadScenario(filepath.Join(root, "A_iter*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := ResourceReport(&buf, a, false); err != nil {
+		t.Fatal(err)
+	}
+	if want := "failed: 1 of 9 runs (counted below all the same): iteration 2 client-h1-1 (exit code 1)\n"; !strings.Contains(buf.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, buf.String())
+	}
+	if m := metric(t, Summarise(a), "client", "avg CPU"); m.N != 3 {
+		t.Errorf("client avg CPU over %d iterations, want all 3", m.N)
+	}
+	buf.Reset()
+	if err := ResourceReport(&buf, a, true); err != nil {
+		t.Fatal(err)
+	}
+	var j struct {
+		Runs   int         `json:"runs"`
+		Failed []FailedRun `json:"failed"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &j); err != nil {
+		t.Fatal(err)
+	}
+	if j.Runs != 9 || len(j.Failed) != 1 || j.Failed[0] != (FailedRun{Iteration: 2, Dir: dir[0], Process: "client-h1-1", Exit: "exit code 1"}) {
+		t.Errorf("json: runs %d, failed %+v", j.Runs, j.Failed)
+	}
+	_, ok, _ := tree(t)
+	buf.Reset()
+	ResourceReport(&buf, ok, false)
+	if !strings.Contains(buf.String(), "failed: 0 of 9 runs\n") {
+		t.Errorf("report of a run without failures:\n%s", buf.String())
+	}
+}
