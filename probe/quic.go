@@ -17,7 +17,7 @@ import (
 	"github.com/quic-go/quic-go/qlogwriter"
 )
 
-// QUIC tests (design §6): bulk transfers over 1..N streams of one quic-go
+// QUIC tests (docs/quic.md): bulk transfers over 1..N streams of one quic-go
 // connection, framed as the QUIC perf protocol (draft-banks-quic-performance)
 // so that other perf clients and servers interoperate: ALPN "perf"; on every
 // stream the client first sends 8 bytes, a big-endian uint64, the number of

@@ -18,7 +18,7 @@ import (
 )
 
 // TCP tests: N parallel streams between client and agent, one way or both,
-// each side sampling every stream's TCP_INFO as it goes (design §6).
+// each side sampling every stream's TCP_INFO as it goes (docs/tcp.md).
 
 // MaxStreams bounds a TCP test's parallel streams.
 const MaxStreams = 1024
