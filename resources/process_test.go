@@ -80,8 +80,10 @@ func TestSleepCostsNothing(t *testing.T) {
 	if exit.Code != 0 {
 		t.Fatalf("sleep: %s", exit)
 	}
-	// What it does cost is its exec and the dynamic loader, a few ms.
-	if s.PeakCPU > 10 || s.AvgCPU > 2 || s.OnCPU > 20*time.Millisecond {
+	// What it does cost is its exec (with the end of the shim's other
+	// threads) and the dynamic loader: 8 to 10 ms on a busy machine, up
+	// to 13 % of a first window of 75 ms.
+	if s.PeakCPU > 15 || s.AvgCPU > 2 || s.OnCPU > 20*time.Millisecond {
 		t.Errorf("sleep 1: peak %.1f %%, average %.1f %%, on CPU %v; want next to nothing", s.PeakCPU, s.AvgCPU, s.OnCPU)
 	}
 }

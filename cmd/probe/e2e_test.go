@@ -608,7 +608,7 @@ func TestWatchExitCode(t *testing.T) {
 
 // One thread never shows more than a core: the busy shell loop that showed
 // 147 % (and 296 %), and sleep, which showed 147 % from the shim that held
-// it. The bound allows a running thread's runtime to lag a tick (at most
+// it and now shows its exec. The bound allows a running thread's runtime to lag a tick (at most
 // 10 ms) and a sample's date 1 ms, over the summary's shortest window.
 func TestWatchOneThreadPeak(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -619,7 +619,8 @@ func TestWatchOneThreadPeak(t *testing.T) {
 		max  float64 // %, plus what the lag allows for a busy thread
 	}{
 		{[]string{"sh", "-c", "i=0; while [ $i -lt 500000 ]; do i=$((i+1)); done"}, 100},
-		{[]string{"sleep", "1"}, 10},
+		// Its exec and dynamic loader, 8 to 10 ms on a busy machine.
+		{[]string{"sleep", "1"}, 15},
 	} {
 		out, stderr, code := run(t, exec.Command(probeBin, append([]string{"watch", "--json", "--ebpf", "on", "--"}, tc.args...)...))
 		if code != 0 {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -76,6 +77,9 @@ func watch(c *cli.Context) error {
 		}
 	} else {
 		cfg.Name = fmt.Sprintf("pid %d", pid)
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil {
+			cfg.Name = strings.TrimSpace(string(comm))
+		}
 		var err error
 		if p, err = resources.Attach(pid, cfg); err != nil {
 			return err
