@@ -55,7 +55,7 @@ func runHeld(args []string) error {
 		var b [16]byte
 		binary.LittleEndian.PutUint64(b[:], uint64(ru.Utime.Nano()))
 		binary.LittleEndian.PutUint64(b[8:], uint64(ru.Stime.Nano()))
-		os.NewFile(uintptr(fd+1), "exec").Write(b[:])
+		syscall.Write(fd+1, b[:]) // no *os.File, whose finalizer might close it early
 	}
 	syscall.CloseOnExec(fd + 1)
 	return syscall.Exec(args[1], args[2:], os.Environ())
