@@ -88,10 +88,13 @@ func watch(c *cli.Context) error {
 	select {
 	case <-p.Exited():
 	case <-ctx.Done():
-		// A command of ours got the signal too and ends in its own time;
-		// an attached process is left alone.
+		// A command of ours is asked to end (a Ctrl-C reached it already)
+		// and killed if it does not within 2 s; an attached process is
+		// left alone.
 		if pid != 0 {
 			p.Detach()
+		} else {
+			p.Stop(2 * time.Second)
 		}
 	}
 	series := p.Wait()
