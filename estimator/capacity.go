@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -50,7 +51,7 @@ func (v Verdict) String() string {
 
 // Mode is one bell of the histogram of dispersion samples.
 type Mode struct {
-	Value     float64 // bit/s: median of the densest window's samples
+	Value     float64 // bit/s: median of the bell's samples
 	Low, High float64 // bit/s: the bell's edges
 	Count     int     // samples in the bell
 	Kurtosis  float64 // m4/m2² of the bell's samples, 1000 when they all agree
@@ -65,9 +66,13 @@ type Capacity struct {
 	Peak                   float64 // bit/s: short-train rate when a shaper is suspected, else 0
 	BinWidth               float64 // bit/s
 	Verdict                Verdict
-	Modes                  []Mode // strongest merit first
-	Chosen                 int    // index of the capacity mode in Modes, -1 if none
-	PrelimMean, PrelimStd  float64
+	// SenderLimited says the path was faster than the sender: no train
+	// arrived more spread than it left, and Estimate (a lower bound) is the
+	// rate the trains arrived at, the sender's back-to-back rate.
+	SenderLimited         bool
+	Modes                 []Mode // strongest merit first
+	Chosen                int    // index of the capacity mode in Modes, -1 if none
+	PrelimMean, PrelimStd float64
 	// Overhead is the link-layer bytes per packet the bottleneck counts
 	// besides the IP packet (14 for tbf on Ethernet, 38 on the wire), 0 when
 	// Phase I could not fit it.
@@ -102,9 +107,22 @@ const (
 	capOverheadSpan = 300 // bytes the Phase I sizes must span to fit an overhead
 	capMaxOverhead  = 100
 	capADRSlack     = 0.02 // a mode this far under ADR still counts as at or above it
-	capShaperHead   = 1.5  // head/tail rate ratio of Phase II trains that means a shaper
-	capShaperGap    = 1.10 // capacity over the tail's median-gap rate that means a shaper
-	capMinPrelim    = 3    // preliminary samples needed to call a path easy
+	// A train's first gap under capShaperFront of its typical gap is a
+	// burst; a shaper makes one at the head of capShaperShare of the trains
+	// or more, among at least capShaperTrains.
+	capShaperFront  = 0.5
+	capShaperShare  = 0.8
+	capShaperTrains = 3
+	// The interval reaches down to the sustained rate when it lies within
+	// this share under the estimate.
+	capSustainedNear = 0.10
+	capCIz           = 1.96 // 95 % two-sided
+	capCIMin         = 5    // samples needed to read a spread
+	capMinPrelim     = 3    // preliminary samples needed to call a path easy
+	// The noise floor is this quantile of the trains' own gap noise, over at
+	// least capNoiseTrains trains (preliminary ones join the calibration).
+	capNoiseQuantile = 0.0
+	capNoiseTrains   = 8
 )
 
 // EstimateCapacity estimates the bottleneck capacity from packet trains by
@@ -153,6 +171,13 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 	m.run()
 	c.NoiseFloor = time.Duration(math.Round(m.sigma))
 	if err := m.tally(&c); err != nil {
+		if rate, ok := m.senderLimited(); ok {
+			// The path took every train as fast as this sender could
+			// give it: capacity is at least the rate they arrived at.
+			c.Verdict, c.SenderLimited = VerdictLowerBound, true
+			c.Estimate, c.Lower = rate, rate
+			return c, nil
+		}
 		return c, err
 	}
 	c.Overhead = m.overhead()
@@ -206,31 +231,46 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 	have := c.Chosen >= 0
 	var value, low, high float64
 	if have {
-		md := c.Modes[c.Chosen]
-		value, low, high = md.Value, md.Low, md.High
+		value, low, high = location(hist, c.Modes[c.Chosen])
 	}
 	if easy && len(r.one) == 0 {
-		// Without Phase I the preliminary mean is the estimate (design §4).
-		have = atLeastADR(c.PrelimMean)
-		value, low, high = c.PrelimMean, c.PrelimMean-c.BinWidth/2, c.PrelimMean+c.BinWidth/2
+		// Without Phase I every preliminary sample is the capacity's: the
+		// estimate is their median and its interval (docs/capacity.md).
+		have = atLeastADR(medianSorted(r.pre))
+		value, low, high = location(r.pre, Mode{Low: r.pre[0], High: math.Nextafter(r.pre[len(r.pre)-1], math.Inf(1))})
+		c.Chosen = -1
+		for i, md := range c.Modes {
+			if value >= md.Low && value < md.High {
+				c.Chosen = i
+				break
+			}
+		}
+	}
+	// A backlog cannot get more than the capacity: where the long trains'
+	// tails sustain a little less than the packet spacing shows (a shaper's
+	// late timer, cross traffic), the capacity may be as low as that, and
+	// the interval says so. Far below, the path is loaded and ADR says
+	// nothing about capacity.
+	if have && adr > 0 && adr < low && adr >= (1-capSustainedNear)*value {
+		low = adr
 	}
 
-	// A shaper passes a long train's head, or short trains, faster than the
-	// packet spacing it keeps up. The tail's median gap is compared rather
-	// than ADR, which cross traffic lowers on any loaded path.
-	tailGap := medianOf(r.tailGaps)
-	shaper := len(r.tails) > 0 &&
-		(medianOf(r.heads) > capShaperHead || have && value > capShaperGap*tailGap)
+	// A shaper lets a burst through unspread at the head of every train; a
+	// one-frame bucket only shortens the first gap a little, and cross
+	// traffic compresses the head of some trains, not of nearly all.
+	shaper := r.fronts >= capShaperTrains && float64(r.bursts) >= capShaperShare*float64(r.fronts)
 	switch {
 	case shaper:
 		c.Verdict = VerdictShaper
-		// The rate inside the burst: the front pairs', or the short
-		// trains' when they saw more of it.
-		c.Peak = max(medianOf(r.headGaps), medianOf(r.pairs))
-		if have {
-			c.Peak = max(c.Peak, value)
+		// The rate inside the burst: the front pairs'.
+		c.Peak = medianOf(r.pairs)
+		if adr == 0 {
+			adr = value
 		}
 		c.Estimate, c.Lower, c.Upper = adr, tailLo, tailHi
+		if c.Sustained == 0 {
+			c.Lower, c.Upper = low, high
+		}
 	case !have && adr > 0:
 		c.Verdict = VerdictLowerBound
 		c.Estimate, c.Lower, c.Upper = adr, adr, 0
@@ -250,14 +290,43 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 	return c, nil
 }
 
+// location is the estimate a mode gives: the median of the sorted samples x
+// inside its bell, and a 95 % confidence interval of that median from their
+// spread: ±1.96 × 1.2533 × σ/√n, σ the robust (1.4826 × MAD) spread of the
+// bell's samples. It covers where the centre of the samples lies, so that
+// repeated runs on one path agree within it; see docs/capacity.md for what it
+// does not cover.
+func location(x []float64, md Mode) (value, low, high float64) {
+	lo := sort.SearchFloat64s(x, md.Low)
+	hi := sort.SearchFloat64s(x, md.High)
+	in := x[lo:hi]
+	if len(in) == 0 {
+		return md.Value, md.Low, md.High
+	}
+	value = medianSorted(in)
+	dev := make([]float64, len(in))
+	for i, v := range in {
+		dev[i] = math.Abs(v - value)
+	}
+	slices.Sort(dev)
+	sd := 1.4826 * medianSorted(dev)
+	if len(in) < capCIMin {
+		// Too few for a spread: their range is the interval.
+		return value, in[0], in[len(in)-1]
+	}
+	// Never narrower than the histogram's finest bin: the per-packet
+	// overhead and the shaper's timer move estimates by that much.
+	half := max(capCIz*1.2533*sd/math.Sqrt(float64(len(in))), capBinFloor/2*value)
+	return value, value - half, value + half
+}
+
 // capRates are the accepted trains' rates in bit/s, normalised to full size.
 type capRates struct {
 	pre, one []float64
 	tails    []float64 // Phase II tail rates
-	tailGaps []float64 // Phase II rates of the tail's median gap
-	heads    []float64 // Phase II head rate over tail rate; +Inf for an unspread head
-	pairs    []float64 // Phase II first-pair rates, where the pair was spread at all
-	headGaps []float64 // Phase II rates of the head's median gap
+	pairs    []float64 // first-pair rates of the trains with a burst at the head
+	fronts   int       // preliminary and Phase II trains whose head was read
+	bursts   int       // of those, the ones whose first gap was a burst
 	minDisp  float64   // ns per packet, smallest at full size
 }
 
@@ -273,9 +342,14 @@ func (m *capMeasure) rates(o, s0 float64) capRates {
 	two := n[dump.PhaseTwo]
 	r := capRates{
 		pre: make([]float64, 0, n[dump.PhasePrelim]), one: make([]float64, 0, n[dump.PhaseOne]),
-		tails: make([]float64, 0, two), tailGaps: make([]float64, 0, two),
-		heads: make([]float64, 0, two), headGaps: make([]float64, 0, two),
+		tails:   make([]float64, 0, two),
 		minDisp: math.Inf(1),
+	}
+	// The heads a shaper is read from: the long trains', which outlast a
+	// bucket that short trains fit in; the preliminary ones' without them.
+	front := dump.PhaseTwo
+	if two < capShaperTrains {
+		front = dump.PhasePrelim
 	}
 	for i := range m.fits {
 		f := &m.fits[i]
@@ -283,6 +357,15 @@ func (m *capMeasure) rates(o, s0 float64) capRates {
 			continue
 		}
 		rate := func(d float64) float64 { return 8e9 * (float64(f.size) + o) / d * s0 / (s0 + o) }
+		if f.head >= 0 && f.phase == front {
+			r.fronts++
+			if f.head < capShaperFront*f.d {
+				r.bursts++
+				if f.head > 0 {
+					r.pairs = append(r.pairs, rate(f.head))
+				}
+			}
+		}
 		switch f.phase {
 		case dump.PhasePrelim:
 			r.pre = append(r.pre, rate(f.d))
@@ -290,16 +373,6 @@ func (m *capMeasure) rates(o, s0 float64) capRates {
 			r.one = append(r.one, rate(f.d))
 		case dump.PhaseTwo:
 			r.tails = append(r.tails, rate(f.d))
-			r.tailGaps = append(r.tailGaps, rate(f.tailGap))
-			if f.head >= 0 {
-				r.heads = append(r.heads, f.d/f.head)
-			}
-			if f.head > 0 {
-				r.pairs = append(r.pairs, rate(f.head))
-			}
-			if f.headGap > 0 {
-				r.headGaps = append(r.headGaps, rate(f.headGap))
-			}
 			continue
 		default:
 			continue

@@ -83,7 +83,9 @@ func findModes(x []float64, w float64) []Mode {
 		hj := sg.s + sort.SearchFloat64s(run, hi)
 		k := kurtosis(x[li:hj])
 		modes = append(modes, Mode{
-			Value: medianSorted(x[sg.at : sg.at+sg.cnt]),
+			// The bell's median, which is also what the estimate reads
+			// (location): the report's modes and estimate agree.
+			Value: medianSorted(x[li:hj]),
 			Low:   lo, High: hi,
 			Count:    hj - li,
 			Kurtosis: k,

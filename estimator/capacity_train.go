@@ -40,9 +40,7 @@ type capTrain struct {
 	size, n int
 	reason  int     // capAccepted or a reason
 	d       float64 // ns per packet behind the sample; Phase II: over the tail
-	tailGap float64 // Phase II: median gap of the tail, ns
-	head    float64 // Phase II: ns per packet over the first quarter, -1 if unknown
-	headGap float64 // Phase II: median gap of the first quarter, ns
+	head    float64 // preliminary and Phase II: the first gap, ns; -1 if unknown
 }
 
 // capMeasure turns trains into per-train dispersions.
@@ -53,6 +51,7 @@ type capMeasure struct {
 	coalesce bool
 	sigma    float64   // noise floor σ_t, ns
 	gaps     []float64 // scratch
+	dev      []float64 // scratch
 	ends     []int     // scratch
 }
 
@@ -184,24 +183,37 @@ func (m *capMeasure) batchEnds(t *dump.Train, lo, hi int) (a, z int, ok bool) {
 // shaper's burst or a cross-traffic burst shifts a train's gap level once,
 // which only one difference sees.
 func (m *capMeasure) noiseFloor() float64 {
-	var dev []float64
+	var per []float64
 	for _, ph := range []dump.Phase{dump.PhaseCalibrate, dump.PhasePrelim, dump.PhaseOne} {
 		for i := range m.fits {
 			f := &m.fits[i]
-			if f.phase == ph && f.reason == capAccepted && f.n >= 3 {
-				dev = m.deviations(&m.trains[i], dev)
+			if f.phase != ph || f.reason != capAccepted || f.n < 3 {
+				continue
 			}
+			m.dev = m.deviations(&m.trains[i], m.dev[:0])
+			if len(m.dev) == 0 {
+				continue
+			}
+			slices.Sort(m.dev)
+			per = append(per, medianSorted(m.dev))
 		}
-		if len(dev) > 0 {
-			slices.Sort(dev)
-			sigma := 1.4826 * medianSorted(dev)
-			if !m.coalesce {
-				sigma /= math.Sqrt(3)
-			}
-			return sigma
+		if len(per) >= capNoiseTrains || len(per) > 0 && ph == dump.PhaseOne {
+			break
 		}
 	}
-	return 0
+	if len(per) == 0 {
+		return 0
+	}
+	// Cross traffic adds to the gaps' spread, never takes away: the
+	// quietest trains show the timestamps' own noise. A low quantile over
+	// trains, not the median over all gaps, which under cross traffic reads
+	// its jitter (hundreds of µs) and would discard most trains.
+	slices.Sort(per)
+	sigma := 1.4826 * per[int(capNoiseQuantile*float64(len(per)-1))]
+	if !m.coalesce {
+		sigma /= math.Sqrt(3)
+	}
+	return sigma
 }
 
 // deviations appends the differences between successive gaps of t. Under
@@ -265,13 +277,18 @@ func (m *capMeasure) measure(f *capTrain, t *dump.Train) {
 		case n == 3:
 			f.d = m.medianGap(t, 1, n)
 		default:
-			// The median of the train's second half (at least the first gap
-			// left out): a shaper's bucket shortens the leading gaps of
-			// every train, the first for full-size packets, up to three for
-			// small ones behind a one-frame bucket; ranking lowest every
-			// time, they would bias a short train's median towards short
-			// gaps, high rates, and small packets' most.
-			f.d = m.medianGap(t, max(2, n/2), n)
+			// The mean gap over the train's second half: from packet
+			// max(1, n/2-1) to the last. A shaper's bucket shortens the
+			// leading gaps of every train (the first for full-size packets,
+			// up to three for small ones behind a one-frame bucket), so they
+			// are left out. A mean over a span, not a median of gaps: when
+			// the narrow link is followed by a loaded faster link, cross
+			// traffic there compresses and stretches single gaps, and the
+			// median of such gaps runs high (they bunch at the faster
+			// link's spacing), while the span between two packets only
+			// moves by the difference of their two waits (docs/capacity.md).
+			a := max(1, n/2-1)
+			f.d = float64(m.at(t, n-1)-m.at(t, a)) / float64(n-1-a)
 		}
 	}
 	if tx, ok := senderSpan(t); ok && float64(tx) > capInputGap*float64(m.at(t, n-1)-m.at(t, 0)) {
@@ -282,25 +299,21 @@ func (m *capMeasure) measure(f *capTrain, t *dump.Train) {
 		f.reason = reasonNoise
 		return
 	}
-	if f.phase != dump.PhaseTwo {
+	if f.phase != dump.PhaseTwo && (f.phase != dump.PhasePrelim || n < 4) {
 		return
 	}
-	q := max(1, (n-1)/4)
 	if m.coalesce {
-		f.tailGap = f.d
-		if a, z, ok := m.batchEnds(t, 0, q); ok {
+		// Under coalescing the head is the first span between batch ends.
+		if a, z, ok := m.batchEnds(t, 0, max(1, (n-1)/4)); ok {
 			f.head = float64(m.at(t, z)-m.at(t, a)) / float64(z-a)
-			f.headGap = f.head
 		}
 		return
 	}
-	f.tailGap = m.medianGap(t, lo+1, n)
 	// The head is the first gap: the pair at the front of the train. A
 	// shaper's bucket lets it through unspread (htb passes two or three
 	// frames back to back), while a one-frame tbf bucket shortens it by only
 	// the bucket's slack, ~6 % for full-size packets.
 	f.head = float64(m.at(t, 1) - m.at(t, 0))
-	f.headGap = m.medianGap(t, 1, q+1)
 }
 
 // senderOrder holds the sources that show the input gap. eBPF's TC egress
@@ -441,4 +454,30 @@ func capSource(trains []dump.Train, want dump.Source) (dump.Source, error) {
 		}
 	}
 	return best, nil
+}
+
+// senderLimited reports whether the sample trains were left out for their
+// input gap, most of them, and the median rate they arrived at: when the
+// path is faster than the sender, trains arrive as spread as they left.
+func (m *capMeasure) senderLimited() (float64, bool) {
+	var rates []float64
+	seen := 0
+	for i := range m.fits {
+		f := &m.fits[i]
+		if !samplePhase(f.phase) {
+			continue
+		}
+		seen++
+		if f.reason != reasonInputGap {
+			continue
+		}
+		t := &m.trains[i]
+		if span := m.at(t, f.n-1) - m.at(t, 0); span > 0 {
+			rates = append(rates, 8e9*float64(f.size)*float64(f.n-1)/float64(span))
+		}
+	}
+	if len(rates) < capMinPrelim || 2*len(rates) < seen {
+		return 0, false
+	}
+	return medianOf(rates), true
 }

@@ -58,6 +58,10 @@ type result struct {
 func main() {
 	bin := flag.String("bin", "bin", "directory with the probe and estimate binaries")
 	only := flag.String("only", "", "run only cases whose name contains this")
+	hard := flag.String("paths", "all", "side-by-side paths to run (a name part), \"all\", or \"none\"")
+	cases0 := flag.Bool("cases", true, "run the single-bottleneck cases")
+	runs := flag.Int("runs", 5, "probe runs per side-by-side path")
+	keep := flag.String("keep", "", "keep the probe dumps of the side-by-side paths in this folder")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		harness.Fail("the capacity benchmark needs root (testbed namespaces, tc, eBPF)")
@@ -69,9 +73,23 @@ func main() {
 	}
 	defer os.RemoveAll(dir)
 
+	allOK := true
+	if *hard != "none" {
+		sel := *hard
+		if sel == "all" {
+			sel = ""
+		}
+		allOK = runHardPaths(sel, *runs, probeBin, *keep)
+		fmt.Println()
+	}
+	if !*cases0 {
+		if !allOK {
+			os.Exit(1)
+		}
+		return
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "case\tmode\tconfigured\trealized\testimate\tsustained\terr cfg\terr real\tverdict\tduration\tts\t| user est\tuser sust\tuser err\tuser verdict\t| bound\tok\t")
-	allOK := true
 	for _, c := range cases {
 		label := fmt.Sprintf("%s %s", c.name, testbed.FormatRate(uint64(c.rate)))
 		if *only != "" && !strings.Contains(label, *only) {
