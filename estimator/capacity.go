@@ -180,8 +180,10 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 		}
 		return c, err
 	}
-	c.Overhead = m.overhead()
-	r := m.rates(c.Overhead, float64(fullSize(trains)))
+	var overheadSE float64
+	c.Overhead, overheadSE = m.overhead()
+	s0 := float64(fullSize(trains))
+	r := m.rates(c.Overhead, s0)
 	if !math.IsInf(r.minDisp, 1) {
 		c.MinDispersion = time.Duration(math.Round(r.minDisp))
 	}
@@ -222,8 +224,11 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 	// The capacity mode: the best merit at or above ADR.
 	adr := c.Sustained
 	atLeastADR := func(v float64) bool { return adr == 0 || v >= adr*(1-capADRSlack) }
+	// A bell that reaches ADR counts: measured as spans, long trains' tails
+	// and short trains read the same spacing, and on a narrow link before a
+	// loaded one ADR can sit a little above the capacity mode's centre.
 	for i, md := range c.Modes {
-		if atLeastADR(md.Value) {
+		if atLeastADR(md.High) {
 			c.Chosen = i
 			break
 		}
@@ -232,6 +237,14 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 	var value, low, high float64
 	if have {
 		value, low, high = location(hist, c.Modes[c.Chosen])
+		// Phase I samples are normalised with the fitted overhead: its
+		// uncertainty moves a sample of size S by (S0−S)/(S0+o) per byte,
+		// on average over the sizes sent. Added in quadrature.
+		if len(r.one) > 0 && r.oneSize > 0 {
+			shift := capCIz * overheadSE * (s0 - r.oneSize) / (s0 + c.Overhead) / (s0 + c.Overhead) * value
+			half := math.Hypot((high-low)/2, shift)
+			low, high = value-half, value+half
+		}
 	}
 	if easy && len(r.one) == 0 {
 		// Without Phase I every preliminary sample is the capacity's: the
@@ -246,13 +259,13 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 			}
 		}
 	}
-	// A backlog cannot get more than the capacity: where the long trains'
-	// tails sustain a little less than the packet spacing shows (a shaper's
-	// late timer, cross traffic), the capacity may be as low as that, and
-	// the interval says so. Far below, the path is loaded and ADR says
-	// nothing about capacity.
-	if have && adr > 0 && adr < low && adr >= (1-capSustainedNear)*value {
-		low = adr
+	// The long trains' tails are a second reading of the same spacing: a
+	// shaper's late timer or cross traffic after the narrow link moves the
+	// two apart, and the capacity may lie anywhere between them, so the
+	// interval spans both when they are near. Far apart, the path is
+	// loaded and ADR says nothing about capacity.
+	if have && adr > 0 && math.Abs(adr-value) <= capSustainedNear*value {
+		low, high = min(low, adr), max(high, adr)
 	}
 
 	// A shaper lets a burst through unspread at the head of every train; a
@@ -325,6 +338,7 @@ type capRates struct {
 	pre, one []float64
 	tails    []float64 // Phase II tail rates
 	pairs    []float64 // first-pair rates of the trains with a burst at the head
+	oneSize  float64   // mean size of the Phase I samples, bytes
 	fronts   int       // preliminary and Phase II trains whose head was read
 	bursts   int       // of those, the ones whose first gap was a burst
 	minDisp  float64   // ns per packet, smallest at full size
@@ -371,6 +385,7 @@ func (m *capMeasure) rates(o, s0 float64) capRates {
 			r.pre = append(r.pre, rate(f.d))
 		case dump.PhaseOne:
 			r.one = append(r.one, rate(f.d))
+			r.oneSize += (float64(f.size) - r.oneSize) / float64(len(r.one))
 		case dump.PhaseTwo:
 			r.tails = append(r.tails, rate(f.d))
 			continue

@@ -18,6 +18,13 @@ type bottleneck struct {
 	noise    float64 // ns, σ of each receive stamp
 	batch    int     // interrupt coalescing: packets delivered in batches of this many
 	user     float64 // ns, mean extra latency of user-space stamps; 0: none
+	late     float64 // ns, mean lateness of the tbf's timer (exponential); 0: on time
+	// A faster tight link behind the narrow one, loaded by Poisson cross
+	// traffic of tightLoad × tight in packets of tightBytes: it compresses
+	// and stretches single gaps, not the narrow link's spacing.
+	tight      float64
+	tightLoad  float64
+	tightBytes int
 }
 
 type gen struct {
@@ -57,8 +64,10 @@ func (g *gen) arrivals(size, n int, cross map[int]int) []float64 {
 		at := max(g.start, prev+8e9*wire/line)
 		have := min(float64(g.bucket), tok+(at-last)*g.rate/8e9)
 		if have < wire {
-			at += (wire - have) * 8e9 / g.rate
-			have = wire
+			// The timer wakes when the bucket holds the packet, or later;
+			// tokens keep coming meanwhile.
+			at += (wire-have)*8e9/g.rate + g.lateness()
+			have = min(float64(g.bucket), tok+(at-last)*g.rate/8e9)
 		}
 		tok, last, prev = have-wire, at, at
 		t[i] = at + 8e9*wire/line + 1e6
@@ -66,9 +75,39 @@ func (g *gen) arrivals(size, n int, cross map[int]int) []float64 {
 	return t
 }
 
+func (g *gen) lateness() float64 {
+	if g.late == 0 {
+		return 0
+	}
+	return g.rng.ExpFloat64() * g.late
+}
+
+// throughTight passes the packets leaving the narrow link at t through the
+// tight link and its cross traffic, which has run for 20 ms before them.
+func (g *gen) throughTight(t []float64, size int) []float64 {
+	if g.tight == 0 {
+		return t
+	}
+	wire := float64(size + g.overhead)
+	crossGap := 8e9 * float64(g.tightBytes+g.overhead) / (g.tightLoad * g.tight) // ns between cross packets on average
+	crossServ := 8e9 * float64(g.tightBytes+g.overhead) / g.tight
+	out := make([]float64, len(t))
+	free := t[0] - 20e6
+	next := free + g.rng.ExpFloat64()*crossGap
+	for i, at := range t {
+		for next <= at {
+			free = max(free, next) + crossServ
+			next += g.rng.ExpFloat64() * crossGap
+		}
+		free = max(free, at) + 8e9*wire/g.tight
+		out[i] = free
+	}
+	return out
+}
+
 // train builds one train as both ends stamp it.
 func (g *gen) train(ph dump.Phase, size, n int, cross map[int]int) dump.Train {
-	arr := g.arrivals(size, n, cross)
+	arr := g.throughTight(g.arrivals(size, n, cross), size)
 	rx := make([]float64, n)
 	if k := g.batch; k > 1 {
 		// A batch is delivered when its last packet arrives, its packets 200 ns

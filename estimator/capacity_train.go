@@ -346,7 +346,7 @@ func senderSpan(t *dump.Train) (int64, bool) {
 // samples is not. The line is Theil–Sen's (median slope over all pairs of
 // sizes, median intercept): a size where cross traffic met most trains would
 // tilt a least-squares line.
-func (m *capMeasure) overhead() float64 {
+func (m *capMeasure) overhead() (o, se float64) {
 	// One backing array carved by size: no slice grows per sample.
 	n := map[int]int{}
 	for i := range m.fits {
@@ -356,7 +356,7 @@ func (m *capMeasure) overhead() float64 {
 	}
 	sizes := slices.Sorted(maps.Keys(n))
 	if len(sizes) < 3 || sizes[len(sizes)-1]-sizes[0] < capOverheadSpan {
-		return 0
+		return 0, 0
 	}
 	all := make([]float64, 0, len(m.fits))
 	bySize := make(map[int][]float64, len(sizes))
@@ -384,17 +384,24 @@ func (m *capMeasure) overhead() float64 {
 	slices.Sort(slopes)
 	c := medianSorted(slopes)
 	if !(c > 0) {
-		return 0
+		return 0, 0
 	}
 	for i, s := range sizes {
-		ys[i] -= c * float64(s)
+		ys[i] = (ys[i] - c*float64(s)) / c
 	}
 	slices.Sort(ys)
-	o := medianSorted(ys) / c
-	if !(o >= 0 && o <= capMaxOverhead) {
-		return 0
+	o = medianSorted(ys)
+	// Each size gives its own overhead; their spread says how well the
+	// median of them is known (1.2533 σ/√k for a median).
+	for i := range ys {
+		ys[i] = math.Abs(ys[i] - o)
 	}
-	return o
+	slices.Sort(ys)
+	se = 1.2533 * 1.4826 * medianSorted(ys) / math.Sqrt(float64(len(ys)))
+	if !(o >= 0 && o <= capMaxOverhead) {
+		return 0, se
+	}
+	return o, se
 }
 
 // capSource picks the receive timestamp source (see CapacityOptions.Source).

@@ -185,6 +185,11 @@ func (d *capDriver) run(ctx context.Context) error {
 		d.rate = est.PrelimMean
 	}
 	easy := err == nil && est.Verdict == estimator.VerdictEasyPath
+	if err == nil && est.SenderLimited {
+		// The path took every train as fast as it left: longer or smaller
+		// trains cannot show more (docs/capacity.md, limits).
+		return nil
+	}
 
 	if !quick && (!easy || d.cfg.AllPhases) {
 		d.begin(dump.PhaseOne, w[dump.PhaseOne], phaseOneSizes*phaseOneRepeats)

@@ -51,6 +51,14 @@ func CapacityText(w io.Writer, i CapacityInfo, c estimator.Capacity) {
 		bounds = fmt.Sprintf("[%.2f, unknown]", mbit(c.Lower))
 	}
 	fmt.Fprintf(w, "  estimate      %8.2f Mbit/s  %s  verdict: %s\n", mbit(c.Estimate), bounds, c.Verdict)
+	switch {
+	case c.SenderLimited:
+		fmt.Fprintf(w, "  note          capacity ≥ %.2f Mbit/s, this sender's back-to-back rate: the path is faster than it sends\n", mbit(c.Estimate))
+	case c.Verdict == estimator.VerdictLowerBound && i.Quick:
+		fmt.Fprintln(w, "  note          lower bound: no short-train mode reached the sustained rate; a full run adds Phase I (40 sizes) to find one")
+	case c.Upper > 0 && c.Verdict != estimator.VerdictShaper:
+		fmt.Fprintln(w, "  interval      95 % for the samples' centre, down to the sustained rate when it is near (docs/capacity.md)")
+	}
 	if c.Sustained > 0 {
 		fmt.Fprintf(w, "  sustained     %8.2f Mbit/s  (long trains, tail rate)\n", mbit(c.Sustained))
 	}
@@ -125,6 +133,7 @@ func CapacityJSON(w io.Writer, i CapacityInfo, c estimator.Capacity) error {
 		Peak         float64        `json:"peak"`
 		BinWidth     float64        `json:"bin_width"`
 		Verdict      string         `json:"verdict"`
+		SenderLimit  bool           `json:"sender_limited,omitempty"`
 		PrelimMean   float64        `json:"prelim_mean"`
 		PrelimStd    float64        `json:"prelim_std"`
 		Modes        []modeJSON     `json:"modes"`
@@ -140,7 +149,7 @@ func CapacityJSON(w io.Writer, i CapacityInfo, c estimator.Capacity) error {
 	}{
 		i, i.From, i.To, i.Duration.Seconds(), "Mbit/s at the IP layer",
 		mbit(c.Estimate), mbit(c.Lower), mbit(c.Upper), mbit(c.Sustained), mbit(c.Peak), mbit(c.BinWidth),
-		c.Verdict.String(), mbit(c.PrelimMean), mbit(c.PrelimStd), modes, c.Chosen, c.Overhead, c.Source.String(),
+		c.Verdict.String(), c.SenderLimited, mbit(c.PrelimMean), mbit(c.PrelimStd), modes, c.Chosen, c.Overhead, c.Source.String(),
 		usf(c.NoiseFloor), usf(c.MinDispersion), usf(c.KernelToUser), c.Trains, c.Samples, c.Discarded,
 	}
 	enc := json.NewEncoder(w)
