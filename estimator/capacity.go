@@ -106,7 +106,11 @@ const (
 	capBinFloor     = 0.005
 	capOverheadSpan = 300 // bytes the Phase I sizes must span to fit an overhead
 	capMaxOverhead  = 100
-	capADRSlack     = 0.02 // a mode this far under ADR still counts as at or above it
+	// A mode this far under ADR still counts as at or above it: measured as
+	// spans, long trains' tails and short trains read the same spacing, and
+	// on a narrow link before a loaded one ADR can sit a little above the
+	// capacity mode's centre.
+	capADRSlack = 0.03
 	// A train's first gap under capShaperFront of its typical gap is a
 	// burst; a shaper makes one at the head of capShaperShare of the trains
 	// or more, among at least capShaperTrains.
@@ -224,11 +228,8 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 	// The capacity mode: the best merit at or above ADR.
 	adr := c.Sustained
 	atLeastADR := func(v float64) bool { return adr == 0 || v >= adr*(1-capADRSlack) }
-	// A bell that reaches ADR counts: measured as spans, long trains' tails
-	// and short trains read the same spacing, and on a narrow link before a
-	// loaded one ADR can sit a little above the capacity mode's centre.
 	for i, md := range c.Modes {
-		if atLeastADR(md.High) {
+		if atLeastADR(md.Value) {
 			c.Chosen = i
 			break
 		}

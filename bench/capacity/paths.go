@@ -86,24 +86,31 @@ type pathResult struct {
 
 func runHardPaths(only string, runs int, probeBin, keep string) bool {
 	pe := findPeers()
-	var results []pathResult
-	for _, p := range hardPaths {
+	allOK := true
+	for i, p := range hardPaths {
 		if only != "" && !strings.Contains(p.name, only) {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "bench: path %s...\n", p.name)
-		r, err := runHardPath(p, runs, probeBin, pe, keep)
+		// A name per path: a testbed whose namespaces could not be
+		// removed must not stop the next path.
+		r, err := runHardPath(p, fmt.Sprintf("h14p%d%c", os.Getpid()%10000, 'a'+i), runs, probeBin, pe, keep)
 		if err != nil {
 			fmt.Printf("%s: error: %v\n", p.name, err)
-			return false
+			allOK = false
+			continue
 		}
-		results = append(results, r)
+		// Each path's rows as soon as it is done: a long run shows progress.
+		allOK = printHard([]pathResult{r}) && allOK
 	}
-	return printHard(results, pe)
+	fmt.Println("\nrates in Mbit/s at the IP layer; truth floods: 3 backlogged UDP floods of 3 s without cross traffic;")
+	fmt.Println("load = bytes a sent during the run / (path rate × run time); error = distance outside [realized, configured].")
+	fmt.Printf("peers: pathrate %s, udpst %s\n", orNA(pe.pathrateRcv), orNA(pe.udpst))
+	return allOK
 }
 
-func upPath(p hardPath) (*testbed.Testbed, error) {
-	cfg := testbed.Config{Name: fmt.Sprintf("h14p%d", os.Getpid()%100000), Router: p.router}
+func upPath(p hardPath, name string) (*testbed.Testbed, error) {
+	cfg := testbed.Config{Name: name, Router: p.router}
 	if p.tight == 0 {
 		cfg.Rate = uint64(p.rate)
 	}
@@ -124,9 +131,9 @@ func upPath(p hardPath) (*testbed.Testbed, error) {
 	return tb, nil
 }
 
-func runHardPath(p hardPath, runs int, probeBin string, pe peers, keep string) (pathResult, error) {
+func runHardPath(p hardPath, name string, runs int, probeBin string, pe peers, keep string) (pathResult, error) {
 	res := pathResult{path: p, configured: p.rate * 1500 / 1514 / 1e6}
-	tb, err := upPath(p)
+	tb, err := upPath(p, name)
 	if err != nil {
 		return res, err
 	}
@@ -245,7 +252,7 @@ func runProbe(tb *testbed.Testbed, probeBin string, quick bool, dumpPath string)
 	return toolRun{estimate: e.Estimate, lower: e.Lower, upper: e.Upper, verdict: e.Verdict, secs: e.Duration}
 }
 
-var pathrateRE = regexp.MustCompile(`Final capacity estimate : ([0-9.]+) Mbps to ([0-9.]+) Mbps`)
+var pathrateRE = regexp.MustCompile(`Final capacity estimate :\s*([0-9.]+) Mbps\s+to\s+([0-9.]+) Mbps`)
 
 // runPathrate runs a fresh pathrate sender in a (it loops forever) and the
 // receiver in b, within limit.
@@ -351,7 +358,7 @@ func maxOf(x []float64) float64 {
 	return m
 }
 
-func printHard(results []pathResult, pe peers) bool {
+func printHard(results []pathResult) bool {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "path\ttruth [realized, configured]\ttool\testimate\tinterval\tverdict\ttime\tload\terror vs bracket\tgoal\t")
 	allOK := true
@@ -395,9 +402,6 @@ func printHard(results []pathResult, pe peers) bool {
 		row("OB-UDPST 9.0.0", r.udpstRs, "", true)
 	}
 	tw.Flush()
-	fmt.Println("\nrates in Mbit/s at the IP layer; truth floods: 3 backlogged UDP floods of 3 s without cross traffic;")
-	fmt.Println("load = bytes a sent during the run / (path rate × run time); error = distance outside [realized, configured].")
-	fmt.Printf("peers: pathrate %s, udpst %s\n", orNA(pe.pathrateRcv), orNA(pe.udpst))
 	return allOK
 }
 

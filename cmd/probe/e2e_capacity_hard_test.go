@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/probe-dev/probe/testbed"
+)
+
+// A narrow link before a loaded faster one: a →(tbf 30)→ r →(tbf 100 and
+// 40 Mbit/s of UDP cross traffic entering at r)→ b. The estimate is the
+// narrow link's capacity, not a blend with the tight link's compression:
+// within [0.97 × realized, 1.03 × configured], no shaper, within 20 s, and
+// the interval meets the truth bracket (docs/capacity.md).
+func TestCapacityNarrowNotTight(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and loads eBPF")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		t.Skip("needs iperf3 for the cross traffic")
+	}
+	const narrow, tight = 30e6, 100e6
+	tb, err := testbed.Up(testbed.Config{Name: fmt.Sprintf("h14nt%d", os.Getpid()%100000), Router: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tb.Down(); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := tb.ShapeIface(tb.A, tb.A.Ifname, narrow, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.ShapeIface(tb.R, "veth1", tight, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	realized, err := tb.RealizedRate(narrow, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := realized/1e6, narrow*1500/1514/1e6
+	agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
+	startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
+		err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
+		return c, err
+	}, "--listen", agentAddr, "--ebpf", "on")
+
+	cross, err := testbed.CrossTraffic(context.Background(), tb.R, tb.B, 5201, 30*time.Second, "-u", "-b", "40M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cross.Stop()
+	time.Sleep(time.Second)
+	out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "--json")
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	m := parseJSON(t, out)
+	est, low, up := m["estimate"].(float64), m["lower"].(float64), m["upper"].(float64)
+	t.Logf("estimate %.2f [%.2f, %.2f] verdict %v in %v s; truth [%.2f, %.2f]; overhead %v B, noise floor %v µs, discarded %v",
+		est, low, up, m["verdict"], m["duration_s"], lo, hi, m["link_overhead_bytes"], m["noise_floor_us"], m["discarded"])
+	if est < 0.97*lo || est > 1.03*hi {
+		t.Errorf("estimate %.2f outside [0.97 × %.2f, 1.03 × %.2f]", est, lo, hi)
+	}
+	if m["verdict"] == "shaper suspected" {
+		t.Errorf("a one-frame tbf called a shaper")
+	}
+	if up > 0 && (low > hi || up < lo) {
+		t.Errorf("interval [%.2f, %.2f] misses the truth [%.2f, %.2f]", low, up, lo, hi)
+	}
+	if d := m["duration_s"].(float64); d > 20 {
+		t.Errorf("took %.1f s, want ≤ 20 s", d)
+	}
+}
