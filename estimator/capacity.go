@@ -95,7 +95,7 @@ type Capacity struct {
 	Hist, Tails []float64
 }
 
-// Thresholds of the method; the design names most of them.
+// Thresholds of the method; docs/capacity.md says why each is what it is.
 const (
 	capNoiseK       = 10   // dispersion must exceed this many σ_t
 	capSmallGap     = 0.25 // a gap under this share of its train's mean gap is a batch member
@@ -123,14 +123,13 @@ const (
 	capCIz           = 1.96 // 95 % two-sided
 	capCIMin         = 5    // samples needed to read a spread
 	capMinPrelim     = 3    // preliminary samples needed to call a path easy
-	// The noise floor is this quantile of the trains' own gap noise, over at
-	// least capNoiseTrains trains (preliminary ones join the calibration).
-	capNoiseQuantile = 0.0
-	capNoiseTrains   = 8
+	// The noise floor is read from at least this many trains (preliminary
+	// ones join the calibration trains when there are fewer).
+	capNoiseTrains = 8
 )
 
 // EstimateCapacity estimates the bottleneck capacity from packet trains by
-// pathrate's method (design §4), re-derived for kernel timestamps. The result
+// pathrate's method (docs/capacity.md), re-derived for kernel timestamps. The result
 // depends only on the trains and the options.
 //
 //  1. Every difference is taken between receive stamps of one source; the
@@ -138,27 +137,30 @@ const (
 //  2. Hygiene: a train with a lost packet is "lossy", one with a stamp older
 //     than its predecessor "reordered", one whose sender spread it over more
 //     than half the receiver's dispersion "input gap"; none is used.
-//  3. A train's sample is 8·S/median(gaps): a token bucket's slack compresses
-//     the leading gaps and cross traffic stretches a minority, and the median
-//     ignores both. Phase II trains give the tail rate over their second half,
-//     because a shaper with a large bucket passes the head at line rate.
-//  4. Noise floor σ_t: the robust σ of one gap, from successive gap
-//     differences of the calibration trains; a train whose dispersion is not
-//     above 10·σ_t is "under noise floor".
+//  3. A train's sample is 8·S over its mean gap from packet max(1, n/2−1)
+//     to the last: a token bucket's slack compresses the leading gaps, and
+//     cross traffic after the narrow link moves a span only by the
+//     difference of its two end packets' waits, while it bunches single
+//     gaps. Phase II trains give the tail rate over their second half.
+//  4. Noise floor σ_t: the robust σ of one gap in the quietest calibration
+//     or preliminary train; a train whose dispersion is not above 10·σ_t is
+//     "under noise floor".
 //  5. Interrupt coalescing (over 30 % of the gaps in the trains' second
 //     halves under a quarter of their train's mean gap) delivers packets in
 //     batches; only the last packet of a batch keeps its arrival time, so
 //     dispersion runs between batch ends.
 //  6. Preliminary trains give the bin width; a coefficient of variation under
-//     0.05 is an easy path.
+//     0.05 is an easy path, whose estimate is their median.
 //  7. Phase I sizes fit the per-packet link-layer overhead o: each size's
 //     typical dispersion lies on a + c·S (a robust line), o = a/c; every
 //     sample is normalised to the full-size IP rate.
 //  8. Modes of the normalised samples; figure of merit kurtosis × share.
-//  9. The capacity mode is the best merit at or above ADR (the Phase II tail
-//     rate); none means ADR is only a lower bound. A Phase II head much faster
-//     than its tail, or a capacity mode well above the tail's own packet
-//     spacing, is a shaper: then the estimate is the sustained rate.
+//  9. The capacity mode is the best merit within 3 % under ADR (the Phase II
+//     tail rate) or above; none means ADR is only a lower bound. Its median
+//     is the estimate, with a 95 % interval (location). A burst at the head
+//     of nearly every long train is a shaper: then the estimate is the
+//     sustained rate. Trains that all left as spread as they arrived mean a
+//     path faster than the sender: a lower bound at the sender's rate.
 func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error) {
 	c := Capacity{Chosen: -1, Discarded: map[string]int{}}
 	if opt.BinWidth < 0 || math.IsNaN(opt.BinWidth) || math.IsInf(opt.BinWidth, 0) {

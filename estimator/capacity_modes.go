@@ -7,7 +7,7 @@ import (
 	"sort"
 )
 
-// Mode search (design §4): the densest window of width ω among the unclaimed
+// Mode search (docs/capacity.md): the densest window of width ω among the unclaimed
 // samples, grown a window at a time while the bell falls (10 % tolerance).
 const (
 	capModeGrow   = 1.10 // a neighbour window may hold this many times its inner neighbour

@@ -176,10 +176,10 @@ func (m *capMeasure) batchEnds(t *dump.Train, lo, hi int) (a, z int, ok bool) {
 	return a, z, a >= 0 && z > a
 }
 
-// noiseFloor is σ_t, the noise of one gap: 1.4826·MAD of the differences
-// between successive gaps of the calibration trains (of the preliminary trains
-// when there are none), over √3 since each difference holds three stamps'
-// noise. Successive differences, not distances from a median, because a
+// noiseFloor is σ_t, the noise of one gap: 1.4826 × the median difference
+// between successive gaps in the quietest calibration train (preliminary
+// trains join when there are under capNoiseTrains), over √3 since each
+// difference holds three stamps' noise. Successive differences, not distances from a median, because a
 // shaper's burst or a cross-traffic burst shifts a train's gap level once,
 // which only one difference sees.
 func (m *capMeasure) noiseFloor() float64 {
@@ -205,11 +205,10 @@ func (m *capMeasure) noiseFloor() float64 {
 		return 0
 	}
 	// Cross traffic adds to the gaps' spread, never takes away: the
-	// quietest trains show the timestamps' own noise. A low quantile over
-	// trains, not the median over all gaps, which under cross traffic reads
-	// its jitter (hundreds of µs) and would discard most trains.
-	slices.Sort(per)
-	sigma := 1.4826 * per[int(capNoiseQuantile*float64(len(per)-1))]
+	// quietest train shows the timestamps' own noise. Not the median over
+	// all gaps, which under cross traffic reads its jitter (hundreds of µs)
+	// and would discard most trains.
+	sigma := 1.4826 * slices.Min(per)
 	if !m.coalesce {
 		sigma /= math.Sqrt(3)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/probe-dev/probe/estimator"
 )
 
-// CapacityConfig configures a capacity measurement (design §4).
+// CapacityConfig configures a capacity measurement (docs/capacity.md).
 type CapacityConfig struct {
 	Reverse   bool        // the client sends, the agent receives
 	Quick     bool        // preliminary trains and a short Phase II only
@@ -60,7 +60,7 @@ const (
 	phaseOneMinLen  = 7
 	phaseTwoTrains  = 10
 	minPhaseOneSize = 600
-	maxLossyInARow  = 30 // design §4: abort after 30 consecutive lost trains
+	maxLossyInARow  = 30 // abort after 30 consecutive lost trains (docs/capacity.md)
 	maxBatchTime    = time.Second
 )
 
@@ -259,7 +259,7 @@ func (d *capDriver) repeat(count, n, size int) []TrainSpec {
 }
 
 // findMaxLen grows trains up to the configured maximum until they lose
-// packets (design §4): three lossy trains at one length end the search.
+// packets (docs/capacity.md): three lossy trains at one length end the search.
 func (d *capDriver) findMaxLen(ctx context.Context) (int, error) {
 	best := calibrateLen
 	for _, n := range []int{16, 32, d.cfg.MaxTrain} {
@@ -324,7 +324,7 @@ func (d *capDriver) batchLen(plan []TrainSpec) int {
 
 // spacing is the time a train's bytes take at the probing budget: trains
 // follow each other no faster, so the average probing rate stays under
-// Budget × the estimate (design §4).
+// Budget × the estimate (docs/capacity.md).
 func (d *capDriver) spacing(sp TrainSpec) time.Duration {
 	rate := d.rate
 	if rate <= 0 {

@@ -1,9 +1,12 @@
-// Command capacity is the capacity benchmark (issue 3): it measures the
+// Command capacity is the capacity benchmark: it measures the
 // embedded testbed's bottleneck with probe at several rates and shapers and
 // prints one table: configured and realized rate, the estimate and the
 // sustained rate with eBPF timestamps and, from the same trains, with
 // user-space ones, their errors, verdicts and durations, and whether each
-// case meets its bound. Run as root, from the repository: make bench-capacity.
+// case meets its bound. Before it, the side-by-side table (paths.go): probe,
+// pathrate 2.4.1 and OB-UDPST on harder paths (cross traffic, a narrow link
+// before a loaded tight one, 300 Mbit/s, an unshaped veth). Run as root, from
+// the repository: make bench-capacity.
 package main
 
 import (
