@@ -97,13 +97,21 @@ type Capacity struct {
 
 // Thresholds of the method; docs/capacity.md says why each is what it is.
 const (
-	capNoiseK       = 10   // dispersion must exceed this many σ_t
-	capSmallGap     = 0.25 // a gap under this share of its train's mean gap is a batch member
-	capCoalesced    = 0.30 // share of small gaps that means coalescing
-	capInputGap     = 0.5  // sender spread over receiver dispersion that means an input gap
-	capEasyCV       = 0.05
-	capTrim         = 0.10 // trimmed from each end for ranges and means
-	capBinFloor     = 0.005
+	capNoiseK    = 10   // dispersion must exceed this many σ_t
+	capSmallGap  = 0.25 // a gap under this share of its train's mean gap is a batch member
+	capCoalesced = 0.30 // share of small gaps that means coalescing
+	capInputGap  = 0.5  // sender spread over receiver dispersion that means an input gap
+	capEasyCV    = 0.05
+	capTrim      = 0.10 // trimmed from each end for ranges and means
+	// ω is at least this share of the samples' mean: a span of a few gaps
+	// moves by the difference of two packets' waits, ±10–20 % on a loaded
+	// path, and narrower bins split that one spread into spurious modes,
+	// while a cross packet at the narrow link stretches a span by 25 % or
+	// more, still a mode of its own (docs/capacity.md).
+	capBinFloor = 0.12
+	// The interval is never narrower than ± this share: the fitted overhead
+	// and the shaper's timer move estimates by that much.
+	capCIFloor      = 0.0025
 	capOverheadSpan = 300 // bytes the Phase I sizes must span to fit an overhead
 	capMaxOverhead  = 100
 	// A mode this far under ADR still counts as at or above it: measured as
@@ -330,9 +338,7 @@ func location(x []float64, md Mode) (value, low, high float64) {
 		// Too few for a spread: their range is the interval.
 		return value, in[0], in[len(in)-1]
 	}
-	// Never narrower than the histogram's finest bin: the per-packet
-	// overhead and the shaper's timer move estimates by that much.
-	half := max(capCIz*1.2533*sd/math.Sqrt(float64(len(in))), capBinFloor/2*value)
+	half := max(capCIz*1.2533*sd/math.Sqrt(float64(len(in))), capCIFloor*value)
 	return value, value - half, value + half
 }
 

@@ -229,14 +229,16 @@ func TestCapacityGolden(t *testing.T) {
 	// Estimate: the median sample; with under five samples the interval is
 	// their range. Mean (2·8000/805e-6 + 8000/815e-6)/3 = 9897242.439;
 	// deviations d, d, -2d with d = 40645.760, so the sample std is d·√3. ω:
-	// the trimmed range 121937.278/8 = 15242.2 is under the floor 0.5 % ×
-	// mean = 49486.212.
+	// the trimmed range 121937.278/8 = 15242.2 is under the floor 12 % ×
+	// mean = 1187669.093, so all three fall in one mode, whose kurtosis is
+	// (16+1+1)/3 / (6/3)² = 1.5, and which holds the estimate.
 	mean := (2*8000/805e-6 + 8000/815e-6) / 3
 	d := 8000/805e-6 - mean
-	omega := 0.005 * mean
+	omega := 0.12 * mean
 	want := Capacity{
 		Estimate: 8000 / 805e-6, Lower: 8000 / 815e-6, Upper: 8000 / 805e-6,
-		BinWidth: omega, Verdict: VerdictEasyPath, Chosen: -1,
+		BinWidth: omega, Verdict: VerdictEasyPath, Chosen: 0,
+
 		PrelimMean: mean, PrelimStd: d * math.Sqrt(3),
 		NoiseFloor:    4280 * time.Nanosecond,
 		MinDispersion: 805 * time.Microsecond,
@@ -251,12 +253,18 @@ func TestCapacityGolden(t *testing.T) {
 		got, want float64
 	}{
 		{"estimate", c.Estimate, 9937888.199}, {"std", c.PrelimStd, 70400.52}, {"lower", c.Lower, 9815950.920},
-		{"upper", c.Upper, 9937888.199}, {"ω", c.BinWidth, 49486.212},
+		{"upper", c.Upper, 9937888.199}, {"ω", c.BinWidth, 1187669.093},
 	} {
 		if math.Abs(f.got-f.want) > 0.1 {
 			t.Errorf("%s %.3f, want %.3f", f.name, f.got, f.want)
 		}
 	}
+	wantMode := Mode{Value: 8000 / 805e-6, Low: 8000 / 815e-6, High: 8000/815e-6 + omega, Count: 3, Kurtosis: 1.5, Merit: 1.5}
+	if len(c.Modes) != 1 || c.Modes[0].Count != 3 || !within(c.Modes[0].Value, wantMode.Value, 1e-12) || !within(c.Modes[0].Low, wantMode.Low, 1e-12) ||
+		!within(c.Modes[0].High, wantMode.High, 1e-12) || !within(c.Modes[0].Kurtosis, 1.5, 1e-9) || !within(c.Modes[0].Merit, 1.5, 1e-9) {
+		t.Errorf("modes %+v, want [%+v]", c.Modes, wantMode)
+	}
+	want.Modes = c.Modes
 	if !capEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
 	}
@@ -292,11 +300,11 @@ func TestCapacityOverheadGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every sample normalises to 8e6·1500/1520; no preliminary trains, so ω
-	// comes from these samples: the floor, 0.5 % of it.
+	// comes from these samples: the floor, 12 % of it.
 	v := 8e6 * 1500 / 1520
 	if math.Abs(c.Overhead-20) > 1e-6 || !within(c.Estimate, v, 1e-12) || c.Verdict != VerdictCapacityMode ||
 		len(c.Modes) != 1 || c.Modes[0].Count != 3 || c.Modes[0].Kurtosis != 1000 || c.Modes[0].Merit != 1000 ||
-		!within(c.BinWidth, 0.005*v, 1e-12) || c.Lower != v || c.Upper != v || c.NoiseFloor != 0 {
+		!within(c.BinWidth, 0.12*v, 1e-12) || c.Lower != v || c.Upper != v || c.NoiseFloor != 0 {
 		t.Errorf("got %+v", c)
 	}
 }

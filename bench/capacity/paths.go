@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -274,8 +275,10 @@ func runPathrate(tb *testbed.Testbed, pe peers, limit time.Duration) toolRun {
 		r.estimate = (r.lower + r.upper) / 2
 		return r
 	}
-	r.err = "no result"
-	if err != nil {
+	// Where it got to: pathrate's last line says which phase it was in.
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	r.err = fmt.Sprintf("no result in %.0f s (last: %q)", r.secs, shorten(strings.TrimSpace(lines[len(lines)-1])))
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		r.err = fmt.Sprintf("no result (%v)", shorten(err.Error()))
 	}
 	return r
@@ -370,7 +373,7 @@ func printHard(results []pathResult) bool {
 		}
 		row := func(tool string, t toolRun, goal string, ok bool) {
 			if t.err != "" {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\t%.1f s\t%.2f\t\t%s\t\n", r.path.name, truth, tool, t.err, t.secs, t.load, goal)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\t%.1f s\t%.3f\t\t%s\t\n", r.path.name, truth, tool, t.err, t.secs, t.load, goal)
 				return
 			}
 			iv := ""
