@@ -119,11 +119,18 @@ const (
 	// on a narrow link before a loaded one ADR can sit a little above the
 	// capacity mode's centre.
 	capADRSlack = 0.03
-	// A train's first gap under capShaperFront of its typical gap is a
-	// burst; a shaper makes one at the head of capShaperShare of the trains
-	// or more, among at least capShaperTrains.
+	// A train's first gap under capShaperBurst of its typical gap is a
+	// burst at the line rate; a shaper makes one at the head of
+	// capShaperShare of the trains or more. Cross traffic on a faster link
+	// after the narrow one compresses some heads to that link's spacing (0.3
+	// of the gap for 100 behind 30 Mbit/s), which must not count; but a
+	// shaper behind such a link has its burst re-spaced to it too, so a
+	// head under capShaperFront in every train (capShaperAll) counts as
+	// well: chance compression does not hit every one of five trains.
+	capShaperBurst  = 0.2
 	capShaperFront  = 0.5
-	capShaperShare  = 0.8
+	capShaperShare  = 0.7
+	capShaperAll    = 1.0
 	capShaperTrains = 3
 	// The interval reaches down to the sustained rate when it lies within
 	// this share under the estimate.
@@ -282,7 +289,8 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 	// A shaper lets a burst through unspread at the head of every train; a
 	// one-frame bucket only shortens the first gap a little, and cross
 	// traffic compresses the head of some trains, not of nearly all.
-	shaper := r.fronts >= capShaperTrains && float64(r.bursts) >= capShaperShare*float64(r.fronts)
+	shaper := r.fronts >= capShaperTrains && (float64(r.bursts) >= capShaperShare*float64(r.fronts) ||
+		float64(r.compressed) >= capShaperAll*float64(r.fronts))
 	switch {
 	case shaper:
 		c.Verdict = VerdictShaper
@@ -344,13 +352,14 @@ func location(x []float64, md Mode) (value, low, high float64) {
 
 // capRates are the accepted trains' rates in bit/s, normalised to full size.
 type capRates struct {
-	pre, one []float64
-	tails    []float64 // Phase II tail rates
-	pairs    []float64 // first-pair rates of the trains with a burst at the head
-	oneSize  float64   // mean size of the Phase I samples, bytes
-	fronts   int       // preliminary and Phase II trains whose head was read
-	bursts   int       // of those, the ones whose first gap was a burst
-	minDisp  float64   // ns per packet, smallest at full size
+	pre, one   []float64
+	tails      []float64 // Phase II tail rates
+	pairs      []float64 // first-pair rates of the trains with a burst at the head
+	oneSize    float64   // mean size of the Phase I samples, bytes
+	fronts     int       // preliminary and Phase II trains whose head was read
+	bursts     int       // of those, the ones whose first gap was a burst
+	compressed int       // of those, the ones whose first gap was under capShaperFront
+	minDisp    float64   // ns per packet, smallest at full size
 }
 
 // rates normalises every accepted train's dispersion to the IP rate of
@@ -383,10 +392,13 @@ func (m *capMeasure) rates(o, s0 float64) capRates {
 		if f.head >= 0 && f.phase == front {
 			r.fronts++
 			if f.head < capShaperFront*f.d {
-				r.bursts++
+				r.compressed++
 				if f.head > 0 {
 					r.pairs = append(r.pairs, rate(f.head))
 				}
+			}
+			if f.head < capShaperBurst*f.d {
+				r.bursts++
 			}
 		}
 		switch f.phase {

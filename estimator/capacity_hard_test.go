@@ -37,7 +37,7 @@ func TestCapacityHardPaths(t *testing.T) {
 		lo, hi float64 // the truth: where a capacity estimate may lie
 	}{
 		{"narrow 30 before tight 100 with 40 % cross traffic", narrow, probeRun, false, ipRate(30e6, 14), ipRate(30e6, 14)},
-		{"narrow ≠ tight, quick", narrow, session{calib: 5, calibN: 10, prelim: 14, prelimN: 7, two: 3, twoN: 32}, false, ipRate(30e6, 14), ipRate(30e6, 14)},
+		{"narrow ≠ tight, quick", narrow, session{calib: 5, calibN: 10, prelim: 14, prelimN: 7, two: 5, twoN: 32}, false, ipRate(30e6, 14), ipRate(30e6, 14)},
 		// A late timer lowers what the tbf delivers: the truth runs from
 		// its mean packet spacing up to the configured rate.
 		{"one-frame tbf 300 with a late timer", late300, probeRun, false, 1500 * 8 / (1514*8/300e6 + 15e-6) / 1e9 * 1e9, ipRate(300e6, 14)},

@@ -311,8 +311,15 @@ func (m *capMeasure) measure(f *capTrain, t *dump.Train) {
 	// The head is the first gap: the pair at the front of the train. A
 	// shaper's bucket lets it through unspread (htb passes two or three
 	// frames back to back), while a one-frame tbf bucket shortens it by only
-	// the bucket's slack, ~6 % for full-size packets.
+	// the bucket's slack, ~6 % for full-size packets. It says so only when
+	// the sender let the pair go close together: on a busy host its first
+	// gap can be hundreds of µs, which refills a one-frame bucket too.
 	f.head = float64(m.at(t, 1) - m.at(t, 0))
+	if len(t.Tx) == n && t.Tx[0].Has(dump.SourceEBPF) && t.Tx[1].Has(dump.SourceEBPF) {
+		if tx := float64(t.Tx[1][dump.SourceEBPF] - t.Tx[0][dump.SourceEBPF]); tx >= capShaperBurst*f.d {
+			f.head = -1
+		}
+	}
 }
 
 // senderOrder holds the sources that show the input gap. eBPF's TC egress

@@ -214,7 +214,9 @@ func (d *capDriver) run(ctx context.Context) error {
 		trains = min(int(perSecond), 4*phaseTwoTrains)
 	}
 	if quick {
-		trains = 3
+		// Five, not three: the shaper test needs most of them to agree,
+		// and three compressed heads happen by chance under cross traffic.
+		trains = 5
 	}
 	// The last phase takes what is left of the bar: an easy path skips
 	// Phase I.
