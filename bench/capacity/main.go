@@ -100,6 +100,12 @@ func main() {
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s...\n", label)
 		row, ok, err := run(c, probeBin, estimateBin, dir)
+		if *keep != "" {
+			// Keep the case's dump beside the side-by-side ones.
+			if data, rerr := os.ReadFile(filepath.Join(dir, "run.msgpack")); rerr == nil {
+				os.WriteFile(filepath.Join(*keep, slug(label)+".msgpack"), data, 0o644)
+			}
+		}
 		if err != nil {
 			fmt.Fprintf(tw, "%s\t\terror: %v\t\n", label, err)
 			allOK = false
