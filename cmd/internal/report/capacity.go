@@ -57,7 +57,7 @@ func CapacityText(w io.Writer, i CapacityInfo, c estimator.Capacity) {
 	case c.Verdict == estimator.VerdictLowerBound && i.Quick:
 		fmt.Fprintln(w, "  note          lower bound: no short-train mode reached the sustained rate; a full run adds Phase I (40 sizes) to find one")
 	case c.Upper > 0 && c.Verdict != estimator.VerdictShaper:
-		fmt.Fprintln(w, "  interval      95 % for the samples' centre, down to the sustained rate when it is near (docs/capacity.md)")
+		fmt.Fprintln(w, "  interval      95 % for the samples' centre, widened to the sustained rate when it is near (docs/capacity.md)")
 	}
 	if c.Sustained > 0 {
 		fmt.Fprintf(w, "  sustained     %8.2f Mbit/s  (long trains, tail rate)\n", mbit(c.Sustained))
