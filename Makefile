@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin
 
-.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched bench-quic
+.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched bench-quic vm-box vm-up vm-test vm-shape vm-down
 
 all: build
 
@@ -58,3 +58,22 @@ bench-quic: build
 # What the scheduler tracer costs a context-switch-heavy workload.
 bench-sched: build
 	$(GO) run ./bench/sched
+
+# The multi-VM testbed (docs/vm.md): one server and PROBE_VM_CLIENTS (2)
+# clients under Vagrant + libvirt, on an isolated network, shaped by netem
+# from vm/paths.conf. Root. vm-down leaves nothing running or defined.
+vm-box:
+	./vm/build-box.sh
+
+vm-up:
+	./vm/up.sh
+
+vm-test:
+	./vm/test.sh
+
+# Re-apply vm/paths.conf (or PATHS=file) to the running VMs.
+vm-shape:
+	./vm/shape.sh $(PATHS)
+
+vm-down:
+	./vm/down.sh

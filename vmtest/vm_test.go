@@ -1,0 +1,392 @@
+package vmtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/probe-dev/probe/estimator"
+)
+
+// The testbed under test; nil when PROBE_VM_ENV is not set.
+var env *Env
+
+// Why the tests skip, when they do.
+var skipWhy string
+
+func TestMain(m *testing.M) {
+	path := os.Getenv("PROBE_VM_ENV")
+	switch {
+	case path == "":
+		skipWhy = "PROBE_VM_ENV is not set: bring the multi-VM testbed up (make vm-up) and run make vm-test"
+	case os.Geteuid() != 0:
+		skipWhy = "needs root: the testbed's network namespace is entered with ip netns exec"
+	default:
+		var err error
+		if env, err = Load(path); err != nil {
+			fmt.Fprintln(os.Stderr, "vmtest:", err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	if env != nil && env.Paths != "" {
+		// Leave the VMs shaped as the testbed came up.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if out, err := Output(exec.CommandContext(ctx, env.Shape, env.Paths)); err != nil {
+			fmt.Fprintf(os.Stderr, "restoring the shaping of %s: %v\n", env.Paths, err)
+		} else {
+			fmt.Fprint(os.Stderr, out)
+		}
+		cancel()
+	}
+	os.Exit(code)
+}
+
+func need(t *testing.T) context.Context {
+	t.Helper()
+	if env == nil {
+		t.Skip(skipWhy)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func shape(t *testing.T, ctx context.Context, conf string) {
+	t.Helper()
+	out, err := env.ShapeWith(ctx, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("shaped:\n%s", strings.TrimSpace(out))
+}
+
+// measureFrom runs probe measure --json in a client VM against the server
+// VM's agent, with eBPF timestamps when the guest kernel allows them.
+// QUIC uploads go without UDP GSO: netem would take a GSO batch for one
+// packet with one set of headers, and shape it so.
+func measureFrom(t *testing.T, ctx context.Context, vm string, args ...string) map[string]any {
+	t.Helper()
+	cmd := fmt.Sprintf("sudo env QUIC_GO_DISABLE_GSO=true %s measure -h %s --key-file %s --json %s", GuestProbe, env.Addr["server"], GuestKey, strings.Join(args, " "))
+	start := time.Now()
+	out, err := Output(env.Guest(ctx, vm, cmd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("%v in %q", err, out)
+	}
+	t.Logf("%s: probe measure %s: %.1f s", vm, strings.Join(args, " "), time.Since(start).Seconds())
+	return m
+}
+
+// num is the number at path in a JSON object.
+func num(t *testing.T, m map[string]any, path ...string) float64 {
+	t.Helper()
+	var v any = m
+	for _, k := range path {
+		o, ok := v.(map[string]any)
+		if !ok {
+			t.Fatalf("no %s in %v", strings.Join(path, "."), m)
+		}
+		v = o[k]
+	}
+	f, ok := v.(float64)
+	if !ok {
+		t.Fatalf("%s is %v, not a number", strings.Join(path, "."), v)
+	}
+	return f
+}
+
+// The host reaches every VM's agent over the private network, with the key.
+func TestAgentsAnswer(t *testing.T) {
+	ctx := need(t)
+	shape(t, ctx, "default none\n")
+	for _, vm := range env.VMs {
+		out, err := Output(env.Host(ctx, env.Probe, "measure", "-h", env.Addr[vm], "--key-file", env.KeyFile, "-n", "20", "-i", "5ms", "--json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		json.Unmarshal([]byte(out), &m)
+		if m["received"] != 20.0 {
+			t.Fatalf("%s (%s): %s", vm, env.Addr[vm], out)
+		}
+		t.Logf("host -> %s (%s): 20 of 20 echoed, RTT median %.0f µs (%v)", vm, env.Addr[vm], num(t, m, "rtt", "median_us"), m["rtt"].(map[string]any)["source"])
+	}
+}
+
+// delay 20ms on both ends' egress: the kernel RTT median between each client
+// and the server is the undelayed one plus 40 ms. TCG guests add their own
+// jitter, so the undelayed RTT is measured first, in the same run, and the
+// tolerance is taken from its spread.
+func TestEchoDelay(t *testing.T) {
+	ctx := need(t)
+	const delay = 20 * time.Millisecond
+	args := []string{"-n", "300", "-i", "10ms", "--no-gso"}
+	shape(t, ctx, "default none\n")
+	base := map[string]map[string]any{}
+	for _, vm := range env.Clients() {
+		base[vm] = measureFrom(t, ctx, vm, args...)
+	}
+	shape(t, ctx, fmt.Sprintf("default delay %dms\n", delay.Milliseconds()))
+	for _, vm := range env.Clients() {
+		m := measureFrom(t, ctx, vm, args...)
+		b := base[vm]
+		b50, b90 := num(t, b, "rtt", "median_us"), num(t, b, "rtt", "p90_us")
+		got := num(t, m, "rtt", "median_us")
+		want := b50 + 2*float64(delay.Microseconds())
+		tol := rttTolerance(b50, b90)
+		t.Logf("%s <-> server: undelayed RTT median %.0f µs (p90 %.0f), with %v each way %.0f µs: want %.0f ± %.0f µs, %+.0f µs off; source %v",
+			vm, b50, b90, delay, got, want, tol, got-want, m["rtt"].(map[string]any)["source"])
+		if math.Abs(got-want) > tol {
+			t.Errorf("%s: RTT median %.0f µs, want %.0f ± %.0f µs", vm, got, want, tol)
+		}
+		if m["received"] != m["sent"] {
+			t.Errorf("%s: %v of %v echoed on a path without loss", vm, m["received"], m["sent"])
+		}
+	}
+}
+
+// rttTolerance bounds the error of a delayed RTT median: the undelayed
+// spread (p90 - median) plus a fixed allowance for netem's timer, which in
+// a TCG guest fires late by up to a tick's worth of emulation.
+func rttTolerance(median, p90 float64) float64 {
+	return math.Max(p90-median, 0) + 1000
+}
+
+// loss 1% on UDP at both ends' egress: the loss there and back is each within
+// its binomial 99 % interval of the configured rate, and equals what the
+// netem qdiscs say they dropped (the client's for there, the server's, plus
+// the client socket's drops, for back).
+func TestEchoLoss(t *testing.T) {
+	ctx := need(t)
+	const p, n = 0.01, 3000
+	shape(t, ctx, fmt.Sprintf("default udp loss %g%%\n", 100*p))
+	for _, vm := range env.Clients() {
+		c0, err := env.NetemDrops(ctx, vm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s0, err := env.NetemDrops(ctx, "server")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := measureFrom(t, ctx, vm, "-n", fmt.Sprint(n), "-i", "2ms", "--no-gso", "--wait", "1s")
+		c1, _ := env.NetemDrops(ctx, vm)
+		s1, _ := env.NetemDrops(ctx, "server")
+		there, back := int(num(t, m, "lost_there")), int(num(t, m, "lost_back"))
+		sock := int(num(t, m, "client_socket_drops"))
+		sent := int(num(t, m, "sent"))
+		loThere, hiThere := BinomialInterval(sent, p, 0.99)
+		loBack, hiBack := BinomialInterval(sent-there, p, 0.99)
+		t.Logf("%s -> server: %d sent, lost there %d (99 %% interval [%d, %d]; %s's netem dropped %d), back %d ([%d, %d]; server's netem dropped %d, client socket %d)",
+			vm, sent, there, loThere, hiThere, vm, c1-c0, back, loBack, hiBack, s1-s0, sock)
+		if there < loThere || there > hiThere || back < loBack || back > hiBack {
+			t.Errorf("%s: lost there %d, back %d; want [%d, %d] and [%d, %d]", vm, there, back, loThere, hiThere, loBack, hiBack)
+		}
+		if there != int(c1-c0) || back != int(s1-s0)+sock {
+			t.Errorf("%s: lost there %d, back %d; netem dropped %d at %s, %d at the server, client socket %d",
+				vm, there, back, c1-c0, vm, s1-s0, sock)
+		}
+	}
+}
+
+// The rate of the capacity and goodput checks: well under what the TCG
+// guests carry unshaped (TestGuestsCarryTheRate).
+const rate = 10e6
+
+// The guests must carry the shaped rate with room to spare, or the goodput
+// checks would measure the emulator rather than netem.
+func TestGuestsCarryTheRate(t *testing.T) {
+	ctx := need(t)
+	shape(t, ctx, "default none\n")
+	m := measureFrom(t, ctx, env.Clients()[0], "--mode", "tcp", "-t", "3s")
+	got := num(t, m, "agent_side", "totals", "RecvRate")
+	t.Logf("unshaped TCP between TCG guests: %.1f Mbit/s; the checks shape to %.0f Mbit/s", got/1e6, rate/1e6)
+	if got < 2*rate {
+		t.Fatalf("the guests carry %.1f Mbit/s, less than twice the %.0f Mbit/s the checks need", got/1e6, rate/1e6)
+	}
+}
+
+// netem rate (pure serialization, no bucket) on the server's egress: the
+// capacity estimate of the path to the client is the configured rate at the
+// IP layer (netem counts the 14-byte Ethernet header of each 1500-byte packet).
+func TestCapacity(t *testing.T) {
+	ctx := need(t)
+	shape(t, ctx, fmt.Sprintf("default rate %.0fmbit\n", rate/1e6))
+	truth := rate * 1500 / 1514 / 1e6
+	for _, vm := range env.Clients() {
+		m := measureFrom(t, ctx, vm, "--mode", "capacity")
+		est := num(t, m, "estimate")
+		t.Logf("%s <- server: estimate %.3f Mbit/s, truth %.3f (%+.2f %%), sustained %.3f, verdict %v, %.1f s, timestamps %v",
+			vm, est, truth, 100*(est-truth)/truth, num(t, m, "sustained"), m["verdict"], num(t, m, "duration_s"), m["ts_source"])
+		if math.Abs(est-truth)/truth > 0.03 {
+			t.Errorf("%s: estimate %.3f Mbit/s, want %.3f ± 3 %%", vm, est, truth)
+		}
+	}
+}
+
+// TCP through the same rate: the goodput is the link's rate less Ethernet,
+// IP and TCP (with timestamps) headers: 1448 B of payload per 1514 B frame.
+func TestTCPGoodput(t *testing.T) {
+	ctx := need(t)
+	shape(t, ctx, fmt.Sprintf("default rate %.0fmbit\n", rate/1e6))
+	truth := rate * 1448 / 1514
+	for _, vm := range env.Clients() {
+		m := measureFrom(t, ctx, vm, "--mode", "tcp", "-t", "5s")
+		sent, got, r := num(t, m, "client", "totals", "Sent"), num(t, m, "agent_side", "totals", "Received"), num(t, m, "agent_side", "totals", "RecvRate")
+		t.Logf("%s -> server: TCP %.3f Mbit/s, link goodput %.3f (%+.2f %%); %.0f B sent, %.0f received", vm, r/1e6, truth/1e6, 100*(r-truth)/truth, sent, got)
+		if sent != got || math.Abs(r-truth)/truth > 0.05 {
+			t.Errorf("%s: %.3f Mbit/s (sent %.0f, received %.0f), want %.3f ± 5 %%", vm, r/1e6, sent, got, truth/1e6)
+		}
+	}
+}
+
+// QUIC through the same rate: the goodput is the link's rate less QUIC's
+// overhead per packet (Ethernet as netem counts it, IP, UDP, short header,
+// STREAM frame header, AEAD tag), the packet size the sender's mean.
+func TestQUICGoodput(t *testing.T) {
+	ctx := need(t)
+	shape(t, ctx, fmt.Sprintf("default rate %.0fmbit\n", rate/1e6))
+	for _, vm := range env.Clients() {
+		m := measureFrom(t, ctx, vm, "--mode", "quic", "-t", "5s", "--ping-interval", "0")
+		sent, got, r := num(t, m, "client", "totals", "Sent"), num(t, m, "agent_side", "totals", "Received"), num(t, m, "receive_rate")
+		conn := m["client"].(map[string]any)["Conn"].([]any)
+		last := conn[len(conn)-1].(map[string]any)
+		ipSize := last["BytesSent"].(float64)/last["PacketsSent"].(float64) + 8 + 20
+		o := estimator.QUICOverhead{IP: 20, UDP: 8, ShortHeader: 1 + 4 + 2, StreamHeader: 1 + 1 + 4, AEADTag: 16}
+		truth := estimator.QUICGoodput(rate, int(math.Round(ipSize)), 14, o)
+		t.Logf("%s -> server: QUIC %.3f Mbit/s, link goodput %.3f for %.0f B IP packets (%+.2f %%); %.0f B sent, %.0f received",
+			vm, r/1e6, truth/1e6, ipSize, 100*(r-truth)/truth, sent, got)
+		if sent != got || math.Abs(r-truth)/truth > 0.05 {
+			t.Errorf("%s: %.3f Mbit/s (sent %.0f, received %.0f), want %.3f ± 5 %%", vm, r/1e6, sent, got, truth/1e6)
+		}
+	}
+}
+
+// A scenario whose hosts are the VMs' agents: a probe agent as the server on
+// the server VM, two echo clients per client VM, three iterations; every
+// process's exit code and resources are in the results, and probe report
+// sums them up.
+func TestScenarioAcrossVMs(t *testing.T) {
+	ctx := need(t)
+	shape(t, ctx, "default delay 5ms\n")
+	dir := t.TempDir()
+	var hosts, clients []string
+	hosts = append(hosts, fmt.Sprintf("  server: %s", env.Addr["server"]))
+	for _, vm := range env.Clients() {
+		hosts = append(hosts, fmt.Sprintf("  %s: %s", vm, env.Addr[vm]))
+		clients = append(clients, vm)
+	}
+	const iterations, perHost = 3, 2
+	scenario := fmt.Sprintf(`test_name: vms
+server_host: server
+client_hosts: [%s]
+clients_per_host: %d
+iterations: %d
+pause_between: 1s
+server_warmup: 1s
+server_binary: %[4]s
+server_args: ["serve", "--listen", "SERVER_IP:7400", "--ebpf", "off"]
+client_binary: %[4]s
+client_args: ["measure", "-h", "SERVER_IP:7400", "--ebpf", "off", "-n", "100", "-i", "10ms"]
+max_test_duration: 1m
+key_file: %[5]s
+hosts:
+%[6]s
+`, strings.Join(clients, ", "), perHost, iterations, GuestProbe, env.KeyFile, strings.Join(hosts, "\n"))
+	path := filepath.Join(dir, "vms.yaml")
+	if err := os.WriteFile(path, []byte(scenario), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	results := filepath.Join(dir, "results")
+	start := time.Now()
+	out, err := Output(env.Host(ctx, env.Probe, "run", path, "--results", results))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("probe run: %d iterations in %.1f s", iterations, time.Since(start).Seconds())
+	iters := strings.Fields(out)
+	if len(iters) != iterations {
+		t.Fatalf("want %d iteration folders, probe run printed %q", iterations, out)
+	}
+	for _, it := range iters {
+		var sum struct {
+			Ended     string `json:"ended"`
+			Processes []struct {
+				Role     string                    `json:"role"`
+				Host     string                    `json:"host"`
+				Agent    string                    `json:"agent"`
+				ExitCode int                       `json:"exit_code"`
+				Summary  estimator.ResourceSummary `json:"summary"`
+				Error    string                    `json:"error"`
+			} `json:"processes"`
+		}
+		b, err := os.ReadFile(filepath.Join(it, "summary.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &sum)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := 1 + perHost*len(clients); len(sum.Processes) != want || sum.Ended != "clients ended" {
+			t.Fatalf("%s: %d processes (want %d), ended %q", filepath.Base(it), len(sum.Processes), want, sum.Ended)
+		}
+		for _, p := range sum.Processes {
+			s := p.Summary
+			t.Logf("%s: %s on %s (agent %s): exit %d, CPU %v user + %v system, on CPU %v, peak RSS %.1f MiB, %d samples",
+				filepath.Base(it), p.Role, p.Host, p.Agent, p.ExitCode, s.User, s.System, s.OnCPU, float64(s.PeakRSS)/(1<<20), s.Samples)
+			// The server, a probe agent, exits 0 on the runner's SIGINT.
+			if p.ExitCode != 0 || p.Error != "" || p.Agent == "" {
+				t.Errorf("%s: %s on %s: exit %d, error %q, agent %q", filepath.Base(it), p.Role, p.Host, p.ExitCode, p.Error, p.Agent)
+			}
+			if s.Samples < 2 || s.User+s.System <= 0 || s.PeakRSS == 0 || s.Voluntary == 0 {
+				t.Errorf("%s: %s on %s: resources missing: %+v", filepath.Base(it), p.Role, p.Host, s)
+			}
+		}
+	}
+	rep, err := Output(env.Host(ctx, env.Probe, "report", filepath.Join(results, "vms_iter*")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("probe report:\n%s", rep)
+	js, err := Output(env.Host(ctx, env.Probe, "report", "--json", filepath.Join(results, "vms_iter*")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agg struct {
+		Iterations []string `json:"iterations"`
+		Roles      []struct {
+			Role    string `json:"role"`
+			Metrics []struct {
+				Name string `json:"name"`
+				N    int    `json:"n"`
+			} `json:"metrics"`
+		} `json:"roles"`
+	}
+	if err := json.Unmarshal([]byte(js), &agg); err != nil {
+		t.Fatalf("%v in %s", err, js)
+	}
+	if len(agg.Iterations) != iterations || len(agg.Roles) != 2 {
+		t.Fatalf("probe report --json: %d iterations, %d roles; want %d and server, client", len(agg.Iterations), len(agg.Roles), iterations)
+	}
+	for _, r := range agg.Roles {
+		if len(r.Metrics) == 0 {
+			t.Errorf("probe report: no metrics for the %s", r.Role)
+		}
+		for _, m := range r.Metrics {
+			if m.N != iterations {
+				t.Errorf("probe report: %s %s over %d iterations, want %d", r.Role, m.Name, m.N, iterations)
+			}
+		}
+	}
+}
