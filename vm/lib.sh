@@ -15,6 +15,10 @@ PROBE_VM_NETNS=${PROBE_VM_NETNS:-probe-vm}
 # Runtime state of the running testbed: pid files, ssh config, the env file.
 PROBE_VM_STATE=${PROBE_VM_STATE:-$PWD/.vagrant/probe-vm}
 PROBE_VM_TIMEOUT=${PROBE_VM_TIMEOUT:-2400}
+# Later vagrant calls (destroy) must see the machines vm/up.sh made.
+if [ -z "${PROBE_VM_CLIENTS:-}" ] && [ -s "$PROBE_VM_STATE/clients" ]; then
+	export PROBE_VM_CLIENTS=$(cat "$PROBE_VM_STATE/clients")
+fi
 
 say() { echo "vm: $*" >&2; }
 die() { say "$*"; exit 1; }

@@ -15,6 +15,7 @@ if [ -e "$PROBE_VM_STATE/env" ]; then
 	die "a testbed is up already ($PROBE_VM_STATE/env): make vm-down first"
 fi
 mkdir -p "$PROBE_VM_STATE"
+echo "${PROBE_VM_CLIENTS:-2}" >"$PROBE_VM_STATE/clients"
 t0=$(date +%s)
 lap() { say "$1 ($(($(date +%s) - t0)) s)"; }
 
@@ -79,12 +80,21 @@ lap "libvirt up in namespace $PROBE_VM_NETNS"
 
 # Vagrant brings the VMs up in parallel and provisions each in one session.
 # (Its progress bar, a line of escape sequences, is left out of the log.)
-vg up --provider=libvirt 2>&1 | sed -u 's/\x1b\[K//g; s/Progress: [0-9]*%//g' | grep --line-buffered .
-lap "vagrant up done"
+# On a busy host a guest's sshd sometimes drops the connection mid-upload
+# ("closed stream"): a VM whose agent is not running is provisioned once more.
+up_rc=0
+vg up --provider=libvirt 2>&1 | sed -u 's/\x1b\[K//g; s/Progress: [0-9]*%//g' | grep --line-buffered -v '^\S*$' || up_rc=$?
+lap "vagrant up done (exit $up_rc)"
 
 # One ssh config for all VMs: plain ssh costs ~0.1 s, `vagrant ssh` ~3 s.
 vg ssh-config >"$PROBE_VM_STATE/ssh-config"
 names=$(awk '$1 == "Host" { print $2 }' "$PROBE_VM_STATE/ssh-config" | tr '\n' ' ')
+for n in $names; do
+	if ! PROBE_VM_SSH_TIMEOUT=60 vssh "$n" systemctl is-active -q probe.service; then
+		say "$n: agent not running; provisioning it again"
+		vg provision "$n"
+	fi
+done
 cat >"$PROBE_VM_STATE/env.tmp" <<EOF
 # The running multi-VM testbed, written by vm/up.sh; PROBE_VM_ENV points here.
 netns=$PROBE_VM_NETNS

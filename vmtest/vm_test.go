@@ -188,8 +188,8 @@ func TestEchoLoss(t *testing.T) {
 		sent := int(num(t, m, "sent"))
 		loThere, hiThere := BinomialInterval(sent, p, 0.99)
 		loBack, hiBack := BinomialInterval(sent-there, p, 0.99)
-		t.Logf("%s -> server: %d sent, lost there %d (99 %% interval [%d, %d]; %s's netem dropped %d), back %d ([%d, %d]; server's netem dropped %d, client socket %d)",
-			vm, sent, there, loThere, hiThere, vm, c1-c0, back, loBack, hiBack, s1-s0, sock)
+		t.Logf("%s -> server: %d sent, lost there %d (99 %% interval [%d, %d]; %s's netem dropped %d, agent socket %v), back %d ([%d, %d]; server's netem dropped %d, client socket %d)",
+			vm, sent, there, loThere, hiThere, vm, c1-c0, m["agent_socket_drops"], back, loBack, hiBack, s1-s0, sock)
 		if there < loThere || there > hiThere || back < loBack || back > hiBack {
 			t.Errorf("%s: lost there %d, back %d; want [%d, %d] and [%d, %d]", vm, there, back, loThere, hiThere, loBack, hiBack)
 		}
@@ -201,8 +201,10 @@ func TestEchoLoss(t *testing.T) {
 }
 
 // The rate of the capacity and goodput checks: well under what the TCG
-// guests carry unshaped (TestGuestsCarryTheRate).
-const rate = 10e6
+// guests carry unshaped (TestGuestsCarryTheRate). On a busy 2-core host
+// they carried 8.2 Mbit/s of TCP and 2.6 Mbit/s of QUIC (its crypto is
+// emulated too), so 2 Mbit/s.
+const rate = 2e6
 
 // The guests must carry the shaped rate with room to spare, or the goodput
 // checks would measure the emulator rather than netem.
@@ -222,7 +224,7 @@ func TestGuestsCarryTheRate(t *testing.T) {
 // IP layer (netem counts the 14-byte Ethernet header of each 1500-byte packet).
 func TestCapacity(t *testing.T) {
 	ctx := need(t)
-	shape(t, ctx, fmt.Sprintf("default rate %.0fmbit\n", rate/1e6))
+	shape(t, ctx, fmt.Sprintf("default rate %.0fkbit\n", rate/1e3))
 	truth := rate * 1500 / 1514 / 1e6
 	for _, vm := range env.Clients() {
 		m := measureFrom(t, ctx, vm, "--mode", "capacity")
@@ -239,7 +241,7 @@ func TestCapacity(t *testing.T) {
 // IP and TCP (with timestamps) headers: 1448 B of payload per 1514 B frame.
 func TestTCPGoodput(t *testing.T) {
 	ctx := need(t)
-	shape(t, ctx, fmt.Sprintf("default rate %.0fmbit\n", rate/1e6))
+	shape(t, ctx, fmt.Sprintf("default rate %.0fkbit\n", rate/1e3))
 	truth := rate * 1448 / 1514
 	for _, vm := range env.Clients() {
 		m := measureFrom(t, ctx, vm, "--mode", "tcp", "-t", "5s")
@@ -256,7 +258,7 @@ func TestTCPGoodput(t *testing.T) {
 // STREAM frame header, AEAD tag), the packet size the sender's mean.
 func TestQUICGoodput(t *testing.T) {
 	ctx := need(t)
-	shape(t, ctx, fmt.Sprintf("default rate %.0fmbit\n", rate/1e6))
+	shape(t, ctx, fmt.Sprintf("default rate %.0fkbit\n", rate/1e3))
 	for _, vm := range env.Clients() {
 		m := measureFrom(t, ctx, vm, "--mode", "quic", "-t", "5s", "--ping-interval", "0")
 		sent, got, r := num(t, m, "client", "totals", "Sent"), num(t, m, "agent_side", "totals", "Received"), num(t, m, "receive_rate")
@@ -384,6 +386,11 @@ hosts:
 			t.Errorf("probe report: no metrics for the %s", r.Role)
 		}
 		for _, m := range r.Metrics {
+			// An interface is summed only when present in a process's first
+			// and last sample; CPU, memory and switches always are.
+			if strings.Contains(m.Name, " rx ") || strings.Contains(m.Name, " tx ") {
+				continue
+			}
 			if m.N != iterations {
 				t.Errorf("probe report: %s %s over %d iterations, want %d", r.Role, m.Name, m.N, iterations)
 			}
