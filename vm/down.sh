@@ -63,7 +63,9 @@ if ip netns list 2>/dev/null | grep -qx "$PROBE_VM_NETNS\( .*\)\?"; then
 	fi
 	ip netns del "$PROBE_VM_NETNS"
 fi
-rm -rf /run/libvirt/network/probe-vm-* /var/lib/libvirt/dnsmasq/probe-vm-*
+rm -rf /run/libvirt/network/probe-vm-* /var/lib/libvirt/dnsmasq/probe-vm-* /var/log/libvirt/qemu/probe-vm-*.log
+# libvirtd's runtime directory, when no libvirtd is left to use it.
+pgrep -x libvirtd >/dev/null || rm -rf /run/libvirt
 
 if [ -s "$PROBE_VM_STATE/kvm-perms" ] && [ -c /dev/kvm ]; then
 	read -r owner mode <"$PROBE_VM_STATE/kvm-perms"
