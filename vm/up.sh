@@ -83,7 +83,7 @@ lap "libvirt up in namespace $PROBE_VM_NETNS"
 # On a busy host a guest's sshd sometimes drops the connection mid-upload
 # ("closed stream"): a VM whose agent is not running is provisioned once more.
 up_rc=0
-vg up --provider=libvirt 2>&1 | sed -u 's/\x1b\[K//g; s/Progress: [0-9]*%//g' | grep --line-buffered -v '^\S*$' || up_rc=$?
+vg up --provider=libvirt 2>&1 | sed -u 's/\x1b\[K//g; s/Progress: [0-9]*%//g' | grep --line-buffered -v '^[[:space:]]*$' || up_rc=$?
 lap "vagrant up done (exit $up_rc)"
 
 # One ssh config for all VMs: plain ssh costs ~0.1 s, `vagrant ssh` ~3 s.
