@@ -34,6 +34,8 @@ type Message struct {
 	QUICStart  *QUICStart  `msgpack:"quic_start,omitempty"`
 	QUICReport *QUICReport `msgpack:"quic_report,omitempty"`
 
+	Counters *Counters `msgpack:"counters,omitempty"`
+
 	Stamps *Stamps `msgpack:"stamps,omitempty"`
 	Done   *Done   `msgpack:"done,omitempty"`
 	Error  *Error  `msgpack:"error,omitempty"`
@@ -75,6 +77,8 @@ func (m *Message) kind() string {
 		return "quic_start"
 	case m.QUICReport != nil:
 		return "quic_report"
+	case m.Counters != nil:
+		return "counters"
 	case m.Stamps != nil:
 		return "stamps"
 	case m.Done != nil:

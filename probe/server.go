@@ -264,6 +264,9 @@ func (s *Server) tell(fc *frameConn, err error) error {
 }
 
 func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *Open) error {
+	if o.Mode == "counters" {
+		return s.serveCounters(fc) // no traffic: not a session an exclusive test refuses
+	}
 	if s.exclusive.Load() {
 		return refusal("busy", "agent busy: an exclusive test is running; try again when it ends")
 	}
