@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS mvalues (
 	value REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mvalues_series ON mvalues (instance_id, characteristic_id, t_ns);
+CREATE INDEX IF NOT EXISTS mvalues_by_run ON mvalues (run_id);
 CREATE TABLE IF NOT EXISTS aggregations (
 	instance_id INTEGER NOT NULL,
 	characteristic_id INTEGER NOT NULL,
@@ -279,8 +280,9 @@ func (a *Archive) Runs(ctx context.Context, f RunFilter) ([]Run, error) {
 	if len(out) == 0 {
 		return out, nil
 	}
+	lo, hi := idRange(out)
 	vals, err := a.db.QueryContext(ctx, `SELECT m.run_id, c.name, m.value FROM mvalues m
-		JOIN characteristics c ON c.id = m.characteristic_id WHERE m.run_id BETWEEN ? AND ?`, out[0].ID, maxID(out))
+		JOIN characteristics c ON c.id = m.characteristic_id WHERE m.run_id BETWEEN ? AND ?`, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("read values: %w", err)
 	}
@@ -302,12 +304,14 @@ func (a *Archive) Runs(ctx context.Context, f RunFilter) ([]Run, error) {
 	return out, vals.Err()
 }
 
-func maxID(rs []Run) int64 {
-	m := int64(0)
+// idRange is the least and greatest id of rs: runs come in order of
+// schedule, not of id.
+func idRange(rs []Run) (lo, hi int64) {
+	lo, hi = rs[0].ID, rs[0].ID
 	for _, r := range rs {
-		m = max(m, r.ID)
+		lo, hi = min(lo, r.ID), max(hi, r.ID)
 	}
-	return m
+	return lo, hi
 }
 
 // Point is one value of a series at time T; an aggregate's Value is its
@@ -383,7 +387,8 @@ type Instance struct {
 	Runs                      int
 }
 
-// Instances lists the archived instances of type t (all with ok false).
+// Instances lists the archived instances of type t, or of every type with
+// all.
 func (a *Archive) Instances(ctx context.Context, t TestType, all bool) ([]Instance, error) {
 	rows, err := a.db.QueryContext(ctx, `SELECT i.name, i.source, i.destination, tt.name, i.class, i.params,
 		(SELECT max(r.scheduled_ns) FROM runs r WHERE r.instance_id = i.id),

@@ -25,8 +25,28 @@ func ClientDialer(base probe.ClientConfig) Dialer {
 }
 
 // measure runs one test of type t with p against the agent at addr and
-// returns its characteristics' values.
+// returns its characteristics' values, or ctx's error as soon as it ends:
+// some client calls still wait for replies a while after, and a scrape or a
+// schedule must not.
 func measure(ctx context.Context, dial Dialer, addr string, key []byte, t TestType, p Params) (map[string]float64, error) {
+	type result struct {
+		v   map[string]float64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := measureNow(ctx, dial, addr, key, t, p)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func measureNow(ctx context.Context, dial Dialer, addr string, key []byte, t TestType, p Params) (map[string]float64, error) {
 	cl, err := dial(ctx, addr, key)
 	if err != nil {
 		return nil, err

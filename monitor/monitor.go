@@ -29,6 +29,10 @@ type Monitor struct {
 	probes  chan struct{} // bounds /probe requests running at once
 }
 
+// lateness is how late past its slip window a run may still be started by
+// the scheduler itself (a zero slip would otherwise always be missed).
+const lateness = 100 * time.Millisecond
+
 // maxProbes bounds the /probe tests running at once.
 const maxProbes = 4
 
@@ -100,7 +104,7 @@ func (m *Monitor) schedule(ctx context.Context, t *Test) {
 			return
 		}
 		deadline := nominal.Add(s.Slip)
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline.Add(lateness)) {
 			m.record(t, &Run{Scheduled: nominal, State: NotStarted, Error: "the previous run of this test was still going"})
 			continue
 		}

@@ -37,6 +37,6 @@ func app() *cli.App {
 			fmt.Fprintf(os.Stderr, "probe: unknown command %q: see probe --help\n", name)
 			os.Exit(1)
 		},
-		Commands: []*cli.Command{serveCommand(), measureCommand(), watchCommand(), testbedCommand(), runCommand(), reportCommand(), compareCommand()},
+		Commands: []*cli.Command{serveCommand(), measureCommand(), watchCommand(), testbedCommand(), runCommand(), reportCommand(), compareCommand(), monitorCommand()},
 	}
 }
