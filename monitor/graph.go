@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
@@ -158,9 +159,15 @@ var palette = []color.RGBA{
 // dashes tell a characteristic's lines from another's of the same instance.
 var dashes = [][]vg.Length{nil, {vg.Points(6), vg.Points(3)}, {vg.Points(2), vg.Points(2)}, {vg.Points(8), vg.Points(2), vg.Points(2), vg.Points(2)}}
 
+// legendItem is how a series is drawn, for the legend the page writes in
+// HTML beside the graph (inside the plot it would cover lines).
+type legendItem struct {
+	Color, Dash, Name, Note string
+}
+
 // renderSVG draws series of one unit over [from, to] as an SVG of w×h
 // points: a colour per instance, a dash per characteristic.
-func renderSVG(series []Series, u Unit, from, to time.Time, w, h vg.Length, title string) ([]byte, error) {
+func renderSVG(series []Series, u Unit, from, to time.Time, w, h vg.Length, title string) ([]byte, []legendItem, error) {
 	top := 0.0
 	for _, s := range series {
 		for _, v := range s.V {
@@ -169,19 +176,17 @@ func renderSVG(series []Series, u Unit, from, to time.Time, w, h vg.Length, titl
 	}
 	div, unitName := display(u, top)
 	p := plot.New()
+	for _, f := range []*font.Font{&p.Title.TextStyle.Font, &p.X.Label.TextStyle.Font, &p.Y.Label.TextStyle.Font,
+		&p.X.Tick.Label.Font, &p.Y.Tick.Label.Font} {
+		f.Variant = "Sans"
+	}
 	p.Title.Text = title
-	p.Title.TextStyle.Font.Size = vg.Points(13)
+	p.Title.TextStyle.Font.Size = vg.Points(12)
 	p.Y.Label.Text = unitName
 	p.Y.Min = 0
 	p.X.Min, p.X.Max = float64(from.Unix()), float64(to.Unix())
-	format := "15:04"
-	if to.Sub(from) > 24*time.Hour {
-		format = "Jan 2"
-	}
-	p.X.Tick.Marker = plot.TimeTicks{Format: format, Time: func(t float64) time.Time { return time.Unix(int64(t), 0).Local() }}
+	p.X.Tick.Marker = timeTicks(to.Sub(from))
 	p.Add(plotter.NewGrid())
-	p.Legend.Top = true
-	p.Legend.Left = true
 	insts, chars := []string{}, []string{}
 	for _, s := range series {
 		if !slices.Contains(insts, s.Instance) {
@@ -191,6 +196,7 @@ func renderSVG(series []Series, u Unit, from, to time.Time, w, h vg.Length, titl
 			chars = append(chars, s.Char)
 		}
 	}
+	var legend []legendItem
 	for _, s := range series {
 		xy := make(plotter.XYs, len(s.V))
 		for i := range s.V {
@@ -198,25 +204,34 @@ func renderSVG(series []Series, u Unit, from, to time.Time, w, h vg.Length, titl
 		}
 		ci, di := slices.Index(insts, s.Instance), slices.Index(chars, s.Char)
 		style := draw.LineStyle{Color: palette[ci%len(palette)], Width: vg.Points(1.5), Dashes: dashes[di%len(dashes)]}
-		name := s.Instance + " " + s.Char
-		if s.Cut > 0 {
-			name += fmt.Sprintf(" (%d above p95 left out)", s.Cut)
+		item := legendItem{Color: fmt.Sprintf("#%02x%02x%02x", style.Color.(color.RGBA).R, style.Color.(color.RGBA).G, style.Color.(color.RGBA).B),
+			Name: s.Instance + " " + s.Char}
+		var dash []string
+		for _, d := range style.Dashes {
+			dash = append(dash, fmt.Sprint(float64(d)))
 		}
+		item.Dash = strings.Join(dash, " ")
+		switch {
+		case len(xy) == 0:
+			item.Note = "no data"
+		case s.Cut > 0:
+			item.Note = fmt.Sprintf("%d above p95 left out", s.Cut)
+		}
+		legend = append(legend, item)
 		if len(xy) == 0 {
-			name += " (no data)"
+			continue
 		}
 		l, err := plotter.NewLine(xy)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		l.LineStyle = style
 		p.Add(l)
-		p.Legend.Add(name, l)
-		if len(xy) > 0 && len(xy) <= 120 {
+		if len(xy) <= 120 {
 			// Few points: mark each, so a lone one shows.
 			sc, err := plotter.NewScatter(xy)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			sc.GlyphStyle = draw.GlyphStyle{Color: style.Color, Radius: vg.Points(1.8), Shape: draw.CircleGlyph{}}
 			p.Add(sc)
@@ -229,25 +244,42 @@ func renderSVG(series []Series, u Unit, from, to time.Time, w, h vg.Length, titl
 	p.Draw(draw.New(c))
 	var b bytes.Buffer
 	if _, err := c.WriteTo(&b); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Inline in HTML: no XML prolog.
 	svg := b.Bytes()
 	if i := bytes.Index(svg, []byte("<svg")); i > 0 {
 		svg = svg[i:]
 	}
-	return svg, nil
+	return svg, legend, nil
 }
 
-// unitTitle names a graph of unit u.
-func unitTitle(u Unit) string {
-	switch u {
-	case Seconds:
-		return "time"
-	case BitsPerSecond:
-		return "rate"
-	case Ratio:
-		return "ratio"
+// timeTicks marks round local times: every 10 minutes of an hour, 3 hours
+// of a day, each day of a week, every 4th day of a month.
+func timeTicks(span time.Duration) plot.Ticker {
+	step, format := 4*24*time.Hour, "Jan 2"
+	switch {
+	case span <= 2*time.Hour:
+		step, format = 10*time.Minute, "15:04"
+	case span <= 36*time.Hour:
+		step, format = 3*time.Hour, "15:04"
+	case span <= 8*24*time.Hour:
+		step, format = 24*time.Hour, "Mon Jan 2"
 	}
-	return strings.ReplaceAll(u.String(), "_", " ")
+	return plot.TickerFunc(func(lo, hi float64) []plot.Tick {
+		t0 := time.Unix(int64(lo), 0).Local()
+		day := time.Date(t0.Year(), t0.Month(), t0.Day(), 0, 0, 0, 0, time.Local)
+		var ticks []plot.Tick
+		for t := day; float64(t.Unix()) <= hi && len(ticks) < 100; {
+			if float64(t.Unix()) >= lo {
+				ticks = append(ticks, plot.Tick{Value: float64(t.Unix()), Label: t.Format(format)})
+			}
+			if step >= 24*time.Hour {
+				t = t.AddDate(0, 0, int(step/(24*time.Hour)))
+			} else {
+				t = t.Add(step)
+			}
+		}
+		return ticks
+	})
 }

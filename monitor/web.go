@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"gonum.org/v1/plot/vg"
@@ -50,10 +51,13 @@ label{margin-right:16px;white-space:nowrap}
 button{font:inherit;padding:6px 18px;background:#1f5fa8;color:#fff;border:0;border-radius:4px;cursor:pointer}
 nav.scales a{margin-right:6px;padding:3px 10px;border:1px solid #c5ccd3;border-radius:4px;text-decoration:none;color:#1f5fa8;background:#fff}
 nav.scales a.on{background:#1f5fa8;color:#fff;border-color:#1f5fa8}
-figure{background:#fff;border:1px solid #dde1e6;border-radius:6px;margin:0 0 16px;padding:8px;display:inline-block}
+figure{background:#fff;border:1px solid #dde1e6;border-radius:6px;margin:0 12px 16px 0;padding:8px;display:inline-block;vertical-align:top}
 figure a{display:block}
-figure svg{display:block;max-width:100%;height:auto}
+figure a svg,figure > svg{display:block;max-width:100%;height:auto}
 figcaption{font-size:13px;color:#66707a;padding:4px 6px 0}
+ul.legend{list-style:none;margin:4px 6px 0;padding:0;columns:2;font-size:13px}
+ul.legend li{white-space:nowrap}
+ul.legend svg{display:inline-block;vertical-align:middle}
 .state-failed,.state-not_started{color:#b3261e}
 .err{color:#b3261e}
 </style></head><body>
@@ -100,7 +104,8 @@ figcaption{font-size:13px;color:#66707a;padding:4px 6px 0}
 <p class="muted">{{.Note}}</p>
 {{range .Graphs}}<figure data-unit="{{.Unit}}" data-series="{{.Data}}">
 {{if $.Big}}{{.SVG}}{{else}}<a href="{{.Enlarge}}" title="enlarge">{{.SVG}}</a>{{end}}
-<figcaption>{{.Caption}}{{if not $.Big}} · click to enlarge{{end}}</figcaption></figure>
+<ul class="legend">{{range .Legend}}<li><svg width="30" height="10"><line x1="0" y1="5" x2="30" y2="5" stroke="{{.Color}}" stroke-width="2.5"{{if .Dash}} stroke-dasharray="{{.Dash}}"{{end}}/></svg> {{.Name}}{{if .Note}} <span class="muted">({{.Note}})</span>{{end}}</li>{{end}}</ul>
+<figcaption>{{.Caption}}{{if not $.Big}} · click the graph to enlarge it{{end}}</figcaption></figure>
 {{end}}
 {{template "foot"}}{{end}}
 `))
@@ -146,7 +151,7 @@ func (m *Monitor) webTypes(w http.ResponseWriter, r *http.Request) {
 		for _, c := range t.Characteristics() {
 			names = append(names, c.Name)
 		}
-		cards = append(cards, card{t.String(), n, fmt.Sprint(names)})
+		cards = append(cards, card{t.String(), n, strings.Join(names, ", ")})
 	}
 	m.render(w, "types", struct {
 		page
@@ -258,6 +263,7 @@ type graphView struct {
 	Data    string // the plotted series as JSON, for checks
 	Enlarge string
 	Caption string
+	Legend  []legendItem
 }
 
 func (m *Monitor) webGraph(w http.ResponseWriter, r *http.Request) {
@@ -305,20 +311,26 @@ func (m *Monitor) webGraph(w http.ResponseWriter, r *http.Request) {
 				series = append(series, s)
 			}
 		}
-		title := fmt.Sprintf("%s, last %s", unitTitle(u), g.Scale)
-		svg, err := renderSVG(series, u, from, now, width, height, title)
+		var names []string
+		for _, c := range g.Chars {
+			if c.Unit == u {
+				names = append(names, c.Name)
+			}
+		}
+		title := fmt.Sprintf("%s, last %s", strings.Join(names, ", "), g.Scale)
+		svg, legend, err := renderSVG(series, u, from, now, width, height, title)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		data, _ := json.Marshal(series)
-		graphs = append(graphs, graphView{Unit: u.String(), SVG: template.HTML(svg), Data: string(data),
+		graphs = append(graphs, graphView{Unit: u.String(), SVG: template.HTML(svg), Data: string(data), Legend: legend,
 			Enlarge: g.url(func(v url.Values) { v.Set("unit", u.String()) }),
 			Caption: fmt.Sprintf("%d points", points)})
 	}
 	note := "each point is one run's value"
 	if source != "raw" {
-		note = "each point is the mean of the runs in one " + source + " aggregate"
+		note = "each point is the mean of the runs in one " + periodName(source) + " aggregate"
 	}
 	if g.Cut {
 		note += "; values above each line's 95th percentile are left out"
@@ -352,4 +364,20 @@ func (m *Monitor) webGraph(w http.ResponseWriter, r *http.Request) {
 			}
 		}),
 		g.url(func(v url.Values) { v.Del("unit") }), note})
+}
+
+// periodName says an aggregation period as people do: "5-minute", "1-hour".
+func periodName(s string) string {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return s
+	case d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%d-day", d/(24*time.Hour))
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%d-hour", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%d-minute", d/time.Minute)
+	}
+	return s
 }
