@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin
 
-.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched bench-quic vm-box vm-up vm-test vm-shape vm-down
+.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched bench-quic vm-box vm-up vm-test vm-shape vm-down bench-monitor
 
 all: build
 
@@ -58,6 +58,10 @@ bench-quic: build
 # What the scheduler tracer costs a context-switch-heavy workload.
 bench-sched: build
 	$(GO) run ./bench/sched
+
+# The monitor: class rules on a namespace star, archive and page speed, /probe beside probe measure.
+bench-monitor: build
+	$(GO) run ./bench/monitor
 
 # The multi-VM testbed (docs/vm.md): one server and PROBE_VM_CLIENTS (2)
 # clients under Vagrant + libvirt, on an isolated network, shaped by netem
