@@ -7,6 +7,7 @@ import (
 	"image/color"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -186,6 +187,7 @@ func renderSVG(series []Series, u Unit, from, to time.Time, w, h vg.Length, titl
 	p.Y.Min = 0
 	p.X.Min, p.X.Max = float64(from.Unix()), float64(to.Unix())
 	p.X.Tick.Marker = timeTicks(to.Sub(from))
+	p.Y.Tick.Marker = plainTicks{}
 	p.Add(plotter.NewGrid())
 	insts, chars := []string{}, []string{}
 	for _, s := range series {
@@ -252,6 +254,20 @@ func renderSVG(series []Series, u Unit, from, to time.Time, w, h vg.Length, titl
 		svg = svg[i:]
 	}
 	return svg, legend, nil
+}
+
+// plainTicks are gonum's ticks labelled without trailing zeros (25, not
+// 25.00).
+type plainTicks struct{}
+
+func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'g', 6, 64)
+		}
+	}
+	return ticks
 }
 
 // timeTicks marks round local times: every 10 minutes of an hour, 3 hours

@@ -145,6 +145,16 @@ func classes(ctx context.Context, bin string, dur time.Duration) error {
 			reasons[fmt.Sprintf("%s: %s", class[r.Instance], names.ReplaceAllString(r.Error, "$1-*"))]++
 		}
 	}
+	allLost, echoes := 0, 0
+	for _, r := range runs {
+		if v, ok := r.Values["loss"]; ok && strings.HasPrefix(r.Instance, "rtt-") {
+			echoes++
+			if v == 1 {
+				allLost++
+			}
+		}
+	}
+	fmt.Printf("echo runs with every probe lost: %d of %d\n", allLost, echoes)
 	for _, cl := range []monitor.Class{monitor.Exclusive, monitor.Normal, monitor.Background} {
 		t := by[cl]
 		fmt.Printf("%-10s finished %4d  failed %3d  not started %3d\n", cl, t.finished, t.failed, t.notStarted)

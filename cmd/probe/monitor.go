@@ -34,7 +34,7 @@ func monitorCommand() *cli.Command {
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "csv", Usage: "csv or json"},
 				&cli.StringFlag{Name: "test", Usage: "only this test instance"},
-				&cli.DurationFlag{Name: "since", Usage: "only runs scheduled this long ago or later (default: all)"},
+				&cli.DurationFlag{Name: "since", Usage: "only runs scheduled this long ago or later, e.g. 24h"},
 			},
 			Action: exportMonitor,
 		}},
