@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math"
 	"slices"
@@ -78,41 +79,8 @@ func (a *Archive) aggregatePass(ctx context.Context) (int, error) {
 	if err := rows.Err(); err != nil {
 		return 0, err
 	}
-	sel, err := tx.PrepareContext(ctx, `SELECT value FROM mvalues WHERE instance_id = ? AND characteristic_id = ? AND t_ns >= ? AND t_ns < ?`)
-	if err != nil {
+	if err := a.recompute(ctx, tx, buckets); err != nil {
 		return 0, err
-	}
-	defer sel.Close()
-	up, err := tx.PrepareContext(ctx, `INSERT INTO aggregations (instance_id, characteristic_id, period_ns, t_ns, count, min, mean, max, p95)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = excluded.count, min = excluded.min,
-		mean = excluded.mean, max = excluded.max, p95 = excluded.p95`)
-	if err != nil {
-		return 0, err
-	}
-	defer up.Close()
-	var vals []float64
-	for k := range buckets {
-		vals = vals[:0]
-		rs, err := sel.QueryContext(ctx, k.inst, k.char, k.t, k.t+k.period)
-		if err != nil {
-			return 0, err
-		}
-		for rs.Next() {
-			var v float64
-			if err := rs.Scan(&v); err != nil {
-				rs.Close()
-				return 0, err
-			}
-			vals = append(vals, v)
-		}
-		rs.Close()
-		if len(vals) == 0 {
-			continue
-		}
-		s := summarise(vals)
-		if _, err := up.ExecContext(ctx, k.inst, k.char, k.period, k.t, s.Count, s.Min, s.Value, s.Max, s.P95); err != nil {
-			return 0, fmt.Errorf("aggregate: %w", err)
-		}
 	}
 	mark, err := tx.PrepareContext(ctx, `UPDATE runs SET aggregated = 1 WHERE id = ?`)
 	if err != nil {
@@ -125,6 +93,79 @@ func (a *Archive) aggregatePass(ctx context.Context) (int, error) {
 		}
 	}
 	return len(runs), tx.Commit()
+}
+
+// seriesKey is one instance's characteristic at one aggregation period.
+type seriesKey struct{ inst, char, period int64 }
+
+// recompute computes the touched buckets again from their raw values: one
+// ordered read per series over the span of its touched buckets, rather than
+// a query per bucket.
+func (a *Archive) recompute(ctx context.Context, tx *sql.Tx, buckets map[bucketKey]bool) error {
+	touched := map[seriesKey]map[int64]bool{}
+	for k := range buckets {
+		sk := seriesKey{k.inst, k.char, k.period}
+		if touched[sk] == nil {
+			touched[sk] = map[int64]bool{}
+		}
+		touched[sk][k.t] = true
+	}
+	sel, err := tx.PrepareContext(ctx, `SELECT t_ns, value FROM mvalues WHERE instance_id = ? AND characteristic_id = ? AND t_ns >= ? AND t_ns < ? ORDER BY t_ns`)
+	if err != nil {
+		return err
+	}
+	defer sel.Close()
+	up, err := tx.PrepareContext(ctx, `INSERT INTO aggregations (instance_id, characteristic_id, period_ns, t_ns, count, min, mean, max, p95)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = excluded.count, min = excluded.min,
+		mean = excluded.mean, max = excluded.max, p95 = excluded.p95`)
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+	for sk, starts := range touched {
+		lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+		for t := range starts {
+			lo, hi = min(lo, t), max(hi, t)
+		}
+		rows, err := sel.QueryContext(ctx, sk.inst, sk.char, lo, hi+sk.period)
+		if err != nil {
+			return fmt.Errorf("aggregate: %w", err)
+		}
+		var vals []float64
+		cur := int64(math.MinInt64)
+		flush := func() error {
+			if len(vals) == 0 || !starts[cur] {
+				return nil
+			}
+			s := summarise(vals)
+			_, err := up.ExecContext(ctx, sk.inst, sk.char, sk.period, cur, s.Count, s.Min, s.Value, s.Max, s.P95)
+			return err
+		}
+		for rows.Next() {
+			var t int64
+			var v float64
+			if err := rows.Scan(&t, &v); err != nil {
+				rows.Close()
+				return err
+			}
+			if b := t - mod(t, sk.period); b != cur {
+				if err := flush(); err != nil {
+					rows.Close()
+					return fmt.Errorf("aggregate: %w", err)
+				}
+				cur, vals = b, vals[:0]
+			}
+			vals = append(vals, v)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if err := flush(); err != nil {
+			return fmt.Errorf("aggregate: %w", err)
+		}
+	}
+	return nil
 }
 
 // expire deletes raw values past their type's deadline whose runs are
