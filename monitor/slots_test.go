@@ -33,7 +33,11 @@ func TestSlotsClasses(t *testing.T) {
 		rel, _ := s.acquire(ctx, "tcp-c", Exclusive, []string{"m", "c"}, time.Now().Add(2*time.Second))
 		got <- rel
 	}()
-	time.Sleep(20 * time.Millisecond)
+	for waiting := false; !waiting; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		waiting = s.end("c").waiting["tcp-c"] > 0
+		s.mu.Unlock()
+	}
 	if rel, why := s.acquire(ctx, "lat-c", Normal, []string{"m", "c"}, soon()); rel != nil || !strings.Contains(why, "reserved for exclusive test tcp-c") {
 		t.Fatalf("normal test while an exclusive one waits: slot=%v, %q", rel != nil, why)
 	}
