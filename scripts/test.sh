@@ -7,6 +7,6 @@ ${GO:-go} test -count=1 -v "$@" ./... 2>&1 | awk '
 	/^=== (RUN|PAUSE|CONT|NAME)/ { buf = ""; next }
 	/^ *--- (SKIP|FAIL)/ { printf "%s%s\n", buf, $0; buf = ""; next }
 	/^ *--- PASS/ { buf = ""; next }
-	/^(ok|FAIL|panic:|\?) / || /^(PASS|FAIL)$/ { if ($0 !~ /^(PASS|FAIL)$/) print; buf = ""; next }
+	/^(ok|FAIL|panic:|\?)[ \t]/ || /^(PASS|FAIL)$/ { if ($0 !~ /^(PASS|FAIL)$/) print; buf = ""; next }
 	{ buf = buf $0 "\n" }
 '
