@@ -7,12 +7,25 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/probe-dev/probe/internal/mpcheck"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
 // MaxFrame bounds a control frame's body, in both directions, so that a peer
 // cannot make the other allocate at will. Bulk results travel in batches.
 const MaxFrame = 1 << 20
+
+// Decoding a frame allocates up to about twice the size of the largest
+// element of its arrays per byte of the body (an empty map, one byte, becomes
+// a whole record, and the library copies a slice once as it fills it): ~160
+// bytes per byte for the agent's stamp records. So frames are smaller while
+// less is known of the peer: before the handshake ends, both ways, and from a
+// client to the agent, which asks for small things only (train specs, a
+// command line).
+const (
+	maxHandshakeFrame = 4 << 10
+	maxClientFrame    = 256 << 10
+)
 
 // errOversize and errMalformed are protocol faults: the agent tells the peer
 // and hangs up.
@@ -27,10 +40,14 @@ type frameConn struct {
 	r   *bufio.Reader
 	w   *bufio.Writer
 	buf []byte
+	// limit bounds the frames read: maxHandshakeFrame until a welcome
+	// passes, then maxClientFrame on the agent, which writes it, and
+	// MaxFrame on the client, which reads it.
+	limit uint32
 }
 
 func newFrameConn(rw io.ReadWriter) *frameConn {
-	return &frameConn{r: bufio.NewReader(rw), w: bufio.NewWriter(rw)}
+	return &frameConn{r: bufio.NewReader(rw), w: bufio.NewWriter(rw), limit: maxHandshakeFrame}
 }
 
 func (c *frameConn) read() (*Message, error) {
@@ -39,8 +56,8 @@ func (c *frameConn) read() (*Message, error) {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n > MaxFrame {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", errOversize, n, MaxFrame)
+	if n > c.limit {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", errOversize, n, c.limit)
 	}
 	if cap(c.buf) < int(n) {
 		c.buf = make([]byte, n)
@@ -56,6 +73,9 @@ func (c *frameConn) read() (*Message, error) {
 	if m.kind() == "" {
 		return nil, fmt.Errorf("%w: no known message in it", errMalformed)
 	}
+	if m.Welcome != nil {
+		c.limit = MaxFrame
+	}
 	return m, nil
 }
 
@@ -68,6 +88,9 @@ func (c *frameConn) write(m *Message) error {
 		return fmt.Errorf("encode %s: %w: %d bytes, limit %d", m.kind(), errOversize, len(body), MaxFrame)
 	}
 	var hdr [4]byte
+	if m.Welcome != nil {
+		c.limit = maxClientFrame
+	}
 	binary.BigEndian.PutUint32(hdr[:], uint32(len(body)))
 	if _, err := c.w.Write(hdr[:]); err != nil {
 		return err
@@ -78,9 +101,14 @@ func (c *frameConn) write(m *Message) error {
 	return c.w.Flush()
 }
 
-// unmarshal guards against the msgpack library's panics on some malformed
-// inputs: a hostile frame must not take the agent down.
+// unmarshal decodes a frame body from the peer. The library allocates what
+// a length header declares, so the body's lengths are checked against its
+// own size first; and it panics on some malformed inputs, which a hostile
+// frame must not turn into the agent's end.
 func unmarshal(body []byte) (m *Message, err error) {
+	if err := mpcheck.Valid(body); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			m, err = nil, fmt.Errorf("%v", p)

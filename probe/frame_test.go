@@ -2,7 +2,11 @@ package probe
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"flag"
+	"fmt"
+	"runtime"
 	"os"
 	"reflect"
 	"testing"
@@ -77,4 +81,97 @@ func FuzzFrame(f *testing.F) {
 			t.Fatalf("re-encoding %s: %v", m.kind(), err)
 		}
 	})
+}
+
+// stampsFrame is a control frame whose stamps message declares n records
+// and holds none: the 26-byte frame that ended the agent with n = 2^32-1.
+func stampsFrame(n uint32) []byte {
+	body := []byte{0x81, 0xa6, 's', 't', 'a', 'm', 'p', 's', 0x81, 0xa7, 'r', 'e', 'c', 'o', 'r', 'd', 's', 0xdd, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	return append([]byte{0, 0, 0, byte(len(body))}, body...)
+}
+
+// allocated returns the bytes fn allocated.
+func allocated(fn func()) uint64 {
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	fn()
+	runtime.ReadMemStats(&m1)
+	return m1.TotalAlloc - m0.TotalAlloc
+}
+
+// frameAllocBound is what reading a frame may allocate: the reader's
+// buffers, and a fixed multiple of the frame for what it decodes to (a
+// one-byte empty map becomes an 80-byte record, allocated twice).
+func frameAllocBound(n int) uint64 { return 64<<10 + 192*uint64(n) }
+
+// TestHostileLengths: lengths a frame declares but does not hold are
+// refused before anything is allocated for them.
+func TestHostileLengths(t *testing.T) {
+	frames := map[string][]byte{
+		"records 2^32-1": stampsFrame(0xffffffff),
+		"records 10^5":   stampsFrame(100_000),
+		"records 10^7":   stampsFrame(10_000_000),
+	}
+	for _, b := range [][]byte{
+		{0xdf, 0xff, 0xff, 0xff, 0xff, 0xa5, 'h', 'e', 'l', 'l', 'o'}, // map32
+		{0x81, 0xa5, 'h', 'e', 'l', 'l', 'o', 0x81, 0xa6, 'c', 'l', 'i', 'e', 'n', 't', 0xdb, 0xff, 0xff, 0xff, 0xf0}, // str32
+		{0x81, 0xa5, 'h', 'e', 'l', 'l', 'o', 0x81, 0xa5, 'n', 'o', 'n', 'c', 'e', 0xc6, 0x7f, 0xff, 0xff, 0xff},      // bin32
+	} {
+		frames[fmt.Sprintf("% x", b[:1])] = append([]byte{0, 0, 0, byte(len(b))}, b...)
+	}
+	for name, b := range frames {
+		var err error
+		got := allocated(func() { _, err = newFrameConn(bytes.NewBuffer(b)).read() })
+		if !errors.Is(err, errMalformed) {
+			t.Errorf("%s: %v, want a malformed frame", name, err)
+		}
+		if got > frameAllocBound(len(b)) {
+			t.Errorf("%s: %d bytes allocated for a %d-byte frame, bound %d", name, got, len(b), frameAllocBound(len(b)))
+		}
+	}
+}
+
+// TestFrameLimits: frames are small until the handshake ends, and from
+// clients after it.
+func TestFrameLimits(t *testing.T) {
+	var agent, client bytes.Buffer
+	a, c := newFrameConn(&agent), newFrameConn(&client)
+	big := &Message{Hello: &Hello{Client: string(make([]byte, maxHandshakeFrame))}}
+	a.write(big)
+	if _, err := newFrameConn(&agent).read(); !errors.Is(err, errOversize) {
+		t.Fatalf("a %d-byte hello: %v, want oversize", maxHandshakeFrame, err)
+	}
+	a.write(&Message{Welcome: &Welcome{}})
+	c.write(&Message{Welcome: &Welcome{}})
+	if _, err := c.read(); err != nil {
+		t.Fatal(err)
+	}
+	if a.limit != maxClientFrame || c.limit != MaxFrame {
+		t.Fatalf("after the welcome: agent reads up to %d, client %d", a.limit, c.limit)
+	}
+}
+
+// TestFrameAllocBound: a full-size frame of the smallest records there are
+// (empty maps, one byte each) stays within the bound.
+func TestFrameAllocBound(t *testing.T) {
+	n := MaxFrame - 32
+	body := append([]byte{0x81, 0xa6, 's', 't', 'a', 'm', 'p', 's', 0x81, 0xa7, 'r', 'e', 'c', 'o', 'r', 'd', 's', 0xdd, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)},
+		bytes.Repeat([]byte{0x80}, n)...)
+	frame := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	frame = append(frame, body...)
+	var m *Message
+	var err error
+	got := allocated(func() {
+		fc := newFrameConn(bytes.NewBuffer(frame))
+		fc.limit = MaxFrame // as a client's, after the handshake
+		m, err = fc.read()
+	})
+	if err != nil || len(m.Stamps.Records) != n {
+		t.Fatalf("read: %v", err)
+	}
+	t.Logf("%d bytes allocated for a %d-byte frame (%.1f per byte)", got, len(frame), float64(got)/float64(len(frame)))
+	if got > frameAllocBound(len(frame)) {
+		t.Fatalf("%d bytes allocated for a %d-byte frame, bound %d", got, len(frame), frameAllocBound(len(frame)))
+	}
 }
