@@ -6,9 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"runtime"
 	"os"
 	"reflect"
+	"runtime"
 	"testing"
 	"time"
 
@@ -114,7 +114,7 @@ func TestHostileLengths(t *testing.T) {
 		"records 10^7":   stampsFrame(10_000_000),
 	}
 	for _, b := range [][]byte{
-		{0xdf, 0xff, 0xff, 0xff, 0xff, 0xa5, 'h', 'e', 'l', 'l', 'o'}, // map32
+		{0xdf, 0xff, 0xff, 0xff, 0xff, 0xa5, 'h', 'e', 'l', 'l', 'o'},                                                 // map32
 		{0x81, 0xa5, 'h', 'e', 'l', 'l', 'o', 0x81, 0xa6, 'c', 'l', 'i', 'e', 'n', 't', 0xdb, 0xff, 0xff, 0xff, 0xf0}, // str32
 		{0x81, 0xa5, 'h', 'e', 'l', 'l', 'o', 0x81, 0xa5, 'n', 'o', 'n', 'c', 'e', 0xc6, 0x7f, 0xff, 0xff, 0xff},      // bin32
 	} {
