@@ -2,11 +2,13 @@ package dump
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/probe-dev/probe/internal/mpcheck"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -92,18 +94,40 @@ func (r *Reader) decodeRecord() (err error) {
 	switch kind {
 	case recordEcho:
 		r.echo, r.rec.Echo = EchoRecord{}, &r.echo
-		return r.dec.Decode(&r.echo) // the decoder reads w's buffer too
+		return r.decodeValue(&r.echo)
 	case recordTrain:
 		r.rec.Train = &r.train
 		return w.train(&r.train)
 	case recordEnd:
 		r.end, r.rec.End = End{}, &r.end
-		return r.dec.Decode(&r.end)
+		return r.decodeValue(&r.end)
 	case recordPoint:
 		r.point, r.rec.Point = EchoPoint{}, &r.point
-		return r.dec.Decode(&r.point)
+		return r.decodeValue(&r.point)
 	}
 	return fmt.Errorf("%w: unknown record kind %d", errWire, kind)
+}
+
+// maxValue bounds a header or a record other than a train: they are small
+// (an End holds a few warnings).
+const maxValue = 1 << 20
+
+// decodeValue reads the next msgpack value into v. The library allocates
+// what a length header declares, so the value's bytes are read first, as
+// they come (mpcheck.ReadValue allocates nothing from a declared length),
+// and decoded from there.
+func (r *Reader) decodeValue(v any) error {
+	raw, err := mpcheck.ReadValue(r.br, r.raw[:0], maxValue)
+	r.raw = raw[:0]
+	if err != nil {
+		if errors.Is(err, mpcheck.ErrInvalid) {
+			return fmt.Errorf("%w: %w", errWire, err)
+		}
+		return err
+	}
+	r.src.Reset(raw)
+	r.dec.Reset(&r.src)
+	return decode(r.dec, v)
 }
 
 // ErrTruncated says the dump ends inside a record.
@@ -140,7 +164,9 @@ func (w *Writer) Flush() error { return w.bw.Flush() }
 // Reader reads a dump.
 type Reader struct {
 	br     *bufio.Reader
-	dec    *msgpack.Decoder
+	dec    *msgpack.Decoder // decodes raw, through src
+	raw    []byte
+	src    bytes.Reader
 	wire   wireReader
 	header Header
 	n      int
@@ -156,9 +182,8 @@ type Reader struct {
 // NewReader reads and checks the header.
 func NewReader(r io.Reader) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 1<<20) // dumps are read in bulk
-	dec := msgpack.NewDecoder(br)       // reads br directly: it is an io.ByteScanner
-	dr := &Reader{br: br, dec: dec, wire: wireReader{br: br}}
-	if err := decode(dec, &dr.header); err != nil {
+	dr := &Reader{br: br, dec: msgpack.NewDecoder(nil), wire: wireReader{br: br}}
+	if err := dr.decodeValue(&dr.header); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, fmt.Errorf("not a probe dump: %w before the header ended", ErrTruncated)
 		}

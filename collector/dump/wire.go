@@ -20,6 +20,9 @@ type wireReader struct {
 
 var errWire = errors.New("malformed record")
 
+// slabPackets is the stamps allocated at once for many trains' lists.
+const slabPackets = 4096
+
 func (w *wireReader) byte() (byte, error) {
 	b, err := w.br.ReadByte()
 	if err != nil && errors.Is(err, io.EOF) {
@@ -157,8 +160,17 @@ func (w *wireReader) stamps() ([]Stamps, error) {
 	left := n - 1 - int(packets)
 	var s []Stamps
 	if packets > 0 {
+		// Each packet's mask takes a byte: believe the count only once
+		// that many bytes are there (the buffer holds 1 MiB, more than
+		// maxStampPackets).
+		if _, err := w.br.Peek(int(packets)); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 		if len(w.slab) < int(packets) {
-			w.slab = make([]Stamps, max(4096, packets))
+			w.slab = make([]Stamps, max(slabPackets, packets))
 		}
 		s, w.slab = w.slab[:packets:packets], w.slab[packets:]
 	}
