@@ -54,7 +54,9 @@ type EchoSummary struct {
 	AgentSocketDrops, ClientSocketDrops uint64
 	// AgentLimited probes reached the agent over its rate limit and were
 	// not answered; they explain losses there too.
-	AgentLimited                  int
+	AgentLimited int
+	// AgentDuplicates are replays of answered probes the agent dropped.
+	AgentDuplicates               int
 	ExplainedThere, ExplainedBack int
 
 	// Probes that failed the agent's checksum, whether or not the reply came
@@ -121,7 +123,8 @@ func Echo(recs []dump.EchoRecord, src dump.Source) (EchoSummary, error) {
 // source each end has. The summary is filled as far as the records allow
 // even when an error says that a figure could not be had.
 func EchoStats(p dump.EchoPoint, recs []dump.EchoRecord, src dump.Source) (EchoSummary, error) {
-	s := EchoSummary{Sent: len(recs), AgentSocketDrops: p.AgentSocketDrops, ClientSocketDrops: p.ClientSocketDrops, AgentLimited: p.AgentLimited, GSO: p.GSO}
+	s := EchoSummary{Sent: len(recs), AgentSocketDrops: p.AgentSocketDrops, ClientSocketDrops: p.ClientSocketDrops, AgentLimited: p.AgentLimited,
+		AgentDuplicates: p.AgentDuplicates, GSO: p.GSO}
 	if src > AutoSource {
 		return s, fmt.Errorf("unknown timestamp source %d", src)
 	}

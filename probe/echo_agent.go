@@ -80,7 +80,7 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	deadline := time.Now().Add(s.cfg.Limits.MaxDuration)
 	uc.SetReadDeadline(deadline)
 	e := &agentEcho{id: id, peer: peer, count: p.Count, conn: uc, rate: newBucket(s.cfg.Limits.MaxRate),
-		recs: make([]AgentStamp, 0, p.Count)}
+		recs: make([]AgentStamp, 0, p.Count), seen: make([]uint64, (p.Count+63)/64)}
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)
@@ -123,20 +123,63 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 			return err
 		}
 	}
-	return fc.write(&Message{Done: &Done{Received: len(e.recs), Ignored: e.ignored, Limited: e.limited, SocketDrops: drops, Corrupted: e.corrupted}})
+	return fc.write(&Message{Done: &Done{Received: len(e.recs), Ignored: e.ignored, Limited: e.limited, SocketDrops: drops,
+		Corrupted: e.corrupted, Duplicates: e.duplicates}})
 }
 
 // agentEcho answers one session's probes.
 type agentEcho struct {
-	id        uint32
-	peer      netip.Addr
-	count     int
-	conn      *collector.Conn
-	recs      []AgentStamp // one per reply sent, in order: index == transmit key
-	ignored   int
-	limited   int // of ignored, probes over the rate limit
-	corrupted int
-	rate      *bucket
+	id    uint32
+	peer  netip.Addr // the control connection's client
+	count int
+	conn  *collector.Conn
+	// client is the address and port the session's first valid probe came
+	// from: the only one answered from then on. That probe had to come from
+	// the control connection's address and carry the session's ID, a random
+	// 32-bit number only the control connection told.
+	client     netip.AddrPort
+	seen       []uint64     // sequence numbers answered, a bit each
+	recs       []AgentStamp // one per reply sent, in order: index == transmit key
+	ignored    int
+	limited    int // of ignored, probes over the rate limit
+	duplicates int // of ignored, probes whose sequence number was answered already
+	corrupted  int
+	rate       *bucket
+}
+
+// answered reports whether seq was answered already.
+func (e *agentEcho) answered(seq uint32) bool { return e.seen[seq/64]&(1<<(seq%64)) != 0 }
+
+func (e *agentEcho) mark(seq uint32, on bool) {
+	if on {
+		e.seen[seq/64] |= 1 << (seq % 64)
+	} else {
+		e.seen[seq/64] &^= 1 << (seq % 64)
+	}
+}
+
+// accept checks a datagram against the session: its own client, a request
+// of it, within the agreed count; a replay of an answered probe is a
+// duplicate. Replies are never longer than the probe.
+func (e *agentEcho) accept(h collector.ProbeHeader, ok bool, d *collector.Datagram) bool {
+	if !ok || h.Session != e.id || h.Kind != collector.KindRequest || d.N < minEchoSize ||
+		int(h.Seq) >= e.count || len(e.recs) >= e.count {
+		return false
+	}
+	if !e.client.IsValid() {
+		if d.From.Addr().Unmap() != e.peer {
+			return false
+		}
+		e.client = d.From
+	}
+	if d.From != e.client {
+		return false
+	}
+	if e.answered(h.Seq) {
+		e.duplicates++
+		return false
+	}
+	return true
 }
 
 // run answers in batches: recvmmsg, check, sendmmsg of the replies.
@@ -157,18 +200,11 @@ func (e *agentEcho) run() {
 		}
 		out = out[:0]
 		first := len(e.recs)
-		var to netip.AddrPort
 		for i := range n {
 			d := &in[i]
 			pkt := bufs[i][:d.N]
 			h, ok := collector.ParseProbeHeader(pkt)
-			// Only the client that opened the session is answered, at most
-			// once per agreed packet, never with more bytes than it sent, and
-			// only to the address of the batch's first probe, so that one
-			// sendmmsg carries the replies.
-			if !ok || h.Session != e.id || h.Kind != collector.KindRequest || d.N < minEchoSize ||
-				int(h.Seq) >= e.count || len(e.recs) >= e.count || d.From.Addr().Unmap() != e.peer ||
-				(to.IsValid() && d.From != to) {
+			if !e.accept(h, ok, d) {
 				e.ignored++
 				continue
 			}
@@ -177,7 +213,7 @@ func (e *agentEcho) run() {
 				e.limited++ // lost there, and said why
 				continue
 			}
-			to = d.From
+			e.mark(h.Seq, true)
 			pkt[12] = byte(collector.KindReply)
 			if !probeIntact(pkt) {
 				pkt[13] |= flagCorrupt
@@ -189,12 +225,15 @@ func (e *agentEcho) run() {
 		if len(out) == 0 {
 			continue
 		}
-		_, user, sent, _ := e.conn.SendBatch(out, to)
+		_, user, sent, _ := e.conn.SendBatch(out, e.client)
 		for i := range sent {
 			e.recs[first+i].Tx[dump.SourceUser] = user
 		}
 		// A reply the kernel refused is not a reply: forget its record, so
 		// that records and transmit keys stay one to one.
+		for _, r := range e.recs[first+sent:] {
+			e.mark(r.Seq, false)
+		}
 		e.recs = e.recs[:first+sent]
 		if len(e.recs)/collector.MaxBatch != first/collector.MaxBatch {
 			e.conn.TxStamps(e.onTx)

@@ -157,6 +157,7 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 			res.AgentIgnored = m.Done.Ignored
 			res.Point.AgentSocketDrops = m.Done.SocketDrops
 			res.Point.AgentLimited = m.Done.Limited
+			res.Point.AgentDuplicates = m.Done.Duplicates
 			res.Records = recs[:sent]
 			return res, nil
 		case m.Error != nil:

@@ -220,9 +220,10 @@ type AgentStamp struct {
 // Done closes a session's results.
 type Done struct {
 	Received    int    `msgpack:"received"`     // probes accepted
-	Ignored     int    `msgpack:"ignored"`      // datagrams not answered (foreign, malformed, over the limit)
+	Ignored     int    `msgpack:"ignored"`      // datagrams not answered (foreign, malformed, duplicate, over the limit)
 	Limited     int    `msgpack:"limited"`      // of those, the session's probes over the agent's rate limit
 	Corrupted   int    `msgpack:"corrupted"`    // probes that failed the agent's checksum
+	Duplicates  int    `msgpack:"duplicates"`   // of the ignored, replays of probes answered already
 	SocketDrops uint64 `msgpack:"socket_drops"` // datagrams the agent's socket buffer overflowed with
 }
 

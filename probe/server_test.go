@@ -286,12 +286,22 @@ func TestSessionAnswersOnlyItsClient(t *testing.T) {
 	}
 	agent := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), m.Opened.Port)
 	buf := make([]byte, 64)
+	// The session's client sends from one port: the agent answers only
+	// the port of its first probe.
+	own, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
 	try := func(from string, h collector.ProbeHeader) bool {
-		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(from)))
-		if err != nil {
-			t.Fatal(err)
+		u := own
+		if from != "127.0.0.1:0" {
+			u, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(from)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.Close()
 		}
-		defer u.Close()
 		h.Put(buf)
 		u.WriteToUDPAddrPort(buf, agent)
 		u.SetReadDeadline(time.Now().Add(200 * time.Millisecond))

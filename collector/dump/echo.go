@@ -47,6 +47,9 @@ type EchoPoint struct {
 	// Probes the agent did not answer because they came faster than its
 	// per-session rate limit (serve --max-rate): lost there, on purpose.
 	AgentLimited int `msgpack:"agent_limited,omitempty"`
+	// Datagrams the agent dropped as replays of probes it had answered
+	// (a duplicate on the way, or someone replaying them).
+	AgentDuplicates int `msgpack:"agent_duplicates,omitempty"`
 	// GSO: the client sent the probes in UDP GSO batches, which the kernel
 	// and eBPF stamp once per batch, not per probe.
 	GSO bool `msgpack:"gso,omitempty"`

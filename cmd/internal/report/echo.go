@@ -141,6 +141,9 @@ func echoPointText(w io.Writer, info EchoInfo, r echoRow) {
 		fmt.Fprintf(w, "socket buffers overflowed: agent %d, client %d%s (explain %d lost there, %d back)\n",
 			s.AgentSocketDrops, s.ClientSocketDrops, limited, s.ExplainedThere, s.ExplainedBack)
 	}
+	if s.AgentDuplicates > 0 {
+		fmt.Fprintf(w, "the agent dropped %d duplicates of probes it had answered (not counted as received)\n", s.AgentDuplicates)
+	}
 	if r.Err != "" && s.Kernel.N == 0 {
 		fmt.Fprintf(w, "no RTT: %s\n", r.Err)
 		return
@@ -226,6 +229,7 @@ type echoPointJSON struct {
 	AgentSocketDrops  uint64             `json:"agent_socket_drops"`
 	ClientSocketDrops uint64             `json:"client_socket_drops"`
 	AgentLimited      int                `json:"agent_limited"`
+	AgentDuplicates   int                `json:"agent_duplicates"`
 	Duplicates        int                `json:"duplicates"`
 	CorruptedThere    int                `json:"corrupted_there"`
 	CorruptedBack     int                `json:"corrupted_back"`
@@ -256,7 +260,7 @@ func pointJSON(r echoRow) echoPointJSON {
 	s := r.Stats
 	out := echoPointJSON{
 		Size: r.Point.Size, WaitUs: usf(r.Point.Wait), Sent: s.Sent, Received: s.Received, Lost: s.Lost(),
-		LostThere: s.LostThere, LostBack: s.LostBack, AgentSocketDrops: s.AgentSocketDrops, ClientSocketDrops: s.ClientSocketDrops, AgentLimited: s.AgentLimited,
+		LostThere: s.LostThere, LostBack: s.LostBack, AgentSocketDrops: s.AgentSocketDrops, ClientSocketDrops: s.ClientSocketDrops, AgentLimited: s.AgentLimited, AgentDuplicates: s.AgentDuplicates,
 		Duplicates: s.Duplicates, CorruptedThere: s.CorruptedThere, CorruptedBack: s.CorruptedBack, Unstamped: s.Unstamped,
 		RTT: rttOf(s.Kernel), UserRTT: rttOf(s.User),
 		There: variationOf(s.There), Back: variationOf(s.Back), RoundTrip: variationOf(s.RoundTrip),

@@ -1,0 +1,153 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/estimator"
+)
+
+// replayRelay forwards UDP between a client and the agent, and sends every
+// probe whose sequence number is below replays a second time.
+func replayRelay(t *testing.T, agent netip.AddrPort, replays uint32) netip.AddrPort {
+	t.Helper()
+	front, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(agent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { front.Close(); back.Close() })
+	client := make(chan netip.AddrPort, 1)
+	go func() {
+		buf := make([]byte, 65536)
+		known := false
+		for {
+			n, from, err := front.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if !known {
+				client <- from
+				known = true
+			}
+			back.Write(buf[:n])
+			if h, ok := collector.ParseProbeHeader(buf[:n]); ok && h.Seq < replays {
+				back.Write(buf[:n])
+			}
+		}
+	}()
+	go func() {
+		buf := make([]byte, 65536)
+		var to netip.AddrPort
+		for {
+			n, err := back.Read(buf)
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err != nil {
+				continue
+			}
+			if !to.IsValid() {
+				to = <-client
+			}
+			front.WriteToUDPAddrPort(buf[:n], to)
+		}
+	}()
+	return front.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// Replayed probes are dropped and counted, not answered again: they used to
+// take the place of real probes, which then showed up as unexplained loss.
+func TestEchoDropsReplays(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	c, err := Dial(context.Background(), addr, ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.relay = func(agent netip.AddrPort) netip.AddrPort { return replayRelay(t, agent, 100) }
+	res, err := c.Echo(context.Background(), EchoParams{Count: 500, Size: 64, Interval: 500 * time.Microsecond, RcvBuf: 4 << 20}, EchoOptions{Wait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := estimator.EchoStats(res.Point, res.Records, estimator.AutoSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A busy machine may drop some at a socket, but says so.
+	if s.LostThere > s.ExplainedThere || s.Duplicates != 0 || s.AgentDuplicates != 100 {
+		t.Fatalf("lost there %d (explained %d), duplicate replies %d, agent dropped %d duplicates; want 0 unexplained, 0, 100",
+			s.LostThere, s.ExplainedThere, s.Duplicates, s.AgentDuplicates)
+	}
+}
+
+// Once a session's first probe came in, the agent answers that address and
+// port only: a probe of the session from another port of the client's
+// address (spoofed, or another program) gets nothing and takes nothing.
+func TestEchoAnswersOnlyItsPort(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	c, fc := rawConn(t, addr)
+	cl := &Client{cfg: ClientConfig{Timeout: 5 * time.Second}, conn: c, fc: fc}
+	if err := cl.handshake(); err != nil {
+		t.Fatal(err)
+	}
+	fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: 10, Size: 64}}})
+	m, err := cl.expect("opened")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), m.Opened.Port)
+	listen := func() *net.UDPConn {
+		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { u.Close() })
+		return u
+	}
+	client, other := listen(), listen()
+	try := func(u *net.UDPConn, seq uint32, size int) int {
+		buf := make([]byte, 2048)
+		fillProbe(buf[:size], collector.ProbeHeader{Session: m.Opened.Session, Seq: seq, Kind: collector.KindRequest})
+		u.WriteToUDPAddrPort(buf[:size], agent)
+		u.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := u.Read(buf)
+		if err != nil {
+			return 0
+		}
+		return n
+	}
+	if n := try(client, 1, 64); n != 64 {
+		t.Fatalf("the session's client got %d bytes back for 64", n)
+	}
+	if try(other, 2, 64) != 0 {
+		t.Fatal("a probe from another port was answered")
+	}
+	if try(client, 1, 64) != 0 {
+		t.Fatal("a replayed probe was answered")
+	}
+	if n := try(client, 2, 100); n != 100 {
+		t.Fatalf("the client's probe 2 got %d bytes back for 100 (the other port's took its place?)", n)
+	}
+	fc.write(&Message{Finish: &Finish{}})
+	for {
+		m, err := cl.fc.read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := m.Done; d != nil {
+			if d.Received != 2 || d.Ignored != 2 || d.Duplicates != 1 {
+				t.Fatalf("done: %+v; want 2 received, 2 ignored, 1 duplicate", *d)
+			}
+			return
+		}
+	}
+}
