@@ -224,37 +224,49 @@ func (r *trainReceiver) run() {
 			}
 			continue
 		}
-		h, ok := collector.ParseProbeHeader(buf[:d.N])
-		if !ok || h.Session != r.session || d.From.Addr().Unmap() != r.peer {
-			continue
-		}
-		switch h.Kind {
-		case collector.KindHello:
-			r.mu.Lock()
-			r.hello = d.From
-			r.mu.Unlock()
+		if r.handle(buf[:d.N], &d) {
 			r.conn.Send(buf[:d.N], d.From)
-		case collector.KindTrain:
-			if int(h.Index) >= MaxTrainLen {
-				continue
-			}
-			r.mu.Lock()
-			t := r.trains[h.Seq]
-			if t == nil && len(r.trains) < maxPendingTrains {
-				t = new(rxTrain)
-				r.trains[h.Seq] = t
-			}
-			if t != nil {
-				if t.rx[h.Index] == (dump.Stamps{}) {
-					t.rx[h.Index] = d.Stamps
-					t.got++
-				} else {
-					t.dups++
-				}
-			}
-			r.mu.Unlock()
 		}
 	}
+}
+
+// handle takes one datagram; it returns true for a hello to echo. Only the
+// session's peer counts: its address is the control connection's, and its
+// port the first hello's, so that trains, which are much larger than the
+// hello, go nowhere else.
+func (r *trainReceiver) handle(b []byte, d *collector.Datagram) (echo bool) {
+	h, ok := collector.ParseProbeHeader(b)
+	if !ok || h.Session != r.session || d.From.Addr().Unmap() != r.peer {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch h.Kind {
+	case collector.KindHello:
+		if r.hello.IsValid() && d.From != r.hello {
+			return false
+		}
+		r.hello = d.From
+		return true
+	case collector.KindTrain:
+		if int(h.Index) >= MaxTrainLen {
+			return false
+		}
+		t := r.trains[h.Seq]
+		if t == nil && len(r.trains) < maxPendingTrains {
+			t = new(rxTrain)
+			r.trains[h.Seq] = t
+		}
+		if t != nil {
+			if t.rx[h.Index] == (dump.Stamps{}) {
+				t.rx[h.Index] = d.Stamps
+				t.got++
+			} else {
+				t.dups++
+			}
+		}
+	}
+	return false
 }
 
 // peerAddr is where the peer's hello came from, if one came.
