@@ -138,6 +138,10 @@ type clientQUIC struct {
 	tr    *quic.Transport
 	bufs  UDPBuffers
 	warns []string
+	// tokens keeps the server's address tokens, so that a server that
+	// validates addresses with Retry (serve --quic-perf) lets the second
+	// connection in without one, and its 0-RTT request is not lost.
+	tokens quic.TokenStore
 }
 
 func openClientQUIC(local netip.AddrPort) (*clientQUIC, error) {
@@ -145,7 +149,7 @@ func openClientQUIC(local netip.AddrPort) (*clientQUIC, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clientQUIC{udp: udp, tr: &quic.Transport{Conn: udp}, bufs: bufs, warns: warns}, nil
+	return &clientQUIC{udp: udp, tr: &quic.Transport{Conn: udp}, bufs: bufs, warns: warns, tokens: quic.NewLRUTokenStore(4, 4)}, nil
 }
 
 func (cq *clientQUIC) close() {
@@ -167,12 +171,14 @@ func (cq *clientQUIC) side(d dataSide) QUICSide {
 // handshakes and the QUIC version go into res.
 func (cq *clientQUIC) connectTwice(ctx context.Context, res *QUICResult, peer netip.AddrPort, tlsConf *tls.Config, check *certCheck,
 	timeout time.Duration) (*quic.Conn, *connMetrics, error) {
-	hs, qc, _, err := quicConnect(ctx, cq.tr, peer, tlsConf, check, timeout)
+	conf := quicConfig()
+	conf.TokenStore = cq.tokens
+	hs, qc, _, err := quicConnect(ctx, cq.tr, conf, peer, tlsConf, check, timeout)
 	if err != nil {
 		return nil, nil, err
 	}
 	qc.CloseWithError(0, "")
-	hs2, qc, metrics, err := quicConnect(ctx, cq.tr, peer, tlsConf, check, timeout)
+	hs2, qc, metrics, err := quicConnect(ctx, cq.tr, conf, peer, tlsConf, check, timeout)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -184,13 +190,13 @@ func (cq *clientQUIC) connectTwice(ctx context.Context, res *QUICResult, peer ne
 // quicConnect dials the server at peer and times the handshake and the
 // first byte of a one-byte perf response, sent in 0-RTT when tlsConf holds
 // a session for the server.
-func quicConnect(ctx context.Context, tr *quic.Transport, peer netip.AddrPort, tlsConf *tls.Config, check *certCheck,
+func quicConnect(ctx context.Context, tr *quic.Transport, conf *quic.Config, peer netip.AddrPort, tlsConf *tls.Config, check *certCheck,
 	timeout time.Duration) (dump.QUICHandshake, *quic.Conn, *connMetrics, error) {
 	m := &connMetrics{}
 	dctx, cancel := context.WithTimeout(context.WithValue(ctx, metricsKey{}, m), timeout)
 	defer cancel()
 	t0 := time.Now()
-	qc, err := tr.DialEarly(dctx, net.UDPAddrFromAddrPort(peer), tlsConf, quicConfig())
+	qc, err := tr.DialEarly(dctx, net.UDPAddrFromAddrPort(peer), tlsConf, conf)
 	if err != nil {
 		return dump.QUICHandshake{}, nil, nil, quicDialError(peer, err, check)
 	}

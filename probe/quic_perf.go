@@ -23,6 +23,11 @@ func (s *Server) ServePerf(ctx context.Context, udp *net.UDPConn) error {
 		return err
 	}
 	tr := &quic.Transport{Conn: udp,
+		// Anyone may send an Initial with any source address: answer a
+		// client without a token from us with a Retry, smaller than its
+		// Initial, so that a spoofed address gets no more bytes than the
+		// spoofer sent. A returning client's token (NEW_TOKEN) skips it.
+		VerifySourceAddress: func(net.Addr) bool { return true },
 		ConnContext: func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
 			if s.exclusive.Load() {
 				return nil, errors.New("an exclusive test is running")

@@ -86,7 +86,11 @@ func serveCommand() *cli.Command {
 				for _, w := range warns {
 					cfg.Logger.Warn(w)
 				}
-				cfg.Logger.Info("answering QUIC perf clients", "addr", udp.LocalAddr().String())
+				// Perf clients have no control connection, so no key proof:
+				// say so, whatever --key-file says.
+				cfg.Logger.Warn("answering QUIC perf clients without authentication: --quic-perf bypasses --key-file; "+
+					"each address is validated with a QUIC Retry before the agent answers it",
+					"addr", udp.LocalAddr().String(), "key_file_set", len(key) > 0)
 				go func() {
 					if err := srv.ServePerf(ctx, udp); err != nil {
 						cfg.Logger.Error("QUIC perf server", "err", err)
