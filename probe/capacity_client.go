@@ -41,7 +41,8 @@ type CapacityResult struct {
 	Started     time.Time
 	Duration    time.Duration
 	MaxTrain    int
-	Interrupted bool // ctx ended before the last phase
+	Interrupted bool     // ctx ended before the last phase
+	Warnings    []string // e.g. no eBPF timestamps for this session
 }
 
 // Phase plans: how many trains of which length, and each phase's share of
@@ -118,7 +119,12 @@ func (c *Client) Capacity(ctx context.Context, cfg CapacityConfig) (*CapacityRes
 	if err != nil {
 		return nil, err
 	}
+	var warnings []string
 	end, err := newCapacityEnd(uc, m.Opened.Session, m.Opened.Port, agent.Addr(), netip.AddrPort{}, c.cfg.Stamper)
+	if err != nil && c.cfg.Stamper != nil && !c.cfg.RequireStamper {
+		warnings = append(warnings, ebpfFallback(err))
+		end, err = newCapacityEnd(uc, m.Opened.Session, m.Opened.Port, agent.Addr(), netip.AddrPort{}, nil)
+	}
 	if err != nil {
 		uc.Close()
 		return nil, fmt.Errorf("eBPF timestamps: %w", err)
@@ -126,7 +132,7 @@ func (c *Client) Capacity(ctx context.Context, cfg CapacityConfig) (*CapacityRes
 	defer end.close()
 
 	d := &capDriver{c: c, cfg: cfg, end: end, hdr: hdr, nextID: 1,
-		res: &CapacityResult{Started: time.Now(), MaxTrain: cfg.MaxTrain}}
+		res: &CapacityResult{Started: time.Now(), MaxTrain: cfg.MaxTrain, Warnings: warnings}}
 	runErr := d.run(ctx)
 	d.res.Duration = time.Since(d.res.Started)
 	if ctx.Err() != nil {

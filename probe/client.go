@@ -19,9 +19,13 @@ const DefaultPort = 7323
 
 // ClientConfig configures a client.
 type ClientConfig struct {
-	Key     []byte        // pre-shared key; empty: none
-	Stamper Stamper       // nil: no eBPF timestamps on this side
-	Timeout time.Duration // connect and handshake; default 10 s
+	Key     []byte  // pre-shared key; empty: none
+	Stamper Stamper // nil: no eBPF timestamps on this side
+	// RequireStamper makes a session fail when Stamper cannot timestamp it
+	// (--ebpf on); otherwise the session falls back to socket timestamps
+	// and its result says why (--ebpf auto).
+	RequireStamper bool
+	Timeout        time.Duration // connect and handshake; default 10 s
 }
 
 // Client is one control connection to an agent.

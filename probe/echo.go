@@ -3,6 +3,7 @@ package probe
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -72,6 +73,13 @@ func stampSession(st Stamper, id uint32, port uint16, peer netip.Addr, want coll
 		st.RemoveSession(id)
 		st.Detach(ifindex)
 	}, nil
+}
+
+// ebpfFallback is the warning of a session that could not have eBPF
+// timestamps on this side, e.g. when the kernel refuses one more TCX program
+// on the interface (ERANGE, with some 64 already there).
+func ebpfFallback(err error) string {
+	return fmt.Sprintf("no eBPF timestamps on this side for this session (%v): socket timestamps are used instead; --ebpf on makes this an error", err)
 }
 
 // drainTx collects transmit timestamps until want of them arrived or

@@ -22,7 +22,8 @@ type EchoResult struct {
 	ClientSources []string
 	AgentIgnored  int
 	Started       time.Time
-	Interrupted   bool // ctx ended before every probe was sent
+	Interrupted   bool     // ctx ended before every probe was sent
+	Warnings      []string // e.g. no eBPF timestamps for this session
 }
 
 // EchoOptions are the client-side settings of an echo session.
@@ -76,12 +77,19 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		// go one per send as with --no-gso.
 		_ = uc.UseGSO()
 	}
-	if c.cfg.Stamper != nil {
-		undo, err := stampSession(c.cfg.Stamper, op.Session, op.Port, agent.Addr(), ebpf.want(), ebpf.sink)
-		if err != nil {
+	stamper := c.cfg.Stamper
+	if stamper != nil {
+		undo, err := stampSession(stamper, op.Session, op.Port, agent.Addr(), ebpf.want(), ebpf.sink)
+		if err != nil && c.cfg.RequireStamper {
 			return nil, fmt.Errorf("eBPF timestamps: %w", err)
 		}
+		if err != nil {
+			res.Warnings = append(res.Warnings, ebpfFallback(err))
+			stamper, undo = nil, func() {}
+		}
 		defer undo()
+	}
+	if stamper != nil {
 		res.ClientSources = append([]string{dump.SourceEBPF.String()}, res.ClientSources...)
 		if p.Interval == 0 && uc.TxStamping() {
 			if err := uc.StopTxStamps(); err != nil {
@@ -119,8 +127,8 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 	if drops1, err := uc.Drops(); err == nil {
 		res.Point.ClientSocketDrops = drops1 - drops0
 	}
-	if c.cfg.Stamper != nil {
-		if err := flush(ctx, c.cfg.Stamper); err != nil {
+	if stamper != nil {
+		if err := flush(ctx, stamper); err != nil {
 			return nil, err
 		}
 		ebpf.mu.Lock()

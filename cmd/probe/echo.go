@@ -118,6 +118,9 @@ func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump
 		if res.Interrupted {
 			fmt.Fprintf(os.Stderr, "probe: interrupted after %d of %d probes; reporting what was measured\n", len(res.Records), p.Count)
 		}
+		for _, w := range res.Warnings {
+			fmt.Fprintf(os.Stderr, "probe: %s\n", w)
+		}
 	}
 	return report.Echo(os.Stdout, info, points, src, echoFormat(c), c.String("plot"))
 }

@@ -87,7 +87,7 @@ func measure(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg := probe.ClientConfig{Key: key}
+	cfg := probe.ClientConfig{Key: key, RequireStamper: c.String("ebpf") == "on"}
 	if ts != nil {
 		defer ts.Close()
 		cfg.Stamper = ts
@@ -159,6 +159,9 @@ func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src 
 	}
 	if res.Interrupted {
 		fmt.Fprintf(os.Stderr, "probe: interrupted after %d trains; estimating from those\n", len(res.Trains))
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(os.Stderr, "probe: %s\n", w)
 	}
 	return printCapacity(c, info, res.Trains, src)
 }
