@@ -20,17 +20,28 @@ const stampBatch = 4096
 const txStampWait = 200 * time.Millisecond
 
 // seqStamps holds the eBPF timestamps of one session's packets by sequence
-// number; the collector's reader goroutine fills it.
+// number; the collector's reader goroutine fills it. Its arrays grow with
+// the sequence numbers seen, up to the session's count, rather than taking
+// the whole count at the start: the count is the peer's word.
 type seqStamps struct {
 	mu       sync.Mutex
 	out, in  []int64 // egress, ingress times
+	n        int     // the session's packets
 	outKind  collector.Kind
 	inKind   collector.Kind
 	observed int
 }
 
 func newSeqStamps(n int, outKind, inKind collector.Kind) *seqStamps {
-	return &seqStamps{out: make([]int64, n), in: make([]int64, n), outKind: outKind, inKind: inKind}
+	return &seqStamps{n: n, outKind: outKind, inKind: inKind}
+}
+
+// at returns the stamps of seq, egress and ingress, 0 when none.
+func (s *seqStamps) at(seq uint32) (out, in int64) {
+	if int(seq) < len(s.out) {
+		return s.out[seq], s.in[seq]
+	}
+	return 0, 0
 }
 
 // want is what the TC program must record for this end: its own sends'
@@ -40,11 +51,16 @@ func (s *seqStamps) want() collector.Want {
 }
 
 func (s *seqStamps) sink(ev *collector.ProbeEvent) {
-	if int(ev.Seq) >= len(s.out) {
+	if int(ev.Seq) >= s.n {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if int(ev.Seq) >= len(s.out) {
+		k := min(s.n, max(int(ev.Seq)+1, 2*len(s.out), 1024))
+		s.out = append(s.out, make([]int64, k-len(s.out))...)
+		s.in = append(s.in, make([]int64, k-len(s.in))...)
+	}
 	switch {
 	case ev.Dir == collector.Egress && ev.Kind == s.outKind && s.out[ev.Seq] == 0:
 		s.out[ev.Seq] = ev.Time

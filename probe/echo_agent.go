@@ -80,7 +80,7 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	deadline := time.Now().Add(s.cfg.Limits.MaxDuration)
 	uc.SetReadDeadline(deadline)
 	e := &agentEcho{id: id, peer: peer, count: p.Count, conn: uc, rate: newBucket(s.cfg.Limits.MaxRate),
-		recs: make([]AgentStamp, 0, p.Count), seen: make([]uint64, (p.Count+63)/64)}
+		recs: make([]AgentStamp, 0, min(p.Count, initialRecs)), seen: make([]uint64, (p.Count+63)/64)}
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)
@@ -113,8 +113,7 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	ebpf.mu.Lock()
 	for i := range e.recs {
 		r := &e.recs[i]
-		r.Rx[dump.SourceEBPF] = ebpf.in[r.Seq]
-		r.Tx[dump.SourceEBPF] = ebpf.out[r.Seq]
+		r.Tx[dump.SourceEBPF], r.Rx[dump.SourceEBPF] = ebpf.at(r.Seq)
 	}
 	ebpf.mu.Unlock()
 	for start := 0; start < len(e.recs); start += stampBatch {
@@ -126,6 +125,10 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	return fc.write(&Message{Done: &Done{Received: len(e.recs), Ignored: e.ignored, Limited: e.limited, SocketDrops: drops,
 		Corrupted: e.corrupted, Duplicates: e.duplicates}})
 }
+
+// initialRecs is the agent's records allocated at a session's start; they
+// grow with the probes that come, not with the count the client asked for.
+const initialRecs = 4096
 
 // agentEcho answers one session's probes.
 type agentEcho struct {

@@ -151,3 +151,28 @@ func TestEchoAnswersOnlyItsPort(t *testing.T) {
 		}
 	}
 }
+
+// An echo session costs what its probes bring, not what its count says: a
+// 30-byte Open of a million probes used to take ~100 MB at once.
+func TestEchoOpenAllocatesByProbes(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	c, fc := rawConn(t, addr)
+	cl := &Client{cfg: ClientConfig{Timeout: 5 * time.Second}, conn: c, fc: fc}
+	if err := cl.handshake(); err != nil {
+		t.Fatal(err)
+	}
+	got := allocated(func() {
+		fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: DefaultLimits().MaxPackets, Size: 64}}})
+		if _, err := cl.expect("opened"); err != nil {
+			t.Fatal(err)
+		}
+		fc.write(&Message{Finish: &Finish{}})
+		if _, err := cl.expect("done"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// The receive batch (4 MiB) and a bit per probe are fixed costs.
+	if got > 8<<20 {
+		t.Fatalf("an echo session of no probes allocated %d bytes", got)
+	}
+}

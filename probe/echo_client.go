@@ -133,9 +133,10 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		}
 		ebpf.mu.Lock()
 		for i := range recs {
-			recs[i].ClientTx[dump.SourceEBPF] = ebpf.out[i]
+			out, in := ebpf.at(uint32(i))
+			recs[i].ClientTx[dump.SourceEBPF] = out
 			if recs[i].Replies > 0 {
-				recs[i].ClientRx[dump.SourceEBPF] = ebpf.in[i]
+				recs[i].ClientRx[dump.SourceEBPF] = in
 			}
 		}
 		ebpf.mu.Unlock()
