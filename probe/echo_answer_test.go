@@ -176,3 +176,41 @@ func TestEchoOpenAllocatesByProbes(t *testing.T) {
 		t.Fatalf("an echo session of no probes allocated %d bytes", got)
 	}
 }
+
+// FuzzEchoProbe: any datagram is answered or ignored by an echo session
+// without a panic; a probe is answered only from the session's client, once
+// per sequence number, within the count, and never with more bytes than it
+// brought.
+func FuzzEchoProbe(f *testing.F) {
+	const session, count = 77, 16
+	probe := make([]byte, 64)
+	fillProbe(probe, collector.ProbeHeader{Session: session, Seq: 3, Kind: collector.KindRequest})
+	f.Add(probe, uint16(5000), false)
+	f.Add(probe[:minEchoSize-1], uint16(5000), false)
+	f.Add(probe, uint16(5001), true)
+	f.Fuzz(func(t *testing.T, b []byte, port uint16, stranger bool) {
+		client := netip.MustParseAddr("192.0.2.1")
+		e := &agentEcho{id: session, peer: client, count: count, rate: newBucket(1000), seen: make([]uint64, 1)}
+		from := netip.AddrPortFrom(client, port)
+		if stranger {
+			from = netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), port)
+		}
+		answered := 0
+		for i, d := range []collector.Datagram{{N: len(b), From: from}, {N: len(b), From: from},
+			{N: len(b), From: netip.AddrPortFrom(client, port+1)}} {
+			h, ok := collector.ParseProbeHeader(b)
+			if !e.accept(h, ok, &d) {
+				continue
+			}
+			if answered > 0 || d.From.Addr() != client || h.Session != session || int(h.Seq) >= count || len(b) < minEchoSize {
+				t.Fatalf("datagram %d (%+v) from %v accepted", i, h, d.From)
+			}
+			e.mark(h.Seq, true)
+			probeIntact(b)
+			answered++
+		}
+		if answered > 0 && !stranger && e.duplicates != 1 {
+			t.Fatalf("a replay was not counted as a duplicate: %d", e.duplicates)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -44,6 +45,9 @@ func parseBytes(s string) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("byte count %q: want a number with an optional K, M or G", s)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("byte count %q: over %d bytes", s, int64(math.MaxInt64))
 	}
 	return n * mult, nil
 }
