@@ -55,7 +55,9 @@ func (s *trainStamps) sink(ev *collector.ProbeEvent) {
 	if ev.Dir == collector.Egress {
 		m = s.egress
 	}
-	if k := pktKey(ev.Seq, ev.Index); m[k] == 0 {
+	// The kernel reports every packet of the session's ID, whoever sent it:
+	// keep no more than the trains a receiver may hold.
+	if k := pktKey(ev.Seq, ev.Index); m[k] == 0 && len(m) < maxTrainStamps {
 		m[k] = ev.Time
 	}
 }
@@ -188,6 +190,9 @@ func flush(ctx context.Context, st Stamper) error {
 
 // maxPendingTrains bounds what a receiver keeps for trains nobody collects.
 const maxPendingTrains = 10000
+
+// maxTrainStamps bounds the eBPF stamps kept per direction.
+const maxTrainStamps = maxPendingTrains * MaxTrainLen
 
 // trainReceiver records the train packets of a session as they arrive.
 type trainReceiver struct {

@@ -92,3 +92,17 @@ func FuzzTrainPacket(f *testing.F) {
 		}
 	})
 }
+
+// The eBPF stamps of train packets are kept within bounds however many
+// packets of the session's ID arrive.
+func TestTrainStampsBounded(t *testing.T) {
+	s := newTrainStamps()
+	ev := collector.ProbeEvent{Kind: collector.KindTrain, Dir: collector.Ingress, Time: 1}
+	for i := range maxTrainStamps + 1000 {
+		ev.Seq, ev.Index = uint32(i>>16), uint16(i)
+		s.sink(&ev)
+	}
+	if len(s.ingress) > maxTrainStamps {
+		t.Fatalf("%d stamps kept, bound %d", len(s.ingress), maxTrainStamps)
+	}
+}
