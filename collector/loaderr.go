@@ -43,6 +43,10 @@ func loadError(doing string, n needs, err error) error {
 		return &describedError{fmt.Sprintf("%s: needs kernel BTF (CONFIG_DEBUG_INFO_BTF=y, /sys/kernel/btf/vmlinux): %v", doing, err), err}
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return &describedError{fmt.Sprintf("%s: needs Linux %s or later (%s): %v", doing, n.kernel, n.what, err), err}
+	case errors.Is(err, unix.ERANGE):
+		// The kernel holds at most 64 TCX programs per hook and interface:
+		// one per probe process, so many processes on one host fill it.
+		return &describedError{fmt.Sprintf("%s: the interface's %s chain is full (%v): too many eBPF programs on it, e.g. one per probe process", doing, n.what, err), err}
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }
