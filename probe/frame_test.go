@@ -2,13 +2,17 @@ package probe
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,5 +188,35 @@ func TestFrameAllocBound(t *testing.T) {
 	t.Logf("%d bytes allocated for a %d-byte frame (%.1f per byte)", got, len(frame), float64(got)/float64(len(frame)))
 	if got > frameAllocBound(len(frame)) {
 		t.Fatalf("%d bytes allocated for a %d-byte frame, bound %d", got, len(frame), frameAllocBound(len(frame)))
+	}
+}
+
+// A hostile agent cannot kill its client the same way: the client reads
+// frames through the same checks.
+func TestClientRefusesHostileAgent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.CopyN(io.Discard, c, 4) // the hello's length
+		c.Write(stampsFrame(0xffffffff))
+		io.Copy(io.Discard, c)
+	}()
+	var derr error
+	got := allocated(func() {
+		_, derr = Dial(context.Background(), ln.Addr().String(), ClientConfig{Timeout: 5 * time.Second})
+	})
+	if derr == nil || !strings.Contains(derr.Error(), "malformed frame") {
+		t.Fatalf("dial: %v, want a malformed frame", derr)
+	}
+	if got > 4<<20 {
+		t.Fatalf("the client allocated %d bytes for a 26-byte frame", got)
 	}
 }
