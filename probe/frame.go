@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/probe-dev/probe/internal/mpcheck"
 	"github.com/vmihailenco/msgpack/v5"
@@ -59,11 +60,9 @@ func (c *frameConn) read() (*Message, error) {
 	if n > c.limit {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", errOversize, n, c.limit)
 	}
-	if cap(c.buf) < int(n) {
-		c.buf = make([]byte, n)
-	}
-	body := c.buf[:n]
-	if _, err := io.ReadFull(c.r, body); err != nil {
+	body, err := readBody(c.r, c.buf[:0], int(n))
+	c.buf = body[:0]
+	if err != nil {
 		return nil, fmt.Errorf("%w: body cut short: %w", errMalformed, err)
 	}
 	m, err := unmarshal(body)
@@ -77,6 +76,26 @@ func (c *frameConn) read() (*Message, error) {
 		c.limit = MaxFrame
 	}
 	return m, nil
+}
+
+// bodyChunk is how much of a body is allocated ahead of the bytes that
+// arrive: a 4-byte header alone may not make the reader allocate its
+// declared length.
+const bodyChunk = 32 << 10
+
+// readBody appends n bytes of r to buf, growing it a chunk at a time as
+// they come.
+func readBody(r io.Reader, buf []byte, n int) ([]byte, error) {
+	for len(buf) < n {
+		k := min(n-len(buf), bodyChunk)
+		buf = slices.Grow(buf, k)
+		got, err := io.ReadFull(r, buf[len(buf):len(buf)+k])
+		buf = buf[:len(buf)+got]
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 func (c *frameConn) write(m *Message) error {

@@ -220,3 +220,17 @@ func TestClientRefusesHostileAgent(t *testing.T) {
 		t.Fatalf("the client allocated %d bytes for a 26-byte frame", got)
 	}
 }
+
+// A length header alone does not make the reader allocate what it declares:
+// the body's buffer grows as its bytes arrive (found by FuzzFrame).
+func TestFrameHeaderAlone(t *testing.T) {
+	var err error
+	got := allocated(func() {
+		fc := newFrameConn(bytes.NewBuffer(binary.BigEndian.AppendUint32(nil, MaxFrame)))
+		fc.limit = MaxFrame
+		_, err = fc.read()
+	})
+	if !errors.Is(err, errMalformed) || got > frameAllocBound(4) {
+		t.Fatalf("a 4-byte header of %d: %v, %d bytes allocated", MaxFrame, err, got)
+	}
+}
