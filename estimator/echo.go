@@ -35,7 +35,7 @@ func (r RTT) Source() string {
 	return r.ClientSource.String() + "/" + r.AgentSource.String()
 }
 
-// EchoSummary is the statistics of one echo measurement (design §5). Every
+// EchoSummary is the statistics of one echo measurement (docs/echo.md). Every
 // figure is a time.Duration or a float64 that is 0, not NaN, when undefined,
 // so that the struct marshals to JSON as it is.
 type EchoSummary struct {

@@ -16,7 +16,7 @@ import (
 // sends and the client receives by default, the other way round with
 // --reverse. These are the two roles.
 
-// MaxTrainLen bounds a train's packets (design §4 grows trains up to 50).
+// MaxTrainLen bounds a train's packets (docs/capacity.md: trains grow up to 50).
 const MaxTrainLen = 100
 
 // TrainSpec asks for one train.

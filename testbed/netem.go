@@ -9,7 +9,7 @@ import (
 )
 
 // Netem says whether this kernel can emulate delay and loss (the netem
-// qdisc, design §9): nil when a netem qdisc can be added, in a throwaway
+// qdisc): nil when a netem qdisc can be added, in a throwaway
 // namespace, else why not. The testbed shapes with tbf either way.
 func Netem() error {
 	done := make(chan error, 1)

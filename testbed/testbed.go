@@ -1,4 +1,4 @@
-// Package testbed builds the embedded network testbed of design §9: named network
+// Package testbed builds the embedded network testbed of docs/design.md: named network
 // namespaces joined by veth, directly (a — b) or through a router namespace (a — r — b),
 // with tbf shaping on the bottleneck egress and offloads off. Everything is done with
 // netlink and ioctls from Go; nothing shells out to ip, tc or ethtool.

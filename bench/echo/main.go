@@ -1,5 +1,5 @@
-// Command echo is the UDP echo benchmark (issue 4): in one run on loopback it
-// measures with probe and with the peer tools the issue names (irtt for the
+// Command echo is the UDP echo benchmark: in one run on loopback it
+// measures with probe and with the peer tools (irtt for the
 // isochronous schedule, sockperf for the round-trip time, iperf3 for the
 // packet rate) and prints one table: per figure probe's value, the peer's,
 // their ratio, the bound and whether it holds. It exits non-zero when a bound

@@ -1,4 +1,4 @@
-// Command quic is the QUIC benchmark (issue 7): in one run it measures a
+// Command quic is the QUIC benchmark: in one run it measures a
 // single-connection, single-stream download with probe measure --mode tcp
 // and --mode quic, alternating, on loopback and on an unshaped veth testbed,
 // and prints one table: per place the receiver's rate of each, their CPU

@@ -1,5 +1,5 @@
 // Command sched measures what probe's scheduler tracer costs a
-// context-switch-heavy workload (issue 6): two processes bounce a byte over
+// context-switch-heavy workload: two processes bounce a byte over
 // a pair of pipes, `perf bench sched pipe` when perf is installed and an
 // equivalent of our own, alternately with no eBPF attached, with empty
 // programs on the tracer's hooks (what any eBPF tracer of switches costs

@@ -1,4 +1,4 @@
-// Command tcp is the TCP benchmark (issue 5): in one run it measures with
+// Command tcp is the TCP benchmark: in one run it measures with
 // probe measure --mode tcp and with iperf3 and prints one table: per figure
 // probe's value, the peer's (iperf3, or the truth the figure is judged
 // against), their ratio, the bound and whether it holds. The figures:

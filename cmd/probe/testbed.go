@@ -99,7 +99,7 @@ func testbedUp(c *cli.Context) error {
 	fmt.Fprintf(w, "testbed %s up: %s, MTU %d\n", tb.Name, topo, tb.MTU)
 	printStatus(w, tb.Status())
 	if cfg.Rate > 0 {
-		// tbf counts Ethernet frames; capacity estimates are IP-layer figures (design §4).
+		// tbf counts Ethernet frames; capacity estimates are IP-layer figures (docs/capacity.md).
 		ip := float64(cfg.Rate) * float64(tb.MTU) / float64(tb.MTU+14)
 		fmt.Fprintf(w, "shaped each way at %s of Ethernet frames: %.4g Mbit/s at the IP layer for full-size packets\n",
 			testbed.FormatRate(cfg.Rate), ip/1e6)

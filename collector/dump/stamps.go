@@ -4,7 +4,7 @@ package dump
 
 import "fmt"
 
-// Source says where a timestamp was taken (design §3).
+// Source says where a timestamp was taken (docs/design.md, "Time").
 type Source uint8
 
 const (

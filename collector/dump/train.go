@@ -7,7 +7,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Phase is the step of the capacity method (design §4) a train belongs to.
+// Phase is the step of the capacity method (docs/capacity.md) a train belongs to.
 type Phase uint8
 
 const (
