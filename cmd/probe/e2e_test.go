@@ -295,7 +295,7 @@ func TestInterruptKeepsResults(t *testing.T) {
 	}
 }
 
-// Capacity on the 20 Mbit/s testbed link, the integration test: the
+// Capacity on the 20 Mbit/s testbed link, the integration test: the
 // estimate within 2 % of the IP-layer rate, the dump re-estimated offline to
 // the same report, and another bin width and timestamp source on request.
 func TestCapacityAcrossTestbed(t *testing.T) {
