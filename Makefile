@@ -2,13 +2,20 @@
 GO      ?= go
 BIN     := bin
 
-.PHONY: all build test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched bench-quic vm-box vm-up vm-test vm-shape vm-down bench-monitor
+.PHONY: all build man test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched bench-quic vm-box vm-up vm-test vm-shape vm-down bench-monitor
 
 all: build
 
+# The commit for probe --version, where the toolchain does not stamp it.
+COMMIT  := $(shell git describe --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN)/probe ./cmd/probe
+	$(GO) build -ldflags "-X main.stampedCommit=$(COMMIT)" -o $(BIN)/probe ./cmd/probe
 	$(GO) build -o $(BIN)/estimate ./cmd/estimate
+
+# The man page, made from the command definitions.
+man: build
+	$(BIN)/probe man > docs/probe.1
 
 # The one test command: README and .ci/run both use it. Tests that need root
 # or a kernel feature say why when they skip.

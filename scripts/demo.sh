@@ -30,8 +30,8 @@ for _ in $(seq 50); do
 done
 
 echo
-echo "== probe measure -h $agent_addr --mode capacity (from namespace b; the link is 20 Mbit/s of frames, 19.82 Mbit/s of 1500-byte IP packets)"
-"$probe" testbed exec "probe-$name-b" -- "$probe" measure -h "$agent_addr" --mode capacity
+echo "== probe measure -h $agent_addr --mode capacity -R (the agent in a sends to b; the link is 20 Mbit/s of frames, 19.82 Mbit/s of 1500-byte IP packets)"
+"$probe" testbed exec "probe-$name-b" -- "$probe" measure -h "$agent_addr" --mode capacity -R
 echo
 echo "== probe measure -h $agent_addr --mode echo"
 "$probe" testbed exec "probe-$name-b" -- "$probe" measure -h "$agent_addr" --mode echo -n 200 -l 1000 -i 5ms

@@ -177,7 +177,7 @@ func run(c benchCase, probeBin, estimateBin, dir string) (string, bool, error) {
 		}
 	}
 	dumpPath := filepath.Join(dir, "run.msgpack")
-	args := []string{"measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "--json", "--ebpf", "on", "-w", dumpPath}
+	args := []string{"measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "-R", "--json", "--ebpf", "on", "-w", dumpPath}
 	if c.quick {
 		args = append(args, "--quick")
 	}

@@ -32,6 +32,9 @@ func app() *cli.App {
 		UsageText:       "estimate -r dump.msgpack [-b BINWIDTH] [--ts-source SOURCE] [-f FORMAT] [--json] [--plot FILE]",
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return fmt.Errorf("%w (see estimate --help)", err)
+		},
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "read", Aliases: []string{"r"}, Required: true, Usage: "dump file written by probe measure -w"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto, hw, ebpf, sw, user"},
@@ -44,6 +47,10 @@ func app() *cli.App {
 		Action: estimate,
 	}
 }
+
+// dumpFlagModes are the flags that apply to one kind of dump only; given
+// for another, they are an error rather than ignored.
+var dumpFlagModes = map[string]string{"csv": "echo", "bin-width": "capacity", "format": "capacity"}
 
 func estimate(c *cli.Context) error {
 	src, err := report.ParseTSSource(c.String("ts-source"))
@@ -61,6 +68,11 @@ func estimate(c *cli.Context) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	h := r.Header()
+	for name, mode := range dumpFlagModes {
+		if c.IsSet(name) && h.Mode != mode {
+			return fmt.Errorf("%s: --%s does not apply to a %s dump (it is for %s)", path, name, h.Mode, mode)
+		}
+	}
 	var points []report.EchoMeasurement
 	var trains []dump.Train
 	if st, err := f.Stat(); err == nil {

@@ -27,16 +27,21 @@ func main() {
 func app() *cli.App {
 	// -h names the host, as in every measurement tool since ping.
 	cli.HelpFlag = &cli.BoolFlag{Name: "help", Usage: "show help"}
+	version, _ := buildInfo()
+	cmds := []*cli.Command{serveCommand(), measureCommand(), watchCommand(), testbedCommand(), runCommand(), reportCommand(), compareCommand(), monitorCommand(),
+		manCommand(), completionCommand()}
+	withUsageErrors(cmds)
 	return &cli.App{
 		Name:                 "probe",
 		Usage:                "measure network paths with kernel timestamps",
-		HideHelpCommand:      true,
+		Version:              version,
 		EnableBashCompletion: true,
 		ExitErrHandler:       func(*cli.Context, error) {}, // main prints errors, once
+		OnUsageError:         usageError,
 		CommandNotFound: func(c *cli.Context, name string) {
-			fmt.Fprintf(os.Stderr, "probe: unknown command %q: see probe --help\n", name)
+			fmt.Fprintf(os.Stderr, "probe: unknown command %q (see probe --help)\n", name)
 			os.Exit(1)
 		},
-		Commands: []*cli.Command{serveCommand(), measureCommand(), watchCommand(), testbedCommand(), runCommand(), reportCommand(), compareCommand(), monitorCommand()},
+		Commands: cmds,
 	}
 }

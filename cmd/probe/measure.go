@@ -21,7 +21,7 @@ func measureCommand() *cli.Command {
 		Usage: "measure the path to an agent",
 		UsageText: "probe measure -h HOST[:PORT] [--mode echo|capacity|tcp|quic|tcp,quic] [options]\n" +
 			"probe measure --mode quic --perf-server HOST:PORT [--ca FILE|--pin sha256:HEX|--insecure] [options]",
-		Flags: append([]cli.Flag{
+		Flags: categorise(append([]cli.Flag{
 			&cli.StringFlag{Name: "host", Aliases: []string{"h"}, Usage: "agent address, host or host:port (required but with --perf-server)"},
 			&cli.StringFlag{Name: "mode", Aliases: []string{"m"}, Value: "echo", Usage: "what to measure: echo, capacity, tcp, quic, or tcp,quic (both, one after the other, side by side)"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto (best available), hw, ebpf, sw, user"},
@@ -30,44 +30,51 @@ func measureCommand() *cli.Command {
 			keyFileFlag(),
 			ebpfFlag(),
 
-			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 100, Usage: "echo: probes per measurement"},
-			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Usage: "echo: probes per measurement as a duration at --interval (isochronous: -i 1ms -d 10s)"},
-			&cli.IntFlag{Name: "size", Aliases: []string{"l"}, Value: 64, Usage: "echo: UDP payload bytes per probe, udpmon's length (the first of a sweep)"},
-			&cli.IntFlag{Name: "size-to", Usage: "echo: sweep payload sizes up to this (with --size-step)"},
-			&cli.IntFlag{Name: "size-step", Usage: "echo: payload size increment of a sweep"},
-			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: 10 * time.Millisecond, Usage: "echo: wait between probes, 0 for back to back (the first of a sweep)"},
-			&cli.DurationFlag{Name: "interval-to", Usage: "echo: sweep waits up to this (with --interval-step)"},
-			&cli.DurationFlag{Name: "interval-step", Usage: "echo: wait increment of a sweep"},
-			&cli.IntFlag{Name: "measurements", Value: 1, Usage: "echo: how many times to run the sweep"},
-			&cli.DurationFlag{Name: "wait", Value: 2 * time.Second, Usage: "echo: longest wait for replies after the last probe (it ends 200 ms after the last reply)"},
-			&cli.IntFlag{Name: "rcvbuf", Usage: "echo: socket receive buffer, bytes, both ends"},
-			&cli.IntFlag{Name: "sndbuf", Usage: "echo: socket send buffer, bytes, both ends"},
-			&cli.IntFlag{Name: "dscp", Usage: "echo: DSCP of probes and replies, 0..63"},
-			&cli.BoolFlag{Name: "no-gso", Usage: "echo: send back-to-back probes and replies one datagram per send, not in UDP GSO batches (keeps per-probe software transmit stamps)"},
-			&cli.IntFlag{Name: "ttl", Usage: "echo: IP TTL of probes and replies"},
-			&cli.UintFlag{Name: "udp-port", Usage: "echo: this host's UDP port (default: any)"},
-			&cli.BoolFlag{Name: "csv", Usage: "echo: print CSV, a row per measurement"},
+			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 100, Usage: "probes per measurement"},
+			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Usage: "probes per measurement as a duration at --interval (isochronous: -i 1ms -d 10s)"},
+			&cli.IntFlag{Name: "size", Aliases: []string{"l"}, Value: 64, Usage: "UDP payload bytes per probe, udpmon's length (the first of a sweep)"},
+			&cli.IntFlag{Name: "size-to", Usage: "sweep payload sizes up to this (with --size-step)"},
+			&cli.IntFlag{Name: "size-step", Usage: "payload size increment of a sweep"},
+			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: 10 * time.Millisecond, Usage: "wait between probes, 0 for back to back (the first of a sweep)"},
+			&cli.DurationFlag{Name: "interval-to", Usage: "sweep waits up to this (with --interval-step)"},
+			&cli.DurationFlag{Name: "interval-step", Usage: "wait increment of a sweep"},
+			&cli.IntFlag{Name: "measurements", Value: 1, Usage: "how many times to run the sweep"},
+			&cli.DurationFlag{Name: "wait", Value: 2 * time.Second, Usage: "longest wait for replies after the last probe (it ends 200 ms after the last reply)"},
+			&cli.IntFlag{Name: "rcvbuf", Usage: "socket receive buffer, bytes, both ends"},
+			&cli.IntFlag{Name: "sndbuf", Usage: "socket send buffer, bytes, both ends"},
+			&cli.IntFlag{Name: "dscp", Usage: "DSCP of probes and replies, 0..63"},
+			&cli.BoolFlag{Name: "no-gso", Usage: "send back-to-back probes and replies one datagram per send, not in UDP GSO batches (keeps per-probe software transmit stamps)"},
+			&cli.IntFlag{Name: "ttl", Usage: "IP TTL of probes and replies"},
+			&cli.UintFlag{Name: "udp-port", Usage: "this host's UDP port (default: any)"},
+			&cli.BoolFlag{Name: "csv", Usage: "print CSV, a row per measurement"},
 
-			&cli.BoolFlag{Name: "reverse", Aliases: []string{"R"}, Usage: "capacity, tcp: the agent sends, this host receives (capacity: this host sends)"},
-			&cli.BoolFlag{Name: "quick", Usage: "capacity: preliminary trains and a short check of the sustained rate only"},
-			&cli.BoolFlag{Name: "all-phases", Usage: "capacity: run Phase I (packet sizes 600 B to the MTU) even on an easy path"},
-			&cli.Float64Flag{Name: "budget", Value: 0.1, Usage: "capacity: average probing rate as a fraction of the estimate"},
-			&cli.IntFlag{Name: "ip-size", Value: 1500, Usage: "capacity: full-size packets, IP bytes"},
-			&cli.IntFlag{Name: "max-train", Value: 50, Usage: "capacity: longest train to try"},
-			&cli.Float64Flag{Name: "bin-width", Aliases: []string{"b"}, Usage: "capacity: histogram bin width, Mbit/s (default: from the preliminary trains)"},
-			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "capacity: print through this format: " + report.FormatTokens},
-			&cli.StringFlag{Name: "plot", Usage: "capacity: histogram .png/.svg; echo: a directory of plots; tcp, quic: rate, cwnd and RTT over time, .png/.svg"},
-		}, append(tcpFlags(), quicFlags()...)...),
+			&cli.BoolFlag{Name: "reverse", Aliases: []string{"R"}, Usage: "reverse, as iperf3's -R: the agent sends and this host receives; without it this host sends"},
+			&cli.BoolFlag{Name: "quick", Usage: "preliminary trains and a short check of the sustained rate only"},
+			&cli.BoolFlag{Name: "all-phases", Usage: "run Phase I (packet sizes 600 B to the MTU) even on an easy path"},
+			&cli.Float64Flag{Name: "budget", Value: 0.1, Usage: "average probing rate as a fraction of the estimate"},
+			&cli.IntFlag{Name: "ip-size", Value: 1500, Usage: "full-size packets, IP bytes"},
+			&cli.IntFlag{Name: "max-train", Value: 50, Usage: "longest train to try"},
+			&cli.Float64Flag{Name: "bin-width", Aliases: []string{"b"}, Usage: "histogram bin width, Mbit/s (default: from the preliminary trains)"},
+			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "print through this format: " + report.FormatTokens},
+			&cli.StringFlag{Name: "plot", Usage: "capacity: the histogram, .png/.svg; echo: a directory of plots; tcp, quic: rates, cwnd and RTT over time, .png/.svg"},
+		}, append(tcpFlags(), quicFlags()...)...), measureFlagModes),
 		Action: measure,
 	}
 }
 
 func measure(c *cli.Context) error {
-	mode := c.String("mode")
-	switch mode {
-	case "echo", "capacity", "tcp", "quic", "tcp,quic", "quic,tcp":
-	default:
-		return fmt.Errorf("--mode %q: want echo, capacity, tcp, quic or tcp,quic", mode)
+	mode, err := parseMode(c.String("mode"))
+	if err != nil {
+		return err
+	}
+	if c.IsSet("perf-server") && !c.IsSet("mode") {
+		mode = modeQUIC // implied
+	}
+	if err := checkFlags(c, measureFlagModes, mode); err != nil {
+		return err
+	}
+	if err := report.CheckPlotPath(c.String("plot"), mode == modeEcho); err != nil {
+		return err
 	}
 	if c.IsSet("perf-server") {
 		return measurePerf(c)
@@ -100,13 +107,13 @@ func measure(c *cli.Context) error {
 	}
 	defer cl.Close()
 	switch mode {
-	case "capacity":
+	case modeCapacity:
 		return measureCapacity(ctx, c, cl, src)
-	case "tcp":
+	case modeTCP:
 		return measureTCP(ctx, c, cl)
-	case "quic":
+	case modeQUIC:
 		return measureQUIC(ctx, c, cl)
-	case "tcp,quic", "quic,tcp":
+	case modeTCP | modeQUIC:
 		return measureTCPQUIC(ctx, c, cl)
 	}
 	return measureEcho(ctx, c, cl, src)
@@ -114,13 +121,15 @@ func measure(c *cli.Context) error {
 
 func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source) error {
 	cfg := probe.CapacityConfig{
-		Reverse: c.Bool("reverse"), Quick: c.Bool("quick"), AllPhases: c.Bool("all-phases"), Budget: c.Float64("budget"),
+		// -R is iperf3's: the agent sends. probe's own Reverse is the
+		// other way round, from the agent's trains.
+		Reverse: !c.Bool("reverse"), Quick: c.Bool("quick"), AllPhases: c.Bool("all-phases"), Budget: c.Float64("budget"),
 		Size: c.Int("ip-size"), MaxTrain: c.Int("max-train"), Source: src,
 	}
 	here := cl.LocalAddr().String()
-	info := report.CapacityInfo{From: cl.AgentAddr().String(), To: here, Path: "agent -> client", Size: cfg.Size, Quick: cfg.Quick}
+	info := report.CapacityInfo{From: cl.AgentAddr().String(), To: here, Path: report.AgentToClient, Size: cfg.Size, Quick: cfg.Quick}
 	if cfg.Reverse {
-		info.From, info.To, info.Path = here, cl.AgentAddr().String(), "client -> agent"
+		info.From, info.To, info.Path = here, cl.AgentAddr().String(), report.ClientToAgent
 	}
 	var w *dump.Writer
 	if path := c.String("write"); path != "" {

@@ -18,13 +18,13 @@ import (
 // and adds these.
 func quicFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "perf-server", Usage: "quic: measure against this QUIC perf server (draft-banks-quic-performance, any implementation) at HOST:PORT " +
+		&cli.StringFlag{Name: "perf-server", Usage: "measure against this QUIC perf server (draft-banks-quic-performance, any implementation) at HOST:PORT " +
 			"instead of an agent: no control connection, client-side figures only, no datagram pings; trust it with --ca, --pin or --insecure"},
-		&cli.StringFlag{Name: "pin", Usage: "quic: trust only the agent certificate with this SHA-256 (sha256:HEX, as the agent logs it); default: the one the agent announces on the control connection"},
-		&cli.StringFlag{Name: "ca", Usage: "quic: verify the agent's certificate and name against the CA certificates in this PEM file instead of pinning (with --perf-server, default: the system's roots)"},
-		&cli.BoolFlag{Name: "insecure", Usage: "quic: accept any agent certificate"},
-		&cli.IntFlag{Name: "pings", Value: 20, Usage: "quic: datagrams echoed before the transfer, for the idle RTT"},
-		&cli.DurationFlag{Name: "ping-interval", Value: 10 * time.Millisecond, Usage: "quic: between datagrams, also during the transfer; 0: none"},
+		&cli.StringFlag{Name: "pin", Usage: "trust only the agent certificate with this SHA-256 (sha256:HEX, as the agent logs it); default: the one the agent announces on the control connection"},
+		&cli.StringFlag{Name: "ca", Usage: "verify the agent's certificate and name against the CA certificates in this PEM file instead of pinning (with --perf-server, default: the system's roots)"},
+		&cli.BoolFlag{Name: "insecure", Usage: "accept any agent certificate"},
+		&cli.IntFlag{Name: "pings", Value: 20, Usage: "datagrams echoed before the transfer, for the idle RTT"},
+		&cli.DurationFlag{Name: "ping-interval", Value: 10 * time.Millisecond, Usage: "between datagrams, also during the transfer; 0: none"},
 	}
 }
 

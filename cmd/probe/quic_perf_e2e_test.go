@@ -92,7 +92,7 @@ func TestQUICPerfServerCLI(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("by time: exit %d\n%s", code, stderr)
 	}
-	for _, want := range []string{"quic to perf server " + addr, "the server's side is unknown", "no datagram pings",
+	for _, want := range []string{"quic server → client (perf server " + addr + ")", "the server's side is unknown", "no datagram pings",
 		"resumed, request in 0-RTT:", "down: intervals from the client's stream counters and connection statistics (the receiver's",
 		"srtt µs", "server unknown"} {
 		if !strings.Contains(out, want) {

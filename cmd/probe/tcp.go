@@ -17,17 +17,17 @@ import (
 
 func tcpFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.IntFlag{Name: "parallel", Aliases: []string{"P"}, Value: 1, Usage: "tcp: parallel streams, 1..1024"},
-		&cli.BoolFlag{Name: "bidir", Usage: "tcp: data both ways at once"},
-		&cli.DurationFlag{Name: "time", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "tcp: how long to send"},
-		&cli.StringFlag{Name: "bytes", Usage: "tcp: send this many bytes instead (per direction, over all streams; K, M, G suffixes)"},
-		&cli.StringFlag{Name: "write-size", Value: "128K", Usage: "tcp: bytes per write"},
-		&cli.StringSliceFlag{Name: "sockopt", Aliases: []string{"s"}, Usage: "tcp: socket option NAME=VALUE or NUMBER=VALUE on both sides, repeatable (SO_RCVBUF=10000000, TCP_CONGESTION=bbr, 7=65536)"},
-		&cli.StringSliceFlag{Name: "getsockopt", Aliases: []string{"g"}, Usage: "tcp: read this socket option back on both sides, repeatable"},
-		&cli.DurationFlag{Name: "sample", Value: 100 * time.Millisecond, Usage: "tcp: TCP_INFO sampling interval"},
-		&cli.DurationFlag{Name: "report", Value: time.Second, Usage: "tcp: report interval"},
-		&cli.StringFlag{Name: "tcp-info", Usage: "tcp: TCP_INFO fields to print per interval, field[%label],... (e.g. rtt%RTT:,snd_cwnd)"},
-		&cli.BoolFlag{Name: "exclusive", Usage: "tcp: ask for an otherwise idle agent"},
+		&cli.IntFlag{Name: "parallel", Aliases: []string{"P"}, Value: 1, Usage: "parallel streams, 1..1024"},
+		&cli.BoolFlag{Name: "bidir", Usage: "data both ways at once"},
+		&cli.DurationFlag{Name: "time", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "how long to send"},
+		&cli.StringFlag{Name: "bytes", Usage: "send this many bytes instead (per direction, over all streams; K, M, G suffixes)"},
+		&cli.StringFlag{Name: "write-size", Value: "128K", Usage: "bytes per write"},
+		&cli.StringSliceFlag{Name: "sockopt", Aliases: []string{"s"}, Usage: "socket option NAME=VALUE or NUMBER=VALUE on both sides, repeatable (SO_RCVBUF=10000000, TCP_CONGESTION=bbr, 7=65536)"},
+		&cli.StringSliceFlag{Name: "getsockopt", Aliases: []string{"g"}, Usage: "read this socket option back on both sides, repeatable"},
+		&cli.DurationFlag{Name: "sample", Value: 100 * time.Millisecond, Usage: "TCP_INFO sampling interval"},
+		&cli.DurationFlag{Name: "report", Value: time.Second, Usage: "report interval"},
+		&cli.StringFlag{Name: "tcp-info", Usage: "TCP_INFO fields to print per interval, field[%label],... (e.g. rtt%RTT:,snd_cwnd)"},
+		&cli.BoolFlag{Name: "exclusive", Usage: "ask for an otherwise idle agent"},
 	}
 }
 

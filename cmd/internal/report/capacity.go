@@ -13,10 +13,31 @@ import (
 	"github.com/probe-dev/probe/estimator"
 )
 
+// Who sends, as the first line of every report says it.
+const (
+	AgentToClient = "agent → client"
+	ClientToAgent = "client → agent"
+)
+
+// Both ways at once, for tcp and quic --bidir.
+const BothWays = "client ⇄ agent"
+
+// pathOf says who sends in a stream test of direction dir (forward,
+// reverse, bidir).
+func pathOf(dir string) string {
+	switch dir {
+	case "reverse":
+		return AgentToClient
+	case "bidir":
+		return BothWays
+	}
+	return ClientToAgent
+}
+
 // CapacityInfo says what was measured.
 type CapacityInfo struct {
 	From, To    string        `json:"-"`
-	Path        string        `json:"path"` // "agent -> client" or the reverse
+	Path        string        `json:"path"` // AgentToClient or ClientToAgent
 	Size        int           `json:"size"` // full-size packets, IP bytes
 	Quick       bool          `json:"quick"`
 	Duration    time.Duration `json:"-"`
@@ -44,8 +65,8 @@ func mbit(bps float64) float64 { return bps / 1e6 }
 
 // CapacityText prints a capacity estimate for people.
 func CapacityText(w io.Writer, i CapacityInfo, c estimator.Capacity) {
-	fmt.Fprintf(w, "capacity %s -> %s (%s), at the IP layer (IP and UDP headers counted), %d-byte packets\n",
-		i.From, i.To, i.Path, i.Size)
+	fmt.Fprintf(w, "capacity %s (%s → %s), at the IP layer (IP and UDP headers counted), %d-byte packets\n",
+		i.Path, i.From, i.To, i.Size)
 	bounds := fmt.Sprintf("[%.2f, %.2f]", mbit(c.Lower), mbit(c.Upper))
 	if c.Upper == 0 {
 		bounds = fmt.Sprintf("[%.2f, unknown]", mbit(c.Lower))

@@ -20,6 +20,22 @@ import (
 	"gonum.org/v1/plot/vg/vgsvg"
 )
 
+// CheckPlotPath says, before a measurement, whether its plots can go to
+// path: a directory for echo's several plots, else a .png or .svg file.
+func CheckPlotPath(path string, dir bool) error {
+	ext := strings.ToLower(filepath.Ext(path))
+	isFile := ext == ".png" || ext == ".svg"
+	switch {
+	case path == "":
+		return nil
+	case dir && isFile:
+		return fmt.Errorf("--plot %s: echo draws several plots; give a directory", path)
+	case !dir && !isFile:
+		return fmt.Errorf("--plot %s: want a .png or .svg file", path)
+	}
+	return nil
+}
+
 // PlotCapacity draws the histogram of the dispersion samples (Phase I, or
 // the preliminary trains) and of the Phase II tail rates, with every mode
 // marked and the chosen one in red, to a .png or .svg file.
@@ -32,7 +48,7 @@ func PlotCapacity(path string, i CapacityInfo, c estimator.Capacity) error {
 		return fmt.Errorf("plot %s: no samples to draw", path)
 	}
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("capacity %s -> %s: %.2f Mbit/s (%s)", i.From, i.To, mbit(c.Estimate), c.Verdict)
+	p.Title.Text = fmt.Sprintf("capacity %s → %s: %.2f Mbit/s (%s)", i.From, i.To, mbit(c.Estimate), c.Verdict)
 	p.X.Label.Text = "rate, Mbit/s at the IP layer"
 	p.Y.Label.Text = "samples"
 
@@ -116,6 +132,9 @@ func vline(p *plot.Plot, x float64, clr color.Color, label string) error {
 // rtt-cdf.svg, the CDF of the kernel RTT, a line per measurement (at most
 // twelve: the first ones).
 func PlotEcho(dir string, info EchoInfo, points []EchoMeasurement, rows []echoRow) error {
+	if err := CheckPlotPath(dir, true); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("plot: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -123,12 +124,12 @@ func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
 		what = fmt.Sprintf("%d bytes", p.Bytes)
 	}
 	if r.PerfOnly {
-		fmt.Fprintf(w, "quic to perf server %s: %d streams, %s, %s, writes of %d B; QUIC %s, GSO client %s\n", o.Agent, p.Streams,
-			p.Direction, what, p.WriteSize, r.Version, onOff(r.Client.GSO))
+		fmt.Fprintf(w, "quic %s (perf server %s): %d streams, %s, writes of %d B; QUIC %s, GSO client %s\n",
+			strings.ReplaceAll(pathOf(p.Direction), "agent", "server"), o.Agent, p.Streams, what, p.WriteSize, r.Version, onOff(r.Client.GSO))
 		fmt.Fprintf(w, "%s\n", perfOnlyNote)
 	} else {
-		fmt.Fprintf(w, "quic to %s: %d streams, %s, %s, writes of %d B; QUIC %s, GSO client %s agent %s\n", o.Agent, p.Streams,
-			p.Direction, what, p.WriteSize, r.Version, onOff(r.Client.GSO), onOff(r.Agent.GSO))
+		fmt.Fprintf(w, "quic %s (agent %s): %d streams, %s, writes of %d B; QUIC %s, GSO client %s agent %s\n",
+			pathOf(p.Direction), o.Agent, p.Streams, what, p.WriteSize, r.Version, onOff(r.Client.GSO), onOff(r.Agent.GSO))
 	}
 	for i, h := range r.Handshakes {
 		kind := "full handshake"
@@ -308,9 +309,10 @@ func PlotQUIC(path string, r *probe.QUICResult, o QUICOptions) error {
 			seriesOf(f.name+" in flight", ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.InFlight) / 1e3 }))
 		rtt = append(rtt, seriesOf(f.name, ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.RTT) / 1e3 }))
 	}
-	title := fmt.Sprintf("quic to %s: %d streams, %s", o.Agent, r.Params.Streams, r.Params.Direction)
+	title := fmt.Sprintf("quic %s (agent %s): %d streams", pathOf(r.Params.Direction), o.Agent, r.Params.Streams)
 	if r.PerfOnly {
-		title = fmt.Sprintf("quic to perf server %s: %d streams, %s; the client's side only", o.Agent, r.Params.Streams, r.Params.Direction)
+		title = fmt.Sprintf("quic %s (perf server %s): %d streams; the client's side only",
+			strings.ReplaceAll(pathOf(r.Params.Direction), "agent", "server"), o.Agent, r.Params.Streams)
 	}
 	return drawPanels(path, title, []panel{{"rate, Mbit/s", rate}, {"KB", cwnd}, {"smoothed RTT, µs", rtt}})
 }
@@ -387,7 +389,7 @@ func TCPBesideQUIC(w io.Writer, t *probe.TCPResult, q *probe.QUICResult, to TCPO
 	if p.Bytes > 0 {
 		what = fmt.Sprintf("%d bytes", p.Bytes)
 	}
-	fmt.Fprintf(w, "tcp beside quic to %s: %d streams, %s, %s, one after the other\n", to.Agent, p.Streams, p.Direction, what)
+	fmt.Fprintf(w, "tcp beside quic %s (agent %s): %d streams, %s, one after the other\n", pathOf(p.Direction), to.Agent, p.Streams, what)
 	_, tside := sender(t)
 	tivs := estimator.TCPIntervals(tside.Streams, to.Every)
 	flows := quicFlows(q)
@@ -457,7 +459,7 @@ func plotBoth(path string, t *probe.TCPResult, q *probe.QUICResult, agent string
 		}
 		return series{"tcp", pts}
 	}
-	return drawPanels(path, fmt.Sprintf("tcp and quic to %s: %d streams, %s", agent, t.Params.Streams, t.Params.Direction), []panel{
+	return drawPanels(path, fmt.Sprintf("tcp and quic %s (agent %s): %d streams", pathOf(t.Params.Direction), agent, t.Params.Streams), []panel{
 		{"rate, Mbit/s", []series{tcpSeries(func(iv estimator.TCPInterval) float64 { return iv.Rate / 1e6 }),
 			seriesOf("quic", qivs, func(iv estimator.QUICInterval) float64 { return iv.Rate / 1e6 })}},
 		{"RTT, µs", []series{tcpSeries(func(iv estimator.TCPInterval) float64 { return float64(iv.RTT) / 1e3 }),

@@ -48,7 +48,7 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 	if p.Bytes > 0 {
 		what = fmt.Sprintf("%d bytes", p.Bytes)
 	}
-	fmt.Fprintf(w, "tcp to %s: %d streams, %s, %s, writes of %d B", o.Agent, p.Streams, p.Direction, what, p.WriteSize)
+	fmt.Fprintf(w, "tcp %s (agent %s): %d streams, %s, writes of %d B", pathOf(p.Direction), o.Agent, p.Streams, what, p.WriteSize)
 	if len(p.SockOpts) > 0 {
 		fmt.Fprintf(w, ", %s", strings.Join(p.SockOpts, " "))
 	}
@@ -174,7 +174,7 @@ func PlotTCP(path string, r *probe.TCPResult, o TCPOptions) error {
 		p.Y.Label.Text = pn.title
 		p.X.Label.Text = "time, s"
 		if i == 0 {
-			p.Title.Text = fmt.Sprintf("tcp to %s: %d streams, %s", o.Agent, r.Params.Streams, r.Params.Direction)
+			p.Title.Text = fmt.Sprintf("tcp %s (agent %s): %d streams", pathOf(r.Params.Direction), o.Agent, r.Params.Streams)
 		}
 		l, err := plotter.NewLine(pts)
 		if err != nil {

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// Every flag of probe measure says which modes it applies to, and the
+// table holds no flag that does not exist.
+func TestMeasureFlagTable(t *testing.T) {
+	seen := map[string]bool{}
+	for _, f := range measureCommand().Flags {
+		name := f.Names()[0]
+		seen[name] = true
+		if _, ok := measureFlagModes[name]; !ok {
+			t.Errorf("--%s is not in measureFlagModes", name)
+		}
+	}
+	for name := range measureFlagModes {
+		if !seen[name] {
+			t.Errorf("measureFlagModes lists --%s, which probe measure lacks", name)
+		}
+	}
+}
+
+// A flag that does nothing in the chosen mode, and a malformed value, are
+// one line each, before anything is measured.
+func TestMeasureRefusesFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--mode", "tcp", "-w", "x.msgpack"}, "-w/--write does not apply to --mode tcp (it is for echo, capacity)"},
+		{[]string{"--mode", "tcp", "--csv"}, "--csv does not apply to --mode tcp"},
+		{[]string{"-R"}, "-R/--reverse does not apply to --mode echo"},
+		{[]string{"--mode", "capacity", "-P", "2"}, "-P/--parallel does not apply to --mode capacity (it is for tcp, quic)"},
+		{[]string{"--mode", "tcp,quic", "-f", "%be"}, "-f/--format does not apply to --mode tcp,quic"},
+		{[]string{"--mode", "tcp,capacity"}, "only tcp and quic run together"},
+		{[]string{"--mode", "tcp", "-t", "2"}, `invalid value "2" for -t: a duration wants a unit, did you mean 2s?`},
+		{[]string{"--plot", "x.png"}, "echo draws several plots; give a directory"},
+		{[]string{"--mode", "tcp", "--plot", "x"}, "want a .png or .svg file"},
+		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
+	} {
+		out, stderr, code := run(t, exec.Command(probeBin, append([]string{"measure", "-h", "127.0.0.1:1", "--ebpf", "off"}, tc.args...)...))
+		if code != 1 || out != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want one line with %q", tc.args, code, out, stderr, tc.want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, code := run(t, exec.Command(probeBin, "-V"))
+	for _, want := range []string{"probe ", "commit ", "go1.", "kernel ", "BTF ", "TCX ", "netem "} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("probe -V: exit %d, lacks %q:\n%s", code, want, out)
+		}
+	}
+}
+
+// probe help CMD works for every command, and the man page names them all.
+func TestHelpAndMan(t *testing.T) {
+	man, _, code := run(t, exec.Command(probeBin, "man"))
+	if code != 0 || !strings.HasPrefix(man, ".nh\n.TH probe 1") {
+		t.Fatalf("probe man: exit %d\n%.200s", code, man)
+	}
+	for _, c := range app().Commands {
+		out, stderr, code := run(t, exec.Command(probeBin, "help", c.Name))
+		if code != 0 || !strings.Contains(out, "probe "+c.Name) {
+			t.Errorf("probe help %s: exit %d %s\n%s", c.Name, code, stderr, out)
+		}
+		if !c.Hidden && !strings.Contains(man, c.Name) {
+			t.Errorf("man page lacks %s", c.Name)
+		}
+	}
+}
