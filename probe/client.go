@@ -38,6 +38,7 @@ type Client struct {
 	conn   net.Conn
 	fc     *frameConn
 	limits Limits
+	agent  HostInfo
 	host   string // as the user named the agent, for TLS names
 }
 
@@ -105,7 +106,7 @@ func (c *Client) handshake() error {
 	if ch.AuthRequired && !hmac.Equal(m.Welcome.MAC, agentMAC(c.cfg.Key, ch.Nonce, nonce)) {
 		return errors.New("the agent failed to prove it knows the key")
 	}
-	c.limits = m.Welcome.Limits
+	c.limits, c.agent = m.Welcome.Limits, m.Welcome.Host
 	return nil
 }
 
@@ -150,6 +151,9 @@ func agentSide[S, T any](c *Client, kind string, frame func(*Message) (S, bool),
 
 // Limits are the agent's per-session limits.
 func (c *Client) Limits() Limits { return c.limits }
+
+// AgentHost is what the agent said about itself.
+func (c *Client) AgentHost() HostInfo { return c.agent }
 
 // AgentAddr is the agent's address on the control connection.
 func (c *Client) AgentAddr() netip.Addr {

@@ -112,8 +112,9 @@ type Auth struct {
 // Welcome ends the handshake (agent -> client); with a key, MAC proves the
 // agent knows it too.
 type Welcome struct {
-	MAC    []byte `msgpack:"mac,omitempty"`
-	Limits Limits `msgpack:"limits"`
+	MAC    []byte   `msgpack:"mac,omitempty"`
+	Limits Limits   `msgpack:"limits"`
+	Host   HostInfo `msgpack:"host"` // for reports; zero from older agents
 }
 
 // Limits bound what one session may ask of the agent.

@@ -230,7 +230,7 @@ func (s *Server) handshake(fc *frameConn) error {
 	if m.Auth == nil {
 		return refusal("protocol", "expected auth, got %s", m.kind())
 	}
-	w := &Welcome{Limits: s.cfg.Limits}
+	w := &Welcome{Limits: s.cfg.Limits, Host: LocalHost(s.cfg.Stamper != nil)}
 	if auth {
 		if len(m.Auth.MAC) == 0 {
 			return refusal("auth", "authentication required: this agent has a key, give it with --key-file")

@@ -51,11 +51,35 @@ var cases = []benchCase{
 	{name: "htb", rate: 20e6, htb: true, shaper: true},
 }
 
+// result is what the table reads of an estimate, rates in Mbit/s.
 type result struct {
-	Estimate, Sustained, Lower, Upper float64
-	Verdict                           string  `json:"verdict"`
-	Duration                          float64 `json:"duration_s"`
-	Source                            string  `json:"ts_source"`
+	Estimate, Sustained float64
+	Verdict             string
+	Duration            float64
+	Source              string
+}
+
+// readResult reads probe's capacity JSON (rates in bit/s, null where not
+// measured).
+func readResult(b []byte) (result, error) {
+	var doc struct {
+		Result struct {
+			Estimate  float64  `json:"estimate_bps"`
+			Sustained *float64 `json:"sustained_bps"`
+			Verdict   string   `json:"verdict"`
+			Duration  float64  `json:"duration_s"`
+			Source    string   `json:"ts_source"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return result{}, err
+	}
+	r := doc.Result
+	out := result{Estimate: r.Estimate / 1e6, Verdict: r.Verdict, Duration: r.Duration, Source: r.Source}
+	if r.Sustained != nil {
+		out.Sustained = *r.Sustained / 1e6
+	}
+	return out, nil
 }
 
 func main() {
@@ -190,13 +214,14 @@ func run(c benchCase, probeBin, estimateBin, dir string) (string, bool, error) {
 	if err := measure.Wait(); err != nil {
 		return "", false, fmt.Errorf("measure: %v: %s", err, strings.TrimSpace(errb.String()))
 	}
-	var e, u result
-	if err := json.Unmarshal(out.Bytes(), &e); err != nil {
+	e, err := readResult(out.Bytes())
+	if err != nil {
 		return "", false, fmt.Errorf("measure output: %v", err)
 	}
+	var u result
 	userOut, err := exec.Command(estimateBin, "-r", dumpPath, "--json", "--ts-source", "user").Output()
 	if err == nil {
-		err = json.Unmarshal(userOut, &u)
+		u, err = readResult(userOut)
 	}
 	if err != nil {
 		u.Verdict = "no estimate"

@@ -35,18 +35,20 @@ const loopback = "127.0.0.1"
 // echoResult holds the fields of probe measure --mode echo --json that the
 // bounds read.
 type echoResult struct {
-	Sent              int     `json:"sent"`
-	Received          int     `json:"received"`
-	Lost              int     `json:"lost"`
-	LostThere         int     `json:"lost_there"`
-	LostBack          int     `json:"lost_back"`
-	AgentSocketDrops  uint64  `json:"agent_socket_drops"`
-	AgentLimited      uint64  `json:"agent_limited"`
-	ClientSocketDrops uint64  `json:"client_socket_drops"`
-	RTT               rtt     `json:"rtt"`
-	UserRTT           rtt     `json:"user_rtt"`
-	TimePerFrameUs    float64 `json:"time_per_frame_us"`
-	Schedule          *struct {
+	Sent              int    `json:"sent"`
+	Received          int    `json:"received"`
+	Lost              int    `json:"lost"`
+	LostThere         int    `json:"lost_there"`
+	LostBack          int    `json:"lost_back"`
+	AgentSocketDrops  uint64 `json:"agent_socket_drops"`
+	AgentLimited      uint64 `json:"agent_limited"`
+	ClientSocketDrops uint64 `json:"client_socket_drops"`
+	RTT               rtt    `json:"rtt"`
+	UserRTT           rtt    `json:"user_rtt"`
+	Rates             struct {
+		TimePerFrameUs float64 `json:"time_per_frame_us"`
+	} `json:"rates"`
+	Schedule *struct {
 		Sends  int     `json:"sends"`
 		ErrPct float64 `json:"error_pct"`
 		Missed int     `json:"missed"`
@@ -218,15 +220,15 @@ func (b *bench) zeroWait(ctx context.Context) []row {
 	fmt.Fprintln(os.Stderr, "bench: zero wait, 200000 probes...")
 	res, perr := b.measure(ctx, 60*time.Second, "-n", "200000", "-i", "0", "-l", "64")
 	var pps float64
-	if perr == nil && res.TimePerFrameUs <= 0 {
+	if perr == nil && res.Rates.TimePerFrameUs <= 0 {
 		perr = errors.New("probe reported no time per frame")
 	}
 	if perr != nil {
 		rate.probe, loss.probe = "error", "error"
 		rate.note, loss.note = "probe: "+perr.Error(), "probe: "+perr.Error()
 	} else {
-		pps = 1e6 / res.TimePerFrameUs
-		rate.probe = fmt.Sprintf("%.0f (%.2f µs/frame)", pps, res.TimePerFrameUs)
+		pps = 1e6 / res.Rates.TimePerFrameUs
+		rate.probe = fmt.Sprintf("%.0f (%.2f µs/frame)", pps, res.Rates.TimePerFrameUs)
 		there := min(uint64(res.LostThere), res.AgentSocketDrops+res.AgentLimited)
 		back := min(uint64(res.LostBack), res.ClientSocketDrops)
 		unexplained := res.Lost - int(there+back)
@@ -261,9 +263,13 @@ func (b *bench) measure(ctx context.Context, limit time.Duration, args ...string
 	if err != nil {
 		return res, err
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return res, fmt.Errorf("read probe measure output: %w", err)
+	var doc struct {
+		Measurements []echoResult `json:"measurements"`
 	}
+	if err := json.Unmarshal(out, &doc); err != nil || len(doc.Measurements) != 1 {
+		return res, fmt.Errorf("read probe measure output: %v, %d measurements", err, len(doc.Measurements))
+	}
+	res = doc.Measurements[0]
 	if res.Error != "" {
 		return res, fmt.Errorf("probe measure: %s", res.Error)
 	}

@@ -66,6 +66,58 @@ type result struct {
 	AgentSide side `json:"agent_side"`
 }
 
+// docSide is a side as probe's tcp and quic JSON give it (end.client,
+// end.agent); tcp's lacks the QUIC figures.
+type docSide struct {
+	BytesSent     uint64   `json:"bytes_sent"`
+	BytesReceived uint64   `json:"bytes_received"`
+	SendBps       float64  `json:"send_bps"`
+	ReceiveBps    float64  `json:"receive_bps"`
+	ElapsedS      float64  `json:"elapsed_s"`
+	CPUUserS      float64  `json:"cpu_user_s"`
+	CPUSystemS    float64  `json:"cpu_system_s"`
+	StreamErrors  int      `json:"stream_errors"`
+	GSO           bool     `json:"gso"`
+	RcvBuf        int      `json:"udp_rcvbuf_bytes"`
+	SndBuf        int      `json:"udp_sndbuf_bytes"`
+	Warnings      []string `json:"warnings"`
+	Conn          []struct {
+		BytesSent   uint64 `json:"bytes_sent"`
+		PacketsSent uint64 `json:"packets_sent"`
+		PacketsLost uint64 `json:"packets_lost"`
+	} `json:"conn"`
+}
+
+func (d *docSide) side() side {
+	if d == nil {
+		return side{}
+	}
+	s := side{UserCPU: secs(d.CPUUserS), SysCPU: secs(d.CPUSystemS), Elapsed: secs(d.ElapsedS), GSO: d.GSO, Warnings: d.Warnings}
+	s.Buffers.Rcv, s.Buffers.Snd = d.RcvBuf, d.SndBuf
+	for _, c := range d.Conn {
+		s.Conn = append(s.Conn, struct{ BytesSent, PacketsSent, PacketsLost uint64 }{c.BytesSent, c.PacketsSent, c.PacketsLost})
+	}
+	s.Totals.Sent, s.Totals.Received, s.Totals.SendRate, s.Totals.RecvRate, s.Totals.Errors =
+		d.BytesSent, d.BytesReceived, d.SendBps, d.ReceiveBps, d.StreamErrors
+	return s
+}
+
+func secs(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// readResult reads probe's tcp or quic JSON.
+func readResult(b []byte) (result, error) {
+	var doc struct {
+		End struct {
+			Client *docSide `json:"client"`
+			Agent  *docSide `json:"agent"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return result{}, err
+	}
+	return result{Client: doc.End.Client.side(), AgentSide: doc.End.Agent.side()}, nil
+}
+
 // rate is the client's receive rate of a download, bit/s.
 func (r result) rate() float64 { return r.Client.Totals.RecvRate }
 
@@ -295,7 +347,7 @@ func (b *bench) measure(ctx context.Context, client harness.Host, addr netip.Add
 	if err != nil {
 		return res, err
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
+	if res, err = readResult(out); err != nil {
 		return res, fmt.Errorf("read probe measure output: %w", err)
 	}
 	if n := res.Client.Totals.Errors + res.AgentSide.Totals.Errors; n > 0 {

@@ -64,6 +64,46 @@ type side struct {
 	} `json:"totals"`
 }
 
+// docSide is a side as probe's tcp JSON gives it (end.client, end.agent).
+type docSide struct {
+	BytesSent     uint64  `json:"bytes_sent"`
+	BytesReceived uint64  `json:"bytes_received"`
+	SendBps       float64 `json:"send_bps"`
+	ReceiveBps    float64 `json:"receive_bps"`
+	ElapsedS      float64 `json:"elapsed_s"`
+	Retransmits   uint32  `json:"retransmits"`
+	StreamErrors  int     `json:"stream_errors"`
+	Streams       []struct {
+		Error *string `json:"error"`
+	} `json:"streams"`
+}
+
+func (d docSide) side() side {
+	s := side{Elapsed: time.Duration(d.ElapsedS * float64(time.Second))}
+	for _, st := range d.Streams {
+		e := ""
+		if st.Error != nil {
+			e = *st.Error
+		}
+		s.Streams = append(s.Streams, struct{ Err string }{e})
+	}
+	s.Totals.Sent, s.Totals.Received, s.Totals.SendRate, s.Totals.RecvRate, s.Totals.Retrans, s.Totals.Errors =
+		d.BytesSent, d.BytesReceived, d.SendBps, d.ReceiveBps, d.Retransmits, d.StreamErrors
+	return s
+}
+
+// readResult reads probe's tcp JSON.
+func readResult(b []byte) (tcpResult, error) {
+	var doc struct {
+		End struct {
+			Client docSide `json:"client"`
+			Agent  docSide `json:"agent"`
+		} `json:"end"`
+	}
+	err := json.Unmarshal(b, &doc)
+	return tcpResult{Client: doc.End.Client.side(), AgentSide: doc.End.Agent.side()}, err
+}
+
 func (s side) firstErr() string {
 	for _, st := range s.Streams {
 		if st.Err != "" {
@@ -369,7 +409,7 @@ func (b *bench) measure(ctx context.Context, p *place, limit time.Duration, args
 	var res tcpResult
 	out, err := b.run(ctx, p.client, limit, b.probeBin, args...)
 	// A failed run may still print its JSON; keep what it says.
-	jerr := json.Unmarshal(out, &res)
+	res, jerr := readResult(out)
 	if err != nil {
 		return res, err
 	}

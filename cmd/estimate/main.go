@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
+	"time"
 
 	"github.com/probe-dev/probe/cmd/internal/report"
 	"github.com/probe-dev/probe/collector/dump"
@@ -41,7 +43,7 @@ func app() *cli.App {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			&cli.BoolFlag{Name: "csv", Usage: "echo: print CSV, a row per measurement"},
 			&cli.Float64Flag{Name: "bin-width", Aliases: []string{"b"}, Usage: "capacity: histogram bin width, Mbit/s (default: from the preliminary trains)"},
-			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "capacity: print through this format: " + report.FormatTokens},
+			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "capacity: print through this format: " + strings.ReplaceAll(report.FormatTokens, "\n", " ")},
 			&cli.StringFlag{Name: "plot", Usage: "capacity: draw the dispersion histogram to this .png or .svg; echo: draw plots into this directory"},
 		},
 		Action: estimate,
@@ -118,9 +120,16 @@ func estimate(c *cli.Context) error {
 		} else if c.Bool("csv") {
 			format = "csv"
 		}
-		return report.Echo(os.Stdout, report.EchoInfoFromMeta(h.Meta), points, src, format, c.String("plot"))
+		info := report.EchoInfoFromMeta(h.Meta)
+		if info.Start.Time == "" {
+			info.Start.Time = h.Created.UTC().Format(time.RFC3339Nano)
+		}
+		return report.Echo(os.Stdout, info, points, src, format, c.String("plot"))
 	case "capacity":
 		info := report.CapacityInfoFromMeta(h.Meta)
+		if info.Start.Time == "" {
+			info.Start.Time = h.Created.UTC().Format(time.RFC3339Nano)
+		}
 		if end == nil {
 			fmt.Fprintf(os.Stderr, "estimate: %s: the run was cut short (no closing record); estimating from its %d trains\n", path, len(trains))
 		} else {

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"github.com/probe-dev/probe/cmd/internal/report"
 	"math"
 	"net"
 	"os"
@@ -162,6 +163,30 @@ func parseJSON(t *testing.T, s string) map[string]any {
 	return m
 }
 
+// decode holds a measurement's JSON to docs/json.md, then decodes it into
+// its documented struct, which must know every key.
+func decode[T any](t *testing.T, out string) T {
+	t.Helper()
+	md, err := os.ReadFile("../../docs/json.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := report.ParseSchema(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckDoc([]byte(out)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var v T
+	d := json.NewDecoder(strings.NewReader(out))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&v); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	return v
+}
+
 // num is the number at path in a JSON object.
 func num(m map[string]any, path ...string) float64 {
 	var v any = m
@@ -194,15 +219,18 @@ func TestEchoAcrossTestbed(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
-	m := parseJSON(t, out)
-	rtt, user := m["rtt"].(map[string]any), m["user_rtt"].(map[string]any)
-	if m["received"] != 100.0 || rtt["source"] != "ebpf" || rtt["n"] != 100.0 {
+	m := decode[report.EchoDoc](t, out).Measurements[0]
+	rtt, user := m.RTT, m.UserRTT
+	if m.Received != 100 || rtt == nil || user == nil || rtt.Source != "ebpf" || rtt.N != 100 {
 		t.Fatalf("want 100 replies timed with eBPF on both ends, got %s", out)
+	}
+	if rtt.P99Us == nil || rtt.P999Us != nil {
+		t.Fatalf("n=100 gives a p99 and no p99.9: %s", out)
 	}
 	// Kernel RTT leaves out both hosts' stacks above TC and the agent's
 	// turnaround: it must be positive and below the user-space RTT.
-	if min, med := rtt["min_us"].(float64), rtt["median_us"].(float64); min <= 0 || med > user["median_us"].(float64) {
-		t.Fatalf("kernel rtt min %v median %v, user median %v", min, med, user["median_us"])
+	if rtt.MinUs <= 0 || rtt.MedianUs > user.MedianUs {
+		t.Fatalf("kernel rtt min %v median %v, user median %v", rtt.MinUs, rtt.MedianUs, user.MedianUs)
 	}
 
 	// The dump reproduces the report exactly, and re-runs with another source.
@@ -211,7 +239,7 @@ func TestEchoAcrossTestbed(t *testing.T) {
 		t.Fatalf("estimate -r: exit %d %s\ngot  %s\nwant %s", code, stderr, again, out)
 	}
 	sw, _, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json", "--ts-source", "sw"))
-	if code != 0 || parseJSON(t, sw)["rtt"].(map[string]any)["source"] != "sw" {
+	if code != 0 || decode[report.EchoDoc](t, sw).Measurements[0].RTT.Source != "sw" {
 		t.Fatalf("estimate --ts-source sw: exit %d %s", code, sw)
 	}
 
@@ -281,16 +309,16 @@ func TestInterruptKeepsResults(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("measure after Ctrl-C: %v\n%s", err, errb.String())
 	}
-	m := parseJSON(t, out.String())
-	sent := m["sent"].(float64)
-	if sent < 100 || sent >= 10000 || m["received"].(float64) < sent-1 {
+	m := decode[report.EchoDoc](t, out.String()).Measurements[0]
+	sent := m.Sent
+	if sent < 100 || sent >= 10000 || m.Received < sent-1 {
 		t.Fatalf("after 0.5 s of 1 ms probes: %s", out.String())
 	}
 	if !strings.Contains(errb.String(), "interrupted after") {
 		t.Fatalf("no word of the interruption: %s", errb.String())
 	}
 	again, _, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json"))
-	if code != 0 || parseJSON(t, again)["sent"] != sent {
+	if code != 0 || decode[report.EchoDoc](t, again).Measurements[0].Sent != sent {
 		t.Fatalf("dump after Ctrl-C: exit %d, %s", code, again)
 	}
 }
@@ -302,19 +330,19 @@ func TestCapacityAcrossTestbed(t *testing.T) {
 	const rate = 20e6
 	tb, _ := testbedWithAgent(t, "cap", 0)
 	dumpPath := filepath.Join(t.TempDir(), "cap.msgpack")
-	out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "--json", "-w", dumpPath)
+	out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "-R", "--json", "-w", dumpPath)
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
-	m := parseJSON(t, out)
+	m := decode[report.CapacityDoc](t, out).Result
 	truth := rate * 1500 / 1514 / 1e6
-	est := m["estimate"].(float64)
-	t.Logf("estimate %.3f Mbit/s (truth %.3f, %+.2f %%), sustained %.3f, verdict %v, %v s, source %v",
-		est, truth, 100*(est-truth)/truth, m["sustained"], m["verdict"], m["duration_s"], m["ts_source"])
-	if math.Abs(est-truth)/truth > 0.02 || m["ts_source"] != "ebpf" {
-		t.Fatalf("estimate %.3f Mbit/s from %v, want %.3f ± 2 %% from ebpf", est, m["ts_source"], truth)
+	est := m.EstimateBps / 1e6
+	t.Logf("estimate %.3f Mbit/s (truth %.3f, %+.2f %%), sustained %v, verdict %v, %v s, source %v",
+		est, truth, 100*(est-truth)/truth, m.SustainedBps, m.Verdict, m.DurationS, m.TSSource)
+	if math.Abs(est-truth)/truth > 0.02 || m.TSSource != "ebpf" {
+		t.Fatalf("estimate %.3f Mbit/s from %v, want %.3f ± 2 %% from ebpf", est, m.TSSource, truth)
 	}
-	if d := m["duration_s"].(float64); d > 20 {
+	if d := m.DurationS; d > 20 {
 		t.Fatalf("took %.1f s, want ≤ 20 s", d)
 	}
 
@@ -323,9 +351,9 @@ func TestCapacityAcrossTestbed(t *testing.T) {
 		t.Fatalf("estimate -r: exit %d %s\ngot  %s\nwant %s", code, stderr, again, out)
 	}
 	wide, _, code := run(t, exec.Command(estimateBin, "-r", dumpPath, "--json", "-b", "0.5", "--ts-source", "sw"))
-	w := parseJSON(t, wide)
-	if code != 0 || w["bin_width"] != 0.5 || w["ts_source"] != "sw" {
-		t.Fatalf("estimate -b 0.5 --ts-source sw: exit %d, bin width %v, source %v", code, w["bin_width"], w["ts_source"])
+	w := decode[report.CapacityDoc](t, wide).Result
+	if code != 0 || w.BinWidthBps != 0.5e6 || w.TSSource != "sw" {
+		t.Fatalf("estimate -b 0.5 --ts-source sw: exit %d, bin width %v, source %v", code, w.BinWidthBps, w.TSSource)
 	}
 
 	// A dump cut in half still gives an estimate, and says it was cut.
@@ -389,7 +417,7 @@ func measureFrom(t *testing.T, tb *testbed.Testbed, args ...string) (string, str
 // measureReceived runs measureFrom with args, which ask for --json, and
 // returns its JSON and the bytes and packets that the agent's interface
 // received meanwhile.
-func measureReceived(t *testing.T, tb *testbed.Testbed, args ...string) (m map[string]any, rxBytes, rxPackets uint64) {
+func measureReceived(t *testing.T, tb *testbed.Testbed, args ...string) (out string, rxBytes, rxPackets uint64) {
 	t.Helper()
 	b0, p0, err := tb.A.RxCounters()
 	if err != nil {
@@ -400,7 +428,7 @@ func measureReceived(t *testing.T, tb *testbed.Testbed, args ...string) (m map[s
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
 	b1, p1, _ := tb.A.RxCounters()
-	return parseJSON(t, out), b1 - b0, p1 - p0
+	return out, b1 - b0, p1 - p0
 }
 
 // A queue of three frames drops most of every ten-packet train: the run
@@ -456,18 +484,21 @@ func TestCapacityProgressAndInterrupt(t *testing.T) {
 func TestCapacityPhaseOneFitsOverhead(t *testing.T) {
 	tb, _ := testbedWithAgent(t, "p1", 0)
 	plot := filepath.Join(t.TempDir(), "hist.svg")
-	out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "--all-phases", "--json", "--plot", plot)
+	out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "-R", "--all-phases", "--json", "--plot", plot)
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
-	m := parseJSON(t, out)
+	m := decode[report.CapacityDoc](t, out).Result
 	truth := 20e6 * 1500 / 1514 / 1e6
-	est, o := m["estimate"].(float64), m["link_overhead_bytes"].(float64)
-	t.Logf("estimate %.3f (%+.2f %%), overhead %.1f B, samples %v, %v s", est, 100*(est-truth)/truth, o, m["samples"], m["duration_s"])
-	if math.Abs(est-truth)/truth > 0.02 || math.Abs(o-14) > 10 || m["samples"].(float64) < 200 {
-		t.Fatalf("estimate %.3f Mbit/s, overhead %.1f B from %v samples; want %.3f ± 2 %% and 14 ± 10 B", est, o, m["samples"], truth)
+	est, o := m.EstimateBps/1e6, -1.0
+	if m.LinkOverheadBytes != nil {
+		o = *m.LinkOverheadBytes
 	}
-	if d := m["duration_s"].(float64); d > 20 {
+	t.Logf("estimate %.3f (%+.2f %%), overhead %.1f B, samples %v, %v s", est, 100*(est-truth)/truth, o, m.Samples, m.DurationS)
+	if math.Abs(est-truth)/truth > 0.02 || math.Abs(o-14) > 10 || m.Samples < 200 {
+		t.Fatalf("estimate %.3f Mbit/s, overhead %.1f B from %v samples; want %.3f ± 2 %% and 14 ± 10 B", est, o, m.Samples, truth)
+	}
+	if d := m.DurationS; d > 20 {
 		t.Fatalf("took %.1f s, want ≤ 20 s at 20 Mbit/s", d)
 	}
 	if svg, err := os.ReadFile(plot); err != nil || !bytes.Contains(svg, []byte("<svg")) {
@@ -495,9 +526,9 @@ func TestEchoLossMatchesQdiscDrops(t *testing.T) {
 	}
 	dropsA1, _ := tb.QdiscDrops(tb.A)
 	dropsB1, _ := tb.QdiscDrops(tb.B)
-	m := parseJSON(t, out)
-	there, back := int(m["lost_there"].(float64)), int(m["lost_back"].(float64))
-	clientDrops := int(m["client_socket_drops"].(float64))
+	m := decode[report.EchoDoc](t, out).Measurements[0]
+	there, back := m.LostThere, m.LostBack
+	clientDrops := int(m.ClientSocketDrops)
 	t.Logf("lost there %d (b's qdisc dropped %d), back %d (a's qdisc dropped %d, client socket %d)",
 		there, dropsB1-dropsB0, back, dropsA1-dropsA0, clientDrops)
 	if there == 0 || there != int(dropsB1-dropsB0) || back != int(dropsA1-dropsA0)+clientDrops {
@@ -547,8 +578,18 @@ func TestEchoSweep(t *testing.T) {
 // the receiver's interface carried, less headers, within 1 %.
 func TestTCPAcrossTestbed(t *testing.T) {
 	tb, _ := testbedWithAgent(t, "tcp", 0)
-	m, rxBytes, rxPackets := measureReceived(t, tb, "--mode", "tcp", "-P", "2", "-t", "4s", "--json")
-	sent, got, rate := num(m, "client", "totals", "Sent"), num(m, "agent_side", "totals", "Received"), num(m, "agent_side", "totals", "RecvRate")
+	out, rxBytes, rxPackets := measureReceived(t, tb, "--mode", "tcp", "-P", "2", "-t", "4s", "--json")
+	m := decode[report.TCPDoc](t, out)
+	sent, got, rate := float64(m.End.Client.BytesSent), float64(m.End.Agent.BytesReceived), m.End.ReceivedBps
+	for _, iv := range m.Intervals {
+		// Rates are the receiver's: none can exceed the link.
+		if iv.Bps > 20e6*1.02 || len(iv.StreamsBps) != 2 {
+			t.Errorf("interval %+v above the 20 Mbit/s link, or not per stream", iv)
+		}
+	}
+	if m.RatesFrom != "agent" {
+		t.Errorf("rates from %q, want the receiver's", m.RatesFrom)
+	}
 	// Every segment on the veth (offloads off) carries 14 + 20 + 32 bytes of
 	// Ethernet, IP and TCP (with timestamps) headers; pure ACKs do not come
 	// this way, the handshake's few packets are in the tolerance.

@@ -80,12 +80,12 @@ func steps[T int | time.Duration](name string, from, to, step T) ([]T, error) {
 	return out, nil
 }
 
-func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source) error {
+func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source, start report.Start) error {
 	params, err := echoSweep(c)
 	if err != nil {
 		return err
 	}
-	info := report.EchoInfo{Agent: cl.AgentAddr().String(), Count: params[0].Count, Size: params[0].Size, Interval: params[0].Interval}
+	info := report.EchoInfo{Start: start, Agent: cl.AgentAddr().String(), Count: params[0].Count, Size: params[0].Size, Interval: params[0].Interval}
 	var w *dump.Writer
 	if path := c.String("write"); path != "" {
 		f, err := os.Create(path)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,7 +56,7 @@ func measureCommand() *cli.Command {
 			&cli.IntFlag{Name: "ip-size", Value: 1500, Usage: "full-size packets, IP bytes"},
 			&cli.IntFlag{Name: "max-train", Value: 50, Usage: "longest train to try"},
 			&cli.Float64Flag{Name: "bin-width", Aliases: []string{"b"}, Usage: "histogram bin width, Mbit/s (default: from the preliminary trains)"},
-			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "print through this format: " + report.FormatTokens},
+			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "print through this format: " + strings.ReplaceAll(report.FormatTokens, "\n", " ")},
 			&cli.StringFlag{Name: "plot", Usage: "capacity: the histogram, .png/.svg; echo: a directory of plots; tcp, quic: rates, cwnd and RTT over time, .png/.svg"},
 		}, append(tcpFlags(), quicFlags()...)...), measureFlagModes),
 		Action: measure,
@@ -106,20 +107,21 @@ func measure(c *cli.Context) error {
 		return err
 	}
 	defer cl.Close()
+	start := startOf(cl, ts != nil)
 	switch mode {
 	case modeCapacity:
-		return measureCapacity(ctx, c, cl, src)
+		return measureCapacity(ctx, c, cl, src, start)
 	case modeTCP:
-		return measureTCP(ctx, c, cl)
+		return measureTCP(ctx, c, cl, start)
 	case modeQUIC:
-		return measureQUIC(ctx, c, cl)
+		return measureQUIC(ctx, c, cl, start)
 	case modeTCP | modeQUIC:
-		return measureTCPQUIC(ctx, c, cl)
+		return measureTCPQUIC(ctx, c, cl, start)
 	}
-	return measureEcho(ctx, c, cl, src)
+	return measureEcho(ctx, c, cl, src, start)
 }
 
-func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source) error {
+func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source, start report.Start) error {
 	cfg := probe.CapacityConfig{
 		// -R is iperf3's: the agent sends. probe's own Reverse is the
 		// other way round, from the agent's trains.
@@ -127,7 +129,7 @@ func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src 
 		Size: c.Int("ip-size"), MaxTrain: c.Int("max-train"), Source: src,
 	}
 	here := cl.LocalAddr().String()
-	info := report.CapacityInfo{From: cl.AgentAddr().String(), To: here, Path: report.AgentToClient, Size: cfg.Size, Quick: cfg.Quick}
+	info := report.CapacityInfo{Start: start, From: cl.AgentAddr().String(), To: here, Path: report.AgentToClient, Size: cfg.Size, Quick: cfg.Quick}
 	if cfg.Reverse {
 		info.From, info.To, info.Path = here, cl.AgentAddr().String(), report.ClientToAgent
 	}

@@ -82,7 +82,7 @@ func quicTest(c *cli.Context) (probe.QUICParams, probe.QUICTrust, error) {
 	return p, trust, err
 }
 
-func measureQUIC(ctx context.Context, c *cli.Context, cl *probe.Client) error {
+func measureQUIC(ctx context.Context, c *cli.Context, cl *probe.Client, start report.Start) error {
 	quicQuiet()
 	p, trust, err := quicTest(c)
 	if err != nil {
@@ -92,14 +92,14 @@ func measureQUIC(ctx context.Context, c *cli.Context, cl *probe.Client) error {
 	if err != nil {
 		return err
 	}
-	return printQUIC(ctx, c, res, cl.AgentAddr().String())
+	return printQUIC(ctx, c, res, cl.AgentAddr().String(), start)
 }
 
-func printQUIC(ctx context.Context, c *cli.Context, res *probe.QUICResult, peer string) error {
+func printQUIC(ctx context.Context, c *cli.Context, res *probe.QUICResult, peer string, start report.Start) error {
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "probe: interrupted; reporting what was measured")
 	}
-	return report.QUIC(os.Stdout, res, report.QUICOptions{Agent: peer, Every: c.Duration("report"),
+	return report.QUIC(os.Stdout, res, report.QUICOptions{Start: start, Agent: peer, Every: c.Duration("report"),
 		JSON: c.Bool("json"), Plot: c.String("plot")})
 }
 
@@ -132,16 +132,17 @@ func measurePerf(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	server := c.String("perf-server")
+	start := startOf(nil, false)
 	res, err := probe.PerfQUIC(ctx, probe.PerfConfig{Server: server, Params: p, Trust: trust})
 	if err != nil {
 		return err
 	}
-	return printQUIC(ctx, c, res, server)
+	return printQUIC(ctx, c, res, server, start)
 }
 
 // measureTCPQUIC runs the TCP test, then the QUIC test of the same
 // parameters, on the same control connection, and prints them side by side.
-func measureTCPQUIC(ctx context.Context, c *cli.Context, cl *probe.Client) error {
+func measureTCPQUIC(ctx context.Context, c *cli.Context, cl *probe.Client, start report.Start) error {
 	quicQuiet()
 	tp, _, err := tcpParams(c)
 	if err != nil {
@@ -171,6 +172,6 @@ func measureTCPQUIC(ctx context.Context, c *cli.Context, cl *probe.Client) error
 	}
 	agent := cl.AgentAddr().String()
 	return report.TCPBesideQUIC(os.Stdout, tres, qres,
-		report.TCPOptions{Agent: agent, Every: c.Duration("report"), JSON: c.Bool("json"), Plot: c.String("plot")},
-		report.QUICOptions{Agent: agent, Every: c.Duration("report"), JSON: c.Bool("json")})
+		report.TCPOptions{Start: start, Agent: agent, Every: c.Duration("report"), JSON: c.Bool("json"), Plot: c.String("plot")},
+		report.QUICOptions{Start: start, Agent: agent, Every: c.Duration("report"), JSON: c.Bool("json")})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/probe-dev/probe/cmd/internal/report"
 	"math"
 	"os"
 	"path/filepath"
@@ -19,18 +20,20 @@ func TestQUICCLI(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
-	m := parseJSON(t, out)
-	cs, as := num(m, "client", "totals", "Sent"), num(m, "agent_side", "totals", "Received")
-	ar, cr := num(m, "agent_side", "totals", "Sent"), num(m, "client", "totals", "Received")
+	m := decode[report.QUICDoc](t, out)
+	cs, as := m.End.Client.BytesSent, m.End.Agent.BytesReceived
+	ar, cr := m.End.Agent.BytesSent, m.End.Client.BytesReceived
 	if cs != total || as != total || ar != total || cr != total {
 		t.Fatalf("client sent %v, agent received %v; agent sent %v, client received %v; want %d each", cs, as, ar, cr, total)
 	}
-	hs := m["handshakes"].([]any)
-	if len(hs) != 2 || !hs[1].(map[string]any)["Used0RTT"].(bool) {
+	if hs := m.Handshakes; len(hs) != 2 || !hs[1].Used0RTT {
 		t.Errorf("handshakes %v", hs)
 	}
-	if num(m, "datagram_rtt_idle", "Echoed") != 20 {
-		t.Errorf("idle pings %v", m["datagram_rtt_idle"])
+	if m.PingsIdle == nil || m.PingsIdle.Echoed != 20 {
+		t.Errorf("idle pings %v", m.PingsIdle)
+	}
+	if len(m.Flows) != 2 || m.Flows[0].RatesFrom != "agent" || m.Flows[1].RatesFrom != "client" {
+		t.Errorf("flows %+v: want each direction's rates from its receiver", m.Flows)
 	}
 
 	plot := filepath.Join(t.TempDir(), "q.png")
@@ -39,7 +42,7 @@ func TestQUICCLI(t *testing.T) {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
 	for _, want := range []string{"full handshake:", "resumed, request in 0-RTT:", "datagram RTT idle: 20 of 20 echoed",
-		"down: intervals from the agent's", "srtt µs", "s/GB"} {
+		"quic agent → client", "down: rate from the client's stream counters, loss, RTT and cwnd from the agent's", "srtt µs", "s/GB"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text output lacks %q:\n%s", want, out)
 		}
@@ -65,8 +68,8 @@ func TestTCPBesideQUIC(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
-	m := parseJSON(t, out)
-	if num(m, "tcp", "agent_side", "totals", "Received") != 4<<20 || num(m, "quic", "agent_side", "totals", "Received") != 4<<20 {
+	m := decode[report.TCPQUICDoc](t, out)
+	if m.TCP.End.Agent.BytesReceived != 4<<20 || m.QUIC.End.Agent.BytesReceived != 4<<20 {
 		t.Fatalf("tcp or quic did not move 4 MiB: %v", out)
 	}
 }
@@ -104,11 +107,12 @@ func TestQUICRefusals(t *testing.T) {
 // receiving interface's counters say the same.
 func TestQUICAcrossTestbed(t *testing.T) {
 	tb, _ := testbedWithAgent(t, "quic", 0)
-	m, rxBytes, rxPackets := measureReceived(t, tb, "--mode", "quic", "-t", "4s", "--json", "--ping-interval", "0")
-	sent, got, rate := num(m, "client", "totals", "Sent"), num(m, "agent_side", "totals", "Received"), num(m, "receive_rate")
-	conn := m["client"].(map[string]any)["Conn"].([]any)
-	last := conn[len(conn)-1].(map[string]any)
-	ipSize := last["BytesSent"].(float64)/last["PacketsSent"].(float64) + 8 + 20
+	out, rxBytes, rxPackets := measureReceived(t, tb, "--mode", "quic", "-t", "4s", "--json", "--ping-interval", "0")
+	m := decode[report.QUICDoc](t, out)
+	sent, got, rate := float64(m.End.Client.BytesSent), float64(m.End.Agent.BytesReceived), m.End.ReceivedBps
+	conn := m.End.Client.Conn
+	last := conn[len(conn)-1]
+	ipSize := float64(last.BytesSent)/float64(last.PacketsSent) + 8 + 20
 	wireSize := float64(rxBytes)/float64(rxPackets) - 14
 	o := estimator.QUICOverhead{IP: 20, UDP: 8, ShortHeader: 1 + 4 + 2, StreamHeader: 1 + 1 + 4, AEADTag: 16}
 	truth := estimator.QUICGoodput(20e6, int(math.Round(ipSize)), 14, o)

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"github.com/probe-dev/probe/cmd/internal/report"
 	"net"
 	"os"
 	"os/exec"
@@ -69,20 +70,18 @@ func TestQUICPerfServerCLI(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("%v: exit %d\n%s", tc.args, code, stderr)
 		}
-		m := parseJSON(t, out)
-		if s, r := num(m, "client", "totals", "Sent"), num(m, "client", "totals", "Received"); s != tc.sent || r != tc.received {
+		m := decode[report.QUICDoc](t, out)
+		if s, r := float64(m.End.Client.BytesSent), float64(m.End.Client.BytesReceived); s != tc.sent || r != tc.received {
 			t.Errorf("%v: client sent %v, received %v; want %v and %v", tc.args, s, r, tc.sent, tc.received)
 		}
-		if num(m, "client", "totals", "Errors") != 0 || m["perf_server"] != addr || !strings.Contains(fmt.Sprint(m["note"]), "the server's side is unknown") {
-			t.Errorf("%v: errors %v, perf_server %v, note %v", tc.args, num(m, "client", "totals", "Errors"), m["perf_server"], m["note"])
+		if m.End.Client.StreamErrors != 0 || m.Params.PerfServer == nil || *m.Params.PerfServer != addr || m.Note == nil ||
+			!strings.Contains(*m.Note, "the server's side is unknown") {
+			t.Errorf("%v: errors %v, perf_server %v, note %v", tc.args, m.End.Client.StreamErrors, m.Params.PerfServer, m.Note)
 		}
-		for _, absent := range []string{"agent_side", "agent", "datagram_rtt_idle", "datagram_rtt_loaded"} {
-			if _, ok := m[absent]; ok {
-				t.Errorf("%v: %q in the JSON of a perf-only test", tc.args, absent)
-			}
+		if m.End.Agent != nil || m.Params.Agent != nil || m.PingsIdle != nil || m.PingsLoaded != nil || m.Start.Agent != nil {
+			t.Errorf("%v: an agent or pings in the JSON of a perf-only test: %s", tc.args, out)
 		}
-		hs := m["handshakes"].([]any)
-		if len(hs) != 2 || !hs[1].(map[string]any)["Used0RTT"].(bool) {
+		if hs := m.Handshakes; len(hs) != 2 || !hs[1].Used0RTT {
 			t.Errorf("%v: handshakes %v", tc.args, hs)
 		}
 	}
@@ -93,7 +92,7 @@ func TestQUICPerfServerCLI(t *testing.T) {
 		t.Fatalf("by time: exit %d\n%s", code, stderr)
 	}
 	for _, want := range []string{"quic server → client (perf server " + addr + ")", "the server's side is unknown", "no datagram pings",
-		"resumed, request in 0-RTT:", "down: intervals from the client's stream counters and connection statistics (the receiver's",
+		"resumed, request in 0-RTT:", "down: rate from the client's stream counters, loss, RTT and cwnd from the client's connection statistics (the receiver's",
 		"srtt µs", "server unknown"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text output lacks %q:\n%s", want, out)

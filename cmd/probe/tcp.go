@@ -52,7 +52,7 @@ func parseBytes(s string) (int64, error) {
 	return n * mult, nil
 }
 
-func measureTCP(ctx context.Context, c *cli.Context, cl *probe.Client) error {
+func measureTCP(ctx context.Context, c *cli.Context, cl *probe.Client, start report.Start) error {
 	p, fields, err := tcpParams(c)
 	if err != nil {
 		return err
@@ -67,7 +67,7 @@ func measureTCP(ctx context.Context, c *cli.Context, cl *probe.Client) error {
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "probe: interrupted; reporting what was measured")
 	}
-	return report.TCP(os.Stdout, res, report.TCPOptions{Agent: cl.AgentAddr().String(), Every: c.Duration("report"),
+	return report.TCP(os.Stdout, res, report.TCPOptions{Start: start, Agent: cl.AgentAddr().String(), Every: c.Duration("report"),
 		Fields: fields, JSON: c.Bool("json"), Plot: c.String("plot")})
 }
 

@@ -1,7 +1,6 @@
 package report
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -36,25 +35,26 @@ func pathOf(dir string) string {
 
 // CapacityInfo says what was measured.
 type CapacityInfo struct {
-	From, To    string        `json:"-"`
-	Path        string        `json:"path"` // AgentToClient or ClientToAgent
-	Size        int           `json:"size"` // full-size packets, IP bytes
-	Quick       bool          `json:"quick"`
-	Duration    time.Duration `json:"-"`
-	Interrupted bool          `json:"interrupted,omitempty"`
+	Start       Start
+	From, To    string
+	Path        string // AgentToClient or ClientToAgent
+	Size        int    // full-size packets, IP bytes
+	Quick       bool
+	Duration    time.Duration
+	Interrupted bool
 }
 
 // Meta stores info in a dump header.
 func (i CapacityInfo) Meta() map[string]string {
 	return map[string]string{
 		"from": i.From, "to": i.To, "path": i.Path, "size": strconv.Itoa(i.Size),
-		"quick": strconv.FormatBool(i.Quick), "duration": i.Duration.String(),
+		"quick": strconv.FormatBool(i.Quick), "duration": i.Duration.String(), "start": startMeta(i.Start),
 	}
 }
 
 // CapacityInfoFromMeta reads what Meta stored.
 func CapacityInfoFromMeta(m map[string]string) CapacityInfo {
-	i := CapacityInfo{From: m["from"], To: m["to"], Path: m["path"]}
+	i := CapacityInfo{From: m["from"], To: m["to"], Path: pathFromMeta(m["path"]), Start: startFromMeta(m)}
 	i.Size, _ = strconv.Atoi(m["size"])
 	i.Quick, _ = strconv.ParseBool(m["quick"])
 	i.Duration, _ = time.ParseDuration(m["duration"])
@@ -129,60 +129,99 @@ func discarded(m map[string]int) string {
 	return ", discarded " + strings.Join(parts, ", ")
 }
 
-type modeJSON struct {
-	Value, Low, High float64
-	Count            int
-	Kurtosis, Merit  float64
+// CapacityDoc is the JSON document of a capacity measurement.
+type CapacityDoc struct {
+	Schema string             `json:"schema"`
+	Start  Start              `json:"start"`
+	Params CapacityParamsJSON `json:"params"`
+	Result CapacityResultJSON `json:"result"`
 }
 
-// CapacityJSON prints a capacity estimate as one JSON object, rates in Mbit/s.
-func CapacityJSON(w io.Writer, i CapacityInfo, c estimator.Capacity) error {
-	modes := make([]modeJSON, len(c.Modes))
+// CapacityParamsJSON is what was asked.
+type CapacityParamsJSON struct {
+	Path        string `json:"path"` // AgentToClient or ClientToAgent
+	From        string `json:"from"`
+	To          string `json:"to"`
+	IPSizeBytes int    `json:"ip_size_bytes"`
+	Quick       bool   `json:"quick"`
+}
+
+// CapacityResultJSON is the estimate; rates are bit/s at the IP layer, and
+// a figure the run could not give is null.
+type CapacityResultJSON struct {
+	EstimateBps       float64        `json:"estimate_bps"`
+	LowerBps          float64        `json:"lower_bps"`
+	UpperBps          *float64       `json:"upper_bps"`
+	SustainedBps      *float64       `json:"sustained_bps"`
+	PeakBps           *float64       `json:"peak_bps"`
+	Verdict           string         `json:"verdict"`
+	VerdictCode       int            `json:"verdict_code"`
+	SenderLimited     bool           `json:"sender_limited"`
+	BinWidthBps       float64        `json:"bin_width_bps"`
+	PrelimMeanBps     float64        `json:"prelim_mean_bps"`
+	PrelimStdBps      float64        `json:"prelim_std_bps"`
+	Modes             []ModeJSON     `json:"modes"`
+	LinkOverheadBytes *float64       `json:"link_overhead_bytes"`
+	TSSource          string         `json:"ts_source"`
+	NoiseFloorUs      float64        `json:"noise_floor_us"`
+	MinDispersionUs   float64        `json:"min_dispersion_us"`
+	KernelToUserUs    *float64       `json:"kernel_to_user_us"`
+	Trains            int            `json:"trains"`
+	Samples           int            `json:"samples"`
+	Discarded         map[string]int `json:"discarded"`
+	DurationS         float64        `json:"duration_s"`
+	Interrupted       bool           `json:"interrupted"`
+}
+
+// ModeJSON is one mode of the dispersion histogram.
+type ModeJSON struct {
+	ValueBps float64 `json:"value_bps"`
+	LowBps   float64 `json:"low_bps"`
+	HighBps  float64 `json:"high_bps"`
+	Samples  int     `json:"samples"`
+	Kurtosis float64 `json:"kurtosis"`
+	Merit    float64 `json:"merit"`
+	Chosen   bool    `json:"chosen"`
+}
+
+// CapacityDocument builds the JSON document of an estimate.
+func CapacityDocument(i CapacityInfo, c estimator.Capacity) CapacityDoc {
+	modes := make([]ModeJSON, len(c.Modes))
 	for k, m := range c.Modes {
-		modes[k] = modeJSON{mbit(m.Value), mbit(m.Low), mbit(m.High), m.Count, m.Kurtosis, m.Merit}
+		modes[k] = ModeJSON{m.Value, m.Low, m.High, m.Count, m.Kurtosis, m.Merit, k == c.Chosen}
 	}
-	out := struct {
-		CapacityInfo
-		From         string         `json:"from"`
-		To           string         `json:"to"`
-		DurationS    float64        `json:"duration_s"`
-		Unit         string         `json:"unit"`
-		Estimate     float64        `json:"estimate"`
-		Lower        float64        `json:"lower"`
-		Upper        float64        `json:"upper"`
-		Sustained    float64        `json:"sustained"`
-		Peak         float64        `json:"peak"`
-		BinWidth     float64        `json:"bin_width"`
-		Verdict      string         `json:"verdict"`
-		SenderLimit  bool           `json:"sender_limited,omitempty"`
-		PrelimMean   float64        `json:"prelim_mean"`
-		PrelimStd    float64        `json:"prelim_std"`
-		Modes        []modeJSON     `json:"modes"`
-		Chosen       int            `json:"chosen"`
-		Overhead     float64        `json:"link_overhead_bytes"`
-		Source       string         `json:"ts_source"`
-		NoiseFloor   float64        `json:"noise_floor_us"`
-		MinDisp      float64        `json:"min_dispersion_us"`
-		KernelToUser float64        `json:"kernel_to_user_us"`
-		Trains       int            `json:"trains"`
-		Samples      int            `json:"samples"`
-		Discarded    map[string]int `json:"discarded"`
-	}{
-		i, i.From, i.To, i.Duration.Seconds(), "Mbit/s at the IP layer",
-		mbit(c.Estimate), mbit(c.Lower), mbit(c.Upper), mbit(c.Sustained), mbit(c.Peak), mbit(c.BinWidth),
-		c.Verdict.String(), c.SenderLimited, mbit(c.PrelimMean), mbit(c.PrelimStd), modes, c.Chosen, c.Overhead, c.Source.String(),
-		usf(c.NoiseFloor), usf(c.MinDispersion), usf(c.KernelToUser), c.Trains, c.Samples, c.Discarded,
+	disc := map[string]int{}
+	for k, v := range c.Discarded {
+		disc[k] = v
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return CapacityDoc{
+		Schema: SchemaCapacity,
+		Start:  i.Start,
+		Params: CapacityParamsJSON{Path: i.Path, From: i.From, To: i.To, IPSizeBytes: i.Size, Quick: i.Quick},
+		Result: CapacityResultJSON{
+			EstimateBps: c.Estimate, LowerBps: c.Lower, UpperBps: orNull(c.Upper, c.Upper > 0),
+			SustainedBps: orNull(c.Sustained, c.Sustained > 0), PeakBps: orNull(c.Peak, c.Peak > 0),
+			Verdict: c.Verdict.String(), VerdictCode: int(c.Verdict), SenderLimited: c.SenderLimited, BinWidthBps: c.BinWidth,
+			PrelimMeanBps: c.PrelimMean, PrelimStdBps: c.PrelimStd, Modes: modes,
+			LinkOverheadBytes: orNull(c.Overhead, c.Overhead > 0), TSSource: c.Source.String(),
+			NoiseFloorUs: micros(c.NoiseFloor), MinDispersionUs: micros(c.MinDispersion),
+			KernelToUserUs: orNull(micros(c.KernelToUser), c.KernelToUser > 0),
+			Trains:         c.Trains, Samples: c.Samples, Discarded: disc,
+			DurationS: seconds(i.Duration), Interrupted: i.Interrupted,
+		},
+	}
+}
+
+// CapacityJSON prints a capacity estimate as one JSON document.
+func CapacityJSON(w io.Writer, i CapacityInfo, c estimator.Capacity) error {
+	return writeDoc(w, CapacityDocument(i, c))
 }
 
 func usf(d time.Duration) float64 { return float64(d) / 1e3 }
 
 // FormatTokens lists the -f tokens: loco's, and probe's own.
 const FormatTokens = `%be estimate, %bl lower bound, %bu upper bound, %bw bin width, %bs sustained rate,
-%bp peak rate, %pm/%ps preliminary mean/std (all Mbit/s at the IP layer); %am verdict number,
+%bp peak rate ("-" where not measured), %pm/%ps preliminary mean/std (all Mbit/s at the IP layer); %am verdict number,
 %AM verdict text; %pd minimum dispersion, %ul kernel-to-user latency, %nf noise floor (µs);
 %ts timestamp source; %lo link overhead (B); %du duration (s); %nt trains used; %%; \n \t`
 
@@ -190,24 +229,34 @@ const FormatTokens = `%be estimate, %bl lower bound, %bu upper bound, %bw bin wi
 var formatTokens = map[string]func(CapacityInfo, estimator.Capacity) string{
 	"be": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.Estimate)) },
 	"bl": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.Lower)) },
-	"bu": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.Upper)) },
+	"bu": func(_ CapacityInfo, c estimator.Capacity) string { return f2or(mbit(c.Upper), c.Upper > 0) },
 	"bw": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.BinWidth)) },
-	"bs": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.Sustained)) },
-	"bp": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.Peak)) },
+	"bs": func(_ CapacityInfo, c estimator.Capacity) string { return f2or(mbit(c.Sustained), c.Sustained > 0) },
+	"bp": func(_ CapacityInfo, c estimator.Capacity) string { return f2or(mbit(c.Peak), c.Peak > 0) },
 	"pm": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.PrelimMean)) },
 	"ps": func(_ CapacityInfo, c estimator.Capacity) string { return f2(mbit(c.PrelimStd)) },
 	"am": func(_ CapacityInfo, c estimator.Capacity) string { return strconv.Itoa(int(c.Verdict)) },
 	"AM": func(_ CapacityInfo, c estimator.Capacity) string { return c.Verdict.String() },
 	"pd": func(_ CapacityInfo, c estimator.Capacity) string { return f2(usf(c.MinDispersion)) },
-	"ul": func(_ CapacityInfo, c estimator.Capacity) string { return f2(usf(c.KernelToUser)) },
+	"ul": func(_ CapacityInfo, c estimator.Capacity) string {
+		return f2or(usf(c.KernelToUser), c.KernelToUser > 0)
+	},
 	"nf": func(_ CapacityInfo, c estimator.Capacity) string { return f2(usf(c.NoiseFloor)) },
 	"ts": func(_ CapacityInfo, c estimator.Capacity) string { return c.Source.String() },
-	"lo": func(_ CapacityInfo, c estimator.Capacity) string { return f2(c.Overhead) },
+	"lo": func(_ CapacityInfo, c estimator.Capacity) string { return f2or(c.Overhead, c.Overhead > 0) },
 	"du": func(i CapacityInfo, _ estimator.Capacity) string { return f2(i.Duration.Seconds()) },
 	"nt": func(_ CapacityInfo, c estimator.Capacity) string { return strconv.Itoa(c.Trains) },
 }
 
 func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+
+// f2or is f2 of a figure the run may not have given: "-" then, not 0.00.
+func f2or(v float64, ok bool) string {
+	if !ok {
+		return "-"
+	}
+	return f2(v)
+}
 
 // CapacityFormat prints c through a loco-style format string.
 func CapacityFormat(w io.Writer, format string, i CapacityInfo, c estimator.Capacity) error {

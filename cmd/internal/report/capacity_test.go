@@ -26,7 +26,7 @@ func TestCapacityFormatTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "19.82 19.70 19.90 0.10 19.80 0.00|19.82 0.05|" +
+	want := "19.82 19.70 19.90 0.10 19.80 -|19.82 0.05|" +
 		string(rune('0'+int(estimator.VerdictEasyPath))) + " easy path|605.60 14.00 2.50|ebpf 14.00 3.50 45 100%\n"
 	if b.String() != want {
 		t.Fatalf("got  %q\nwant %q", b.String(), want)

@@ -4,7 +4,6 @@ package report
 
 import (
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,22 +17,24 @@ import (
 
 // EchoInfo says what was measured.
 type EchoInfo struct {
-	Agent    string        `json:"agent"`
-	Count    int           `json:"count"`
-	Size     int           `json:"size"` // UDP payload bytes
-	Interval time.Duration `json:"interval_ns"`
+	Start    Start
+	Agent    string
+	Count    int
+	Size     int // UDP payload bytes
+	Interval time.Duration
 }
 
 // Meta stores info in a dump header.
 func (i EchoInfo) Meta() map[string]string {
 	return map[string]string{
 		"agent": i.Agent, "count": fmt.Sprint(i.Count), "size": fmt.Sprint(i.Size), "interval": i.Interval.String(),
+		"start": startMeta(i.Start),
 	}
 }
 
 // EchoInfoFromMeta reads what Meta stored; missing fields stay zero.
 func EchoInfoFromMeta(m map[string]string) EchoInfo {
-	i := EchoInfo{Agent: m["agent"]}
+	i := EchoInfo{Agent: m["agent"], Start: startFromMeta(m)}
 	fmt.Sscan(m["count"], &i.Count)
 	fmt.Sscan(m["size"], &i.Size)
 	i.Interval, _ = time.ParseDuration(m["interval"])
@@ -187,68 +188,116 @@ func echoPointText(w io.Writer, info EchoInfo, r echoRow) {
 	}
 }
 
-type rttJSON struct {
-	Source   string  `json:"source"`
-	N        int     `json:"n"`
-	MinUs    float64 `json:"min_us"`
-	MedianUs float64 `json:"median_us"`
-	MeanUs   float64 `json:"mean_us"`
-	P90Us    float64 `json:"p90_us"`
-	P99Us    float64 `json:"p99_us"`
-	P999Us   float64 `json:"p999_us"`
-	MaxUs    float64 `json:"max_us"`
-	StddevUs float64 `json:"stddev_us"`
+// Percentiles need samples to stand on: nearest rank gives the p99 of
+// fewer than 100 values as one of the few largest, which says little. A
+// percentile of fewer samples than these is not printed (null in JSON).
+const (
+	minN90  = 10
+	minN99  = 100
+	minN999 = 1000
+)
+
+// RTTJSON is an RTT distribution in µs; percentiles are null where n is too
+// small for them, and the whole object null when nothing was measured.
+type RTTJSON struct {
+	Source   string   `json:"source"`
+	N        int      `json:"n"`
+	MinUs    float64  `json:"min_us"`
+	MedianUs float64  `json:"median_us"`
+	MeanUs   float64  `json:"mean_us"`
+	P90Us    *float64 `json:"p90_us"`
+	P99Us    *float64 `json:"p99_us"`
+	P999Us   *float64 `json:"p999_us"`
+	MaxUs    float64  `json:"max_us"`
+	StddevUs *float64 `json:"stddev_us"` // null for n < 2
 }
 
-func rttOf(r estimator.RTT) rttJSON {
-	return rttJSON{r.Source(), r.N, usf(r.Min), usf(r.Median), usf(r.Mean), usf(r.P90), usf(r.P99), usf(r.P999), usf(r.Max), usf(r.Stddev)}
+func rttOf(r estimator.RTT) *RTTJSON {
+	if r.N == 0 {
+		return nil
+	}
+	return &RTTJSON{r.Source(), r.N, usf(r.Min), usf(r.Median), usf(r.Mean),
+		orNull(usf(r.P90), r.N >= minN90), orNull(usf(r.P99), r.N >= minN99), orNull(usf(r.P999), r.N >= minN999),
+		usf(r.Max), orNull(usf(r.Stddev), r.N >= 2)}
 }
 
-type variationJSON struct {
-	N        int     `json:"n"`
-	JitterUs float64 `json:"jitter_us"`
-	PDV50Us  float64 `json:"pdv_p50_us"`
-	PDV99Us  float64 `json:"pdv_p99_us"`
-	PDVMaxUs float64 `json:"pdv_max_us"`
+// VariationJSON is the delay variation of one view, µs.
+type VariationJSON struct {
+	N        int      `json:"n"`
+	JitterUs float64  `json:"jitter_us"`
+	PDV50Us  float64  `json:"pdv_p50_us"`
+	PDV99Us  *float64 `json:"pdv_p99_us"`
+	PDVMaxUs float64  `json:"pdv_max_us"`
 }
 
-func variationOf(v estimator.Variation) variationJSON {
-	return variationJSON{v.N, usf(v.Jitter), usf(v.PDV50), usf(v.PDV99), usf(v.PDVMax)}
+func variationOf(v estimator.Variation) *VariationJSON {
+	if v.N == 0 {
+		return nil
+	}
+	return &VariationJSON{v.N, usf(v.Jitter), usf(v.PDV50), orNull(usf(v.PDV99), v.N >= minN99), usf(v.PDVMax)}
 }
 
-// echoPointJSON is one measurement in JSON; for a single measurement its
-// fields are the top level, as before sweeps.
-type echoPointJSON struct {
-	Size              int                `json:"size"`
-	WaitUs            float64            `json:"wait_us"`
-	Sent              int                `json:"sent"`
-	Received          int                `json:"received"`
-	Lost              int                `json:"lost"`
-	LostThere         int                `json:"lost_there"`
-	LostBack          int                `json:"lost_back"`
-	AgentSocketDrops  uint64             `json:"agent_socket_drops"`
-	ClientSocketDrops uint64             `json:"client_socket_drops"`
-	AgentLimited      int                `json:"agent_limited"`
-	AgentDuplicates   int                `json:"agent_duplicates"`
-	Duplicates        int                `json:"duplicates"`
-	CorruptedThere    int                `json:"corrupted_there"`
-	CorruptedBack     int                `json:"corrupted_back"`
-	Unstamped         int                `json:"unstamped"`
-	RTT               rttJSON            `json:"rtt"`
-	UserRTT           rttJSON            `json:"user_rtt"`
-	There             variationJSON      `json:"there"`
-	Back              variationJSON      `json:"back"`
-	RoundTrip         variationJSON      `json:"round_trip"`
-	ReorderThere      estimator.Reorder  `json:"reorder_there"`
-	ReorderRoundTrip  estimator.Reorder  `json:"reorder_round_trip"`
-	Rates             map[string]float64 `json:"rates_bps"`
-	RateSource        string             `json:"rate_source"`
-	TimePerFrameUs    float64            `json:"time_per_frame_us"`
-	Schedule          *scheduleJSON      `json:"schedule,omitempty"`
-	Error             string             `json:"error,omitempty"`
+// ReorderJSON is RFC 4737 reordering of one view.
+type ReorderJSON struct {
+	N          int     `json:"n"`
+	Count      int     `json:"count"`
+	Ratio      float64 `json:"ratio"`
+	MaxExtent  int     `json:"max_extent"`
+	MeanExtent float64 `json:"mean_extent"`
 }
 
-type scheduleJSON struct {
+func reorderOf(r estimator.Reorder) ReorderJSON {
+	return ReorderJSON{r.N, r.Count, r.Ratio, r.MaxExtent, r.MeanExtent}
+}
+
+// EchoRatesJSON are the rates of one measurement, bit/s, both taken at the
+// client: the send rate from its transmit stamps, the receive rate from
+// its receive stamps of the replies. A rate not measured is null.
+type EchoRatesJSON struct {
+	Source            string   `json:"source"`
+	SendPayloadBps    *float64 `json:"send_payload_bps"`
+	SendIPBps         *float64 `json:"send_ip_bps"`
+	ReceivePayloadBps *float64 `json:"receive_payload_bps"`
+	ReceiveIPBps      *float64 `json:"receive_ip_bps"`
+	TimePerFrameUs    *float64 `json:"time_per_frame_us"`
+}
+
+// EchoPointJSON is one measurement of an echo run.
+type EchoPointJSON struct {
+	Index             int            `json:"index"`
+	SizeBytes         int            `json:"size_bytes"` // UDP payload
+	WaitUs            float64        `json:"wait_us"`
+	Count             int            `json:"count"`
+	GSO               bool           `json:"gso"`
+	Sent              int            `json:"sent"`
+	Received          int            `json:"received"`
+	Lost              int            `json:"lost"`
+	LostThere         int            `json:"lost_there"`
+	LostBack          int            `json:"lost_back"`
+	AgentSocketDrops  uint64         `json:"agent_socket_drops"`
+	ClientSocketDrops uint64         `json:"client_socket_drops"`
+	AgentLimited      int            `json:"agent_limited"`
+	AgentDuplicates   int            `json:"agent_duplicates"`
+	ExplainedThere    int            `json:"explained_there"`
+	ExplainedBack     int            `json:"explained_back"`
+	Duplicates        int            `json:"duplicates"`
+	CorruptedThere    int            `json:"corrupted_there"`
+	CorruptedBack     int            `json:"corrupted_back"`
+	Unstamped         int            `json:"unstamped"`
+	RTT               *RTTJSON       `json:"rtt"`
+	UserRTT           *RTTJSON       `json:"user_rtt"`
+	There             *VariationJSON `json:"there"`
+	Back              *VariationJSON `json:"back"`
+	RoundTrip         *VariationJSON `json:"round_trip"`
+	ReorderThere      ReorderJSON    `json:"reorder_there"`
+	ReorderRoundTrip  ReorderJSON    `json:"reorder_round_trip"`
+	Rates             EchoRatesJSON  `json:"rates"`
+	Schedule          *ScheduleJSON  `json:"schedule"` // null unless paced
+	Error             *string        `json:"error"`
+}
+
+// ScheduleJSON is how well a paced sender kept its schedule.
+type ScheduleJSON struct {
 	Sends     int     `json:"sends"`
 	MeanErrUs float64 `json:"mean_error_us"`
 	MaxErrUs  float64 `json:"max_error_us"`
@@ -256,41 +305,62 @@ type scheduleJSON struct {
 	Missed    int     `json:"missed"`
 }
 
-func pointJSON(r echoRow) echoPointJSON {
+// EchoParamsJSON is what an echo run asked for first (a sweep's points
+// each say their own size and wait).
+type EchoParamsJSON struct {
+	Agent     string  `json:"agent"`
+	Count     int     `json:"count"`
+	SizeBytes int     `json:"size_bytes"`
+	WaitUs    float64 `json:"wait_us"`
+}
+
+// EchoDoc is the JSON document of an echo run: one measurement or a sweep,
+// the same shape.
+type EchoDoc struct {
+	Schema       string          `json:"schema"`
+	Start        Start           `json:"start"`
+	Params       EchoParamsJSON  `json:"params"`
+	Measurements []EchoPointJSON `json:"measurements"`
+}
+
+func pointJSON(r echoRow) EchoPointJSON {
 	s := r.Stats
-	out := echoPointJSON{
-		Size: r.Point.Size, WaitUs: usf(r.Point.Wait), Sent: s.Sent, Received: s.Received, Lost: s.Lost(),
-		LostThere: s.LostThere, LostBack: s.LostBack, AgentSocketDrops: s.AgentSocketDrops, ClientSocketDrops: s.ClientSocketDrops, AgentLimited: s.AgentLimited, AgentDuplicates: s.AgentDuplicates,
+	out := EchoPointJSON{
+		Index: r.Point.Index, SizeBytes: r.Point.Size, WaitUs: usf(r.Point.Wait), Count: r.Point.Count, GSO: s.GSO,
+		Sent: s.Sent, Received: s.Received, Lost: s.Lost(),
+		LostThere: s.LostThere, LostBack: s.LostBack, AgentSocketDrops: s.AgentSocketDrops, ClientSocketDrops: s.ClientSocketDrops,
+		AgentLimited: s.AgentLimited, AgentDuplicates: s.AgentDuplicates, ExplainedThere: s.ExplainedThere, ExplainedBack: s.ExplainedBack,
 		Duplicates: s.Duplicates, CorruptedThere: s.CorruptedThere, CorruptedBack: s.CorruptedBack, Unstamped: s.Unstamped,
 		RTT: rttOf(s.Kernel), UserRTT: rttOf(s.User),
 		There: variationOf(s.There), Back: variationOf(s.Back), RoundTrip: variationOf(s.RoundTrip),
-		ReorderThere: s.ReorderThere, ReorderRoundTrip: s.ReorderRoundTrip,
-		Rates:      map[string]float64{"send_payload": s.SendRate, "recv_payload": s.RecvRate, "send_ip": s.SendRateIP, "recv_ip": s.RecvRateIP},
-		RateSource: s.RateSource.String(), TimePerFrameUs: usf(s.TimePerFrame), Error: r.Err,
+		ReorderThere: reorderOf(s.ReorderThere), ReorderRoundTrip: reorderOf(s.ReorderRoundTrip),
+		Rates: EchoRatesJSON{Source: s.RateSource.String(),
+			SendPayloadBps: orNull(s.SendRate, s.SendRate > 0), SendIPBps: orNull(s.SendRateIP, s.SendRateIP > 0),
+			ReceivePayloadBps: orNull(s.RecvRate, s.RecvRate > 0), ReceiveIPBps: orNull(s.RecvRateIP, s.RecvRateIP > 0),
+			TimePerFrameUs: orNull(usf(s.TimePerFrame), s.TimePerFrame > 0)},
+	}
+	if r.Err != "" {
+		out.Error = &r.Err
 	}
 	if s.ScheduledSends > 0 {
-		out.Schedule = &scheduleJSON{s.ScheduledSends, usf(s.ScheduleMeanErr), usf(s.ScheduleMaxErr), s.ScheduleErrPct, s.Missed}
+		out.Schedule = &ScheduleJSON{s.ScheduledSends, usf(s.ScheduleMeanErr), usf(s.ScheduleMaxErr), s.ScheduleErrPct, s.Missed}
 	}
 	return out
 }
 
-func echoJSON(w io.Writer, info EchoInfo, rows []echoRow) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if len(rows) == 1 {
-		return enc.Encode(struct {
-			Agent string `json:"agent"`
-			echoPointJSON
-		}{info.Agent, pointJSON(rows[0])})
-	}
-	pts := make([]echoPointJSON, len(rows))
+// EchoDocument builds the JSON document of an echo run.
+func EchoDocument(info EchoInfo, rows []echoRow) EchoDoc {
+	pts := make([]EchoPointJSON, len(rows))
 	for i, r := range rows {
 		pts[i] = pointJSON(r)
 	}
-	return enc.Encode(struct {
-		Agent        string          `json:"agent"`
-		Measurements []echoPointJSON `json:"measurements"`
-	}{info.Agent, pts})
+	return EchoDoc{Schema: SchemaEcho, Start: info.Start,
+		Params:       EchoParamsJSON{Agent: info.Agent, Count: info.Count, SizeBytes: info.Size, WaitUs: usf(info.Interval)},
+		Measurements: pts}
+}
+
+func echoJSON(w io.Writer, info EchoInfo, rows []echoRow) error {
+	return writeDoc(w, EchoDocument(info, rows))
 }
 
 // echoCSV prints a header and a row per measurement; times in µs, rates in

@@ -1,8 +1,6 @@
 package report
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -19,25 +17,34 @@ import (
 
 // QUICOptions say how to print a QUIC test.
 type QUICOptions struct {
+	Start Start
 	Agent string
 	Every time.Duration // report interval
 	JSON  bool
 	Plot  string // file, .png or .svg
 }
 
-// quicFlow is one direction of a QUIC test as its sender saw it: the
-// streams it wrote and its connection statistics (cwnd, loss and bytes in
-// flight are the sender's).
+// quicFlow is one direction of a QUIC test: the stream bytes its receiver
+// read (what crossed the path), and its sender's connection statistics
+// (cwnd, loss and bytes in flight are the sender's).
 type quicFlow struct {
-	name    string // "up" or "down"
-	sender  string // "client" or "agent"
-	streams []dump.QUICStream
-	conn    []dump.QUICConnSample
-	note    string // what the figures are when they are not the sender's
+	name     string // "up" or "down"
+	sender   string // "client" or "agent"
+	receiver string // whose stream counters gave the rates
+	streams  []dump.QUICStream
+	conn     []dump.QUICConnSample
+	note     string // what the figures are when they are not as above
 }
 
-// quicFlows are the test's directions; for bidir both are taken from the
-// client, whose upload it sends and whose download it reads.
+// connOwner is whose connection statistics a flow carries.
+func connOwner(f quicFlow) string {
+	if f.sender == "server" {
+		return "client" // a perf server tells nothing
+	}
+	return f.sender
+}
+
+// quicFlows are the test's directions.
 func quicFlows(r *probe.QUICResult) []quicFlow {
 	pick := func(side probe.QUICSide, dir string) []dump.QUICStream {
 		var out []dump.QUICStream
@@ -48,20 +55,18 @@ func quicFlows(r *probe.QUICResult) []quicFlow {
 		}
 		return out
 	}
-	up := quicFlow{"up", "client", pick(r.Client, "up"), r.Client.Conn, ""}
-	down := quicFlow{"down", "client", pick(r.Client, "down"), r.Client.Conn, ""}
+	up := quicFlow{"up", "client", "agent", pick(r.Agent, "up"), r.Client.Conn, ""}
+	down := quicFlow{"down", "agent", "client", pick(r.Client, "down"), r.Agent.Conn, ""}
 	if r.PerfOnly {
-		// Without the server's side, a download's intervals are the
-		// receiver's: its stream counters, and its own connection's
-		// statistics, not the sender's cwnd and losses.
-		down.note = "the receiver's; the perf server's side is unknown"
+		// Without the server's side, an upload's rates are the client's
+		// writes, and a download's connection statistics the receiver's
+		// own, not the sender's cwnd and losses.
+		up = quicFlow{"up", "client", "client", pick(r.Client, "up"), r.Client.Conn, "the sender's; the perf server's side is unknown"}
+		down = quicFlow{"down", "server", "client", pick(r.Client, "down"), r.Client.Conn, "the receiver's; the perf server's side is unknown"}
 	}
 	switch r.Params.Direction {
 	case "reverse":
-		if r.PerfOnly {
-			return []quicFlow{down}
-		}
-		return []quicFlow{{"down", "agent", pick(r.Agent, "down"), r.Agent.Conn, ""}}
+		return []quicFlow{down}
 	case "bidir":
 		return []quicFlow{up, down}
 	}
@@ -161,7 +166,7 @@ func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
 		if f.note != "" {
 			note = " (" + f.note + ")"
 		}
-		fmt.Fprintf(w, "%s: intervals from the %s's stream counters and connection statistics%s:\n", f.name, f.sender, note)
+		fmt.Fprintf(w, "%s: rate from the %s's stream counters, loss, RTT and cwnd from the %s's connection statistics%s:\n", f.name, f.receiver, connOwner(f), note)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		perStream := len(f.streams) > 1 && len(f.streams) <= 8
 		head := "time s\tMbit/s\tlost\tsrtt µs\tcwnd KB\tin flight KB\t"
@@ -248,54 +253,211 @@ func firstQUICErr(s probe.QUICSide) string {
 	return ""
 }
 
-// quicSideJSON is a side with its totals.
-type quicSideJSON struct {
-	probe.QUICSide
-	Totals   estimator.QUICTotals `json:"totals"`
-	CPUPerGB float64              `json:"cpu_s_per_gb"`
+// QUICDoc is the JSON document of a QUIC test.
+type QUICDoc struct {
+	Schema string         `json:"schema"`
+	Start  Start          `json:"start"`
+	Params QUICParamsJSON `json:"params"`
+	// Note says what the figures are not, against a perf server; else null.
+	Note        *string             `json:"note"`
+	Version     string              `json:"version"` // QUIC version of the data connection
+	Handshakes  []QUICHandshakeJSON `json:"handshakes"`
+	PingsIdle   *DatagramRTTJSON    `json:"datagram_rtt_idle"`   // null without pings
+	PingsLoaded *DatagramRTTJSON    `json:"datagram_rtt_loaded"` // null without pings
+	Flows       []QUICFlowJSON      `json:"flows"`
+	End         QUICEndJSON         `json:"end"`
+}
+
+// QUICParamsJSON is what a QUIC test asked for.
+type QUICParamsJSON struct {
+	TCPParamsJSON
+	Agent        *string `json:"agent"`       // null against a perf server
+	PerfServer   *string `json:"perf_server"` // null against an agent
+	Pings        int     `json:"pings"`
+	PingInterval float64 `json:"ping_interval_s"`
+}
+
+// QUICHandshakeJSON is one timed connection.
+type QUICHandshakeJSON struct {
+	Resumed     bool    `json:"resumed"`
+	Used0RTT    bool    `json:"used_0rtt"`
+	HandshakeUs float64 `json:"handshake_us"`
+	FirstByteUs float64 `json:"first_byte_us"`
+}
+
+// DatagramRTTJSON is the RTT of echoed datagrams, user space, µs.
+type DatagramRTTJSON struct {
+	Sent     int      `json:"sent"`
+	Echoed   int      `json:"echoed"`
+	MinUs    *float64 `json:"min_us"`
+	MedianUs *float64 `json:"median_us"`
+	P99Us    *float64 `json:"p99_us"`
+	MaxUs    *float64 `json:"max_us"`
+	JitterUs *float64 `json:"jitter_us"`
+}
+
+func datagramJSON(d estimator.DatagramRTT) *DatagramRTTJSON {
+	if d.Sent == 0 {
+		return nil
+	}
+	some := d.Echoed > 0
+	return &DatagramRTTJSON{d.Sent, d.Echoed, orNull(micros(d.Min), some), orNull(micros(d.Median), some),
+		orNull(micros(d.P99), d.Echoed >= minN99), orNull(micros(d.Max), some), orNull(micros(d.Jitter), d.Echoed >= 2)}
+}
+
+// QUICFlowJSON is one direction's intervals.
+type QUICFlowJSON struct {
+	Dir       string             `json:"dir"`        // up, down
+	Sender    string             `json:"sender"`     // client, agent, server
+	RatesFrom string             `json:"rates_from"` // whose stream counters gave the rates
+	ConnFrom  string             `json:"conn_from"`  // whose connection statistics
+	Note      *string            `json:"note"`
+	Intervals []QUICIntervalJSON `json:"intervals"`
+}
+
+// QUICIntervalJSON is one report interval of a flow.
+type QUICIntervalJSON struct {
+	StartS        float64   `json:"start_s"`
+	EndS          float64   `json:"end_s"`
+	Bytes         uint64    `json:"bytes"`
+	Bps           float64   `json:"bps"`
+	StreamsBps    []float64 `json:"streams_bps"`
+	LostPackets   uint64    `json:"lost_packets"`
+	SRTTUs        float64   `json:"srtt_us"`
+	MinRTTUs      float64   `json:"min_rtt_us"`
+	CwndBytes     uint64    `json:"cwnd_bytes"`
+	InFlightBytes uint64    `json:"in_flight_bytes"`
+}
+
+func quicIntervalJSON(iv estimator.QUICInterval) QUICIntervalJSON {
+	return QUICIntervalJSON{seconds(iv.Start), seconds(iv.End), iv.Bytes, iv.Rate, nonNil(iv.PerStream), iv.Lost,
+		micros(iv.RTT), micros(iv.MinRTT), iv.Cwnd, iv.InFlight}
+}
+
+// QUICEndJSON closes a QUIC test.
+type QUICEndJSON struct {
+	ReceivedBps float64       `json:"received_bps"` // the receiving side's (perf server: the client's figure)
+	Client      QUICSideJSON  `json:"client"`
+	Agent       *QUICSideJSON `json:"agent"` // null against a perf server
+}
+
+// QUICSideJSON is one side of a QUIC test.
+type QUICSideJSON struct {
+	BytesSent      uint64               `json:"bytes_sent"`
+	BytesReceived  uint64               `json:"bytes_received"`
+	SendBps        float64              `json:"send_bps"`
+	ReceiveBps     float64              `json:"receive_bps"`
+	ElapsedS       float64              `json:"elapsed_s"`
+	PacketsSent    uint64               `json:"packets_sent"`
+	PacketsLost    uint64               `json:"packets_lost"`
+	LossRatio      float64              `json:"loss_ratio"`
+	CPUUserS       float64              `json:"cpu_user_s"`
+	CPUSystemS     float64              `json:"cpu_system_s"`
+	CPUSPerGB      *float64             `json:"cpu_s_per_gb"`
+	GSO            bool                 `json:"gso"`
+	UDPRcvBufBytes int                  `json:"udp_rcvbuf_bytes"`
+	UDPSndBufBytes int                  `json:"udp_sndbuf_bytes"`
+	Warnings       []string             `json:"warnings"`
+	StreamErrors   int                  `json:"stream_errors"`
+	Streams        []QUICStreamJSON     `json:"streams"`
+	Conn           []QUICConnSampleJSON `json:"conn"`
+}
+
+// QUICStreamJSON is one stream as one side saw it.
+type QUICStreamJSON struct {
+	ID             int64             `json:"id"`
+	Dir            string            `json:"dir"`
+	RequestedBytes uint64            `json:"requested_bytes"`
+	BytesSent      uint64            `json:"bytes_sent"`
+	BytesReceived  uint64            `json:"bytes_received"`
+	Error          *string           `json:"error"`
+	Samples        []BytesSampleJSON `json:"samples"`
+}
+
+// BytesSampleJSON is the bytes a stream moved so far.
+type BytesSampleJSON struct {
+	TS    float64 `json:"t_s"`
+	Bytes uint64  `json:"bytes"`
+}
+
+// QUICConnSampleJSON is one sample of a connection's statistics.
+type QUICConnSampleJSON struct {
+	TS              float64 `json:"t_s"`
+	SRTTUs          float64 `json:"srtt_us"`
+	MinRTTUs        float64 `json:"min_rtt_us"`
+	LatestRTTUs     float64 `json:"latest_rtt_us"`
+	RTTVarUs        float64 `json:"rttvar_us"`
+	CwndBytes       uint64  `json:"cwnd_bytes"`
+	InFlightBytes   uint64  `json:"in_flight_bytes"`
+	PacketsSent     uint64  `json:"packets_sent"`
+	BytesSent       uint64  `json:"bytes_sent"`
+	PacketsLost     uint64  `json:"packets_lost"`
+	BytesLost       uint64  `json:"bytes_lost"`
+	PacketsReceived uint64  `json:"packets_received"`
+	BytesReceived   uint64  `json:"bytes_received"`
+}
+
+func quicSideJSON(s probe.QUICSide) QUICSideJSON {
+	t := estimator.QUICTotal(s.Streams, s.Conn, s.Elapsed)
+	cpu := cpuPerGB(s.UserCPU, s.SysCPU, t.Sent+t.Received)
+	out := QUICSideJSON{BytesSent: t.Sent, BytesReceived: t.Received, SendBps: t.SendRate, ReceiveBps: t.RecvRate,
+		ElapsedS: seconds(s.Elapsed), PacketsSent: t.PacketsSent, PacketsLost: t.PacketsLost, LossRatio: t.LossRate,
+		CPUUserS: seconds(s.UserCPU), CPUSystemS: seconds(s.SysCPU), CPUSPerGB: orNull(cpu, t.Sent+t.Received > 0),
+		GSO: s.GSO, UDPRcvBufBytes: s.Buffers.Rcv, UDPSndBufBytes: s.Buffers.Snd, Warnings: nonNil(s.Warnings),
+		StreamErrors: t.Errors, Streams: []QUICStreamJSON{}, Conn: make([]QUICConnSampleJSON, len(s.Conn))}
+	for _, st := range s.Streams {
+		sj := QUICStreamJSON{ID: st.ID, Dir: st.Dir, RequestedBytes: st.Requested, BytesSent: st.Sent, BytesReceived: st.Received,
+			Samples: make([]BytesSampleJSON, len(st.Samples))}
+		if st.Err != "" {
+			sj.Error = &st.Err
+		}
+		for k, x := range st.Samples {
+			sj.Samples[k] = BytesSampleJSON{seconds(x.T), x.Bytes}
+		}
+		out.Streams = append(out.Streams, sj)
+	}
+	for k, c := range s.Conn {
+		out.Conn[k] = QUICConnSampleJSON{seconds(c.T), micros(c.SmoothedRTT), micros(c.MinRTT), micros(c.LatestRTT), micros(c.RTTVar),
+			c.Cwnd, c.BytesInFlight, c.PacketsSent, c.BytesSent, c.PacketsLost, c.BytesLost, c.PacketsRecv, c.BytesRecv}
+	}
+	return out
+}
+
+// QUICDocument builds the JSON document of a QUIC test.
+func QUICDocument(r *probe.QUICResult, o QUICOptions) QUICDoc {
+	p := r.Params
+	params := QUICParamsJSON{TCPParamsJSON: tcpParamsJSON(p.Direction, p.Streams, p.Duration, p.Bytes, p.WriteSize, p.Interval, o.Every, p.Exclusive),
+		Pings: p.Pings, PingInterval: seconds(p.PingEvery)}
+	doc := QUICDoc{Schema: SchemaQUIC, Start: o.Start, Version: r.Version, Handshakes: []QUICHandshakeJSON{}, Flows: []QUICFlowJSON{},
+		End: QUICEndJSON{ReceivedBps: QUICReceiveRate(r), Client: quicSideJSON(r.Client)}}
+	for _, h := range r.Handshakes {
+		doc.Handshakes = append(doc.Handshakes, QUICHandshakeJSON{h.Resumed, h.Used0RTT, micros(h.Handshake), micros(h.FirstByte)})
+	}
+	for _, f := range quicFlows(r) {
+		fj := QUICFlowJSON{Dir: f.name, Sender: f.sender, RatesFrom: f.receiver, ConnFrom: connOwner(f), Intervals: []QUICIntervalJSON{}}
+		if f.note != "" {
+			fj.Note = &f.note
+		}
+		for _, iv := range estimator.QUICIntervals(f.streams, f.conn, o.Every) {
+			fj.Intervals = append(fj.Intervals, quicIntervalJSON(iv))
+		}
+		doc.Flows = append(doc.Flows, fj)
+	}
+	if r.PerfOnly {
+		note := perfOnlyNote
+		params.PerfServer, doc.Note = &o.Agent, &note
+		params.Path = strings.ReplaceAll(params.Path, "agent", "server")
+	} else {
+		agent := quicSideJSON(r.Agent)
+		params.Agent, doc.End.Agent = &o.Agent, &agent
+		doc.PingsIdle, doc.PingsLoaded = datagramJSON(estimator.QUICPings(r.Pings, false)), datagramJSON(estimator.QUICPings(r.Pings, true))
+	}
+	doc.Params = params
+	return doc
 }
 
 func quicJSON(w io.Writer, r *probe.QUICResult, o QUICOptions) error {
-	side := func(s probe.QUICSide) quicSideJSON {
-		t := estimator.QUICTotal(s.Streams, s.Conn, s.Elapsed)
-		return quicSideJSON{s, t, cpuPerGB(s.UserCPU, s.SysCPU, t.Sent+t.Received)}
-	}
-	type flowJSON struct {
-		Dir       string                   `json:"dir"`
-		Sender    string                   `json:"sender"`
-		Note      string                   `json:"note,omitempty"`
-		Intervals []estimator.QUICInterval `json:"intervals"`
-	}
-	var flows []flowJSON
-	for _, f := range quicFlows(r) {
-		flows = append(flows, flowJSON{f.name, f.sender, f.note, estimator.QUICIntervals(f.streams, f.conn, o.Every)})
-	}
-	out := struct {
-		Agent      string               `json:"agent,omitempty"`
-		PerfServer string               `json:"perf_server,omitempty"` // instead of an agent: only the client's side is known
-		Note       string               `json:"note,omitempty"`
-		Params     probe.QUICParams     `json:"params"`
-		Started    time.Time            `json:"started"`
-		Version    string               `json:"version"`
-		Handshakes []dump.QUICHandshake `json:"handshakes"`
-		// Against a perf server there are no pings, and no agent side.
-		PingsIdle   *estimator.DatagramRTT `json:"datagram_rtt_idle,omitempty"`
-		PingsLoaded *estimator.DatagramRTT `json:"datagram_rtt_loaded,omitempty"`
-		RecvRate    float64                `json:"receive_rate"` // bit/s, the receiving side's (perf server: the client's figure)
-		Flows       []flowJSON             `json:"flows"`
-		Client      quicSideJSON           `json:"client"`
-		AgentSide   *quicSideJSON          `json:"agent_side,omitempty"`
-	}{Params: r.Params, Started: r.Started, Version: r.Version, Handshakes: r.Handshakes, RecvRate: QUICReceiveRate(r),
-		Flows: flows, Client: side(r.Client)}
-	if r.PerfOnly {
-		out.PerfServer, out.Note = o.Agent, perfOnlyNote
-	} else {
-		idle, loaded, agent := estimator.QUICPings(r.Pings, false), estimator.QUICPings(r.Pings, true), side(r.Agent)
-		out.Agent, out.PingsIdle, out.PingsLoaded, out.AgentSide = o.Agent, &idle, &loaded, &agent
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return writeDoc(w, QUICDocument(r, o))
 }
 
 // PlotQUIC draws the rate, the congestion window and bytes in flight, and
@@ -359,6 +521,15 @@ func drawPanels(path, title string, panels []panel) error {
 	return saveStacked(path, plots)
 }
 
+// TCPQUICDoc is the JSON document of --mode tcp,quic: both documents
+// whole, each with its own start.
+type TCPQUICDoc struct {
+	Schema string  `json:"schema"`
+	Start  Start   `json:"start"`
+	TCP    TCPDoc  `json:"tcp"`
+	QUIC   QUICDoc `json:"quic"`
+}
+
 // TCPBesideQUIC prints a TCP and a QUIC test of the same parameters on the
 // same path side by side: per interval the sender's rate, RTT and losses,
 // then each one's totals; --json nests both documents, --plot draws both.
@@ -369,20 +540,7 @@ func TCPBesideQUIC(w io.Writer, t *probe.TCPResult, q *probe.QUICResult, to TCPO
 		}
 	}
 	if to.JSON {
-		var tb, qb bytes.Buffer
-		if err := tcpJSON(&tb, t, to); err != nil {
-			return err
-		}
-		if err := quicJSON(&qb, q, qo); err != nil {
-			return err
-		}
-		out := struct {
-			TCP  json.RawMessage `json:"tcp"`
-			QUIC json.RawMessage `json:"quic"`
-		}{tb.Bytes(), qb.Bytes()}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeDoc(w, TCPQUICDoc{Schema: SchemaTCPQUIC, Start: to.Start, TCP: TCPDocument(t, to), QUIC: QUICDocument(q, qo)})
 	}
 	p := t.Params
 	what := fmt.Sprintf("%v", p.Duration)
@@ -391,7 +549,7 @@ func TCPBesideQUIC(w io.Writer, t *probe.TCPResult, q *probe.QUICResult, to TCPO
 	}
 	fmt.Fprintf(w, "tcp beside quic %s (agent %s): %d streams, %s, one after the other\n", pathOf(p.Direction), to.Agent, p.Streams, what)
 	_, tside := sender(t)
-	tivs := estimator.TCPIntervals(tside.Streams, to.Every)
+	tivs, _ := tcpRows(t, to.Every)
 	flows := quicFlows(q)
 	qivs := estimator.QUICIntervals(flows[0].streams, flows[0].conn, qo.Every)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -404,7 +562,7 @@ func TCPBesideQUIC(w io.Writer, t *probe.TCPResult, q *probe.QUICResult, to TCPO
 			}
 			return fmt.Sprintf(f, v)
 		}
-		var tiv estimator.TCPInterval
+		var tiv tcpRow
 		var qiv estimator.QUICInterval
 		tok, qok := i < len(tivs), i < len(qivs)
 		if tok {
@@ -421,10 +579,7 @@ func TCPBesideQUIC(w io.Writer, t *probe.TCPResult, q *probe.QUICResult, to TCPO
 			cell(tok, "%.0f", float64(tiv.Retrans)), cell(qok, "%.0f", float64(qiv.Lost)))
 	}
 	tw.Flush()
-	trecv := estimator.TCPTotal(t.Agent.Streams, t.Agent.Elapsed).RecvRate
-	if p.Direction == "reverse" {
-		trecv = estimator.TCPTotal(t.Client.Streams, t.Client.Elapsed).RecvRate
-	}
+	trecv := TCPReceivedRate(t)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\ttcp\tquic\t")
 	fmt.Fprintf(tw, "received, Mbit/s\t%.2f\t%.2f\t\n", trecv/1e6, QUICReceiveRate(q)/1e6)
@@ -448,11 +603,10 @@ func TCPBesideQUIC(w io.Writer, t *probe.TCPResult, q *probe.QUICResult, to TCPO
 
 // plotBoth draws TCP's and QUIC's rate and RTT over time in one figure.
 func plotBoth(path string, t *probe.TCPResult, q *probe.QUICResult, agent string) error {
-	_, tside := sender(t)
-	tivs := estimator.TCPIntervals(tside.Streams, t.Params.Interval)
+	tivs, _ := tcpRows(t, t.Params.Interval)
 	flows := quicFlows(q)
 	qivs := estimator.QUICIntervals(flows[0].streams, flows[0].conn, q.Params.Interval)
-	tcpSeries := func(y func(estimator.TCPInterval) float64) series {
+	tcpSeries := func(y func(tcpRow) float64) series {
 		pts := make(plotter.XYs, len(tivs))
 		for k, iv := range tivs {
 			pts[k] = plotter.XY{X: iv.End.Seconds(), Y: y(iv)}
@@ -460,9 +614,9 @@ func plotBoth(path string, t *probe.TCPResult, q *probe.QUICResult, agent string
 		return series{"tcp", pts}
 	}
 	return drawPanels(path, fmt.Sprintf("tcp and quic %s (agent %s): %d streams", pathOf(t.Params.Direction), agent, t.Params.Streams), []panel{
-		{"rate, Mbit/s", []series{tcpSeries(func(iv estimator.TCPInterval) float64 { return iv.Rate / 1e6 }),
+		{"received, Mbit/s", []series{tcpSeries(func(iv tcpRow) float64 { return iv.Rate / 1e6 }),
 			seriesOf("quic", qivs, func(iv estimator.QUICInterval) float64 { return iv.Rate / 1e6 })}},
-		{"RTT, µs", []series{tcpSeries(func(iv estimator.TCPInterval) float64 { return float64(iv.RTT) / 1e3 }),
+		{"RTT, µs", []series{tcpSeries(func(iv tcpRow) float64 { return float64(iv.RTT) / 1e3 }),
 			seriesOf("quic", qivs, func(iv estimator.QUICInterval) float64 { return float64(iv.RTT) / 1e3 })}},
 	})
 }

@@ -1,7 +1,6 @@
 package report
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 // TCPOptions say how to print a TCP test.
 type TCPOptions struct {
+	Start  Start
 	Agent  string
 	Every  time.Duration // report interval
 	Fields []collector.SelectedField
@@ -31,6 +31,49 @@ func sender(r *probe.TCPResult) (name string, side probe.TCPSide) {
 		return "agent", r.Agent
 	}
 	return "client", r.Client
+}
+
+// receiver is the side whose reads tell what arrived: the agent for
+// forward tests, the client for reverse ones (and bidir, the client's).
+func receiver(r *probe.TCPResult) (name string, side probe.TCPSide) {
+	if r.Params.Direction == "forward" {
+		return "agent", r.Agent
+	}
+	return "client", r.Client
+}
+
+// tcpRow is one interval: the bytes and rates the receiver read (what
+// crossed the path; a sender's writes only fill its socket buffer, and
+// read high when the buffer is large against the test), and the sender's
+// retransmits, RTT and cwnd from its TCP_INFO.
+type tcpRow struct {
+	estimator.TCPInterval
+	SenderRate float64 // bit/s written by the sender
+}
+
+// tcpRows cuts a test into intervals of every; from names the side whose
+// counters gave the rates. For bidir both sides send and receive, and the
+// client's counters stand.
+func tcpRows(r *probe.TCPResult, every time.Duration) (rows []tcpRow, from string) {
+	_, snd := sender(r)
+	sivs := estimator.TCPIntervals(snd.Streams, every)
+	from, rcv := receiver(r)
+	if r.Params.Direction == "bidir" {
+		for _, iv := range sivs {
+			rows = append(rows, tcpRow{iv, iv.Rate})
+		}
+		return rows, from
+	}
+	for i, iv := range estimator.TCPIntervals(rcv.Streams, every) {
+		row := tcpRow{TCPInterval: iv}
+		row.Samples = nil
+		if i < len(sivs) {
+			s := sivs[i]
+			row.SenderRate, row.Retrans, row.RTT, row.Cwnd, row.Samples = s.Rate, s.Retrans, s.RTT, s.Cwnd, s.Samples
+		}
+		rows = append(rows, row)
+	}
+	return rows, from
 }
 
 // TCP prints a TCP test.
@@ -61,14 +104,19 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 			fmt.Fprintf(w, "read back on the %s: %v\n", s.name, s.side.ReadBack)
 		}
 	}
-	name, side := sender(r)
-	fmt.Fprintf(w, "intervals from the %s's counters and TCP_INFO (mean over streams):\n", name)
+	sname, _ := sender(r)
+	rows, from := tcpRows(r, o.Every)
+	if p.Direction == "bidir" {
+		fmt.Fprintf(w, "intervals: bytes both ways, retransmits, RTT and cwnd from the client's counters and TCP_INFO (mean over streams):\n")
+	} else {
+		fmt.Fprintf(w, "intervals: rate as the %s received it; retransmits, RTT and cwnd from the %s's TCP_INFO (mean over streams):\n", from, sname)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	// Each stream gets a column too, while they fit on a line.
-	perStream := len(side.Streams) > 1 && len(side.Streams) <= 8
+	perStream := p.Streams > 1 && p.Streams <= 8
 	head := "time s\tMbit/s\tretrans\trtt µs\tcwnd\t"
 	if perStream {
-		for i := range side.Streams {
+		for i := range p.Streams {
 			head += fmt.Sprintf("#%d Mbit/s\t", i)
 		}
 	}
@@ -76,7 +124,7 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 		head += strings.TrimRight(f.Label, ":= ") + "\t"
 	}
 	fmt.Fprintln(tw, head)
-	for _, iv := range estimator.TCPIntervals(side.Streams, o.Every) {
+	for _, iv := range rows {
 		line := fmt.Sprintf("%.1f-%.1f\t%.2f\t%d\t%.0f\t%.1f\t", iv.Start.Seconds(), iv.End.Seconds(), iv.Rate/1e6, iv.Retrans,
 			float64(iv.RTT)/1e3, iv.Cwnd)
 		if perStream {
@@ -85,7 +133,7 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 			}
 		}
 		for _, f := range o.Fields {
-			line += fmt.Sprintf("%.1f\t", meanField(iv, f.Field))
+			line += fmt.Sprintf("%.1f\t", meanField(iv.TCPInterval, f.Field))
 		}
 		fmt.Fprintln(tw, line)
 	}
@@ -126,29 +174,168 @@ func meanField(iv estimator.TCPInterval, f collector.TCPInfoField) float64 {
 	return sum / float64(len(iv.Samples))
 }
 
+// TCPDoc is the JSON document of a TCP test.
+type TCPDoc struct {
+	Schema    string            `json:"schema"`
+	Start     Start             `json:"start"`
+	Params    TCPParamsJSON     `json:"params"`
+	RatesFrom string            `json:"rates_from"` // the side whose reads gave the interval rates: the receiver
+	Intervals []TCPIntervalJSON `json:"intervals"`
+	End       TCPEndJSON        `json:"end"`
+}
+
+// TCPParamsJSON is what a TCP or QUIC test asked for.
+type TCPParamsJSON struct {
+	Path            string   `json:"path"`
+	Direction       string   `json:"direction"` // forward, reverse, bidir
+	Streams         int      `json:"streams"`
+	DurationS       *float64 `json:"duration_s"` // null when --bytes
+	Bytes           *int64   `json:"bytes"`      // per direction; null when by time
+	WriteSizeBytes  int      `json:"write_size_bytes"`
+	SampleIntervalS float64  `json:"sample_interval_s"`
+	ReportIntervalS float64  `json:"report_interval_s"`
+	SockOpts        []string `json:"sockopts"`
+	GetSockOpts     []string `json:"getsockopts"`
+	Exclusive       bool     `json:"exclusive"`
+}
+
+func tcpParamsJSON(dir string, streams int, d time.Duration, bytes int64, write int, sample, every time.Duration, exclusive bool) TCPParamsJSON {
+	p := TCPParamsJSON{Path: pathOf(dir), Direction: dir, Streams: streams, WriteSizeBytes: write,
+		SampleIntervalS: seconds(sample), ReportIntervalS: seconds(every), SockOpts: []string{}, GetSockOpts: []string{}, Exclusive: exclusive}
+	if bytes > 0 {
+		p.Bytes = &bytes
+	} else {
+		p.DurationS = orNull(seconds(d), true)
+	}
+	return p
+}
+
+// TCPIntervalJSON is one report interval.
+type TCPIntervalJSON struct {
+	StartS       float64   `json:"start_s"`
+	EndS         float64   `json:"end_s"`
+	Bytes        uint64    `json:"bytes"`       // received, all streams
+	Bps          float64   `json:"bps"`         // received
+	SenderBps    float64   `json:"sender_bps"`  // written by the sender
+	StreamsBps   []float64 `json:"streams_bps"` // received, per stream
+	Retransmits  uint32    `json:"retransmits"`
+	RTTUs        float64   `json:"rtt_us"`        // sender's smoothed RTT, mean over streams
+	CwndSegments float64   `json:"cwnd_segments"` // sender's, mean over streams
+}
+
+func tcpIntervalJSON(iv tcpRow) TCPIntervalJSON {
+	return TCPIntervalJSON{seconds(iv.Start), seconds(iv.End), iv.Bytes, iv.Rate, iv.SenderRate, nonNil(iv.PerStream),
+		iv.Retrans, micros(iv.RTT), iv.Cwnd}
+}
+
+// TCPEndJSON closes a TCP test: the rate the receiver read over the whole
+// test, and each side's totals.
+type TCPEndJSON struct {
+	ReceivedBps float64     `json:"received_bps"`
+	Client      TCPSideJSON `json:"client"`
+	Agent       TCPSideJSON `json:"agent"`
+}
+
+// TCPSideJSON is one side of a TCP test.
+type TCPSideJSON struct {
+	BytesSent     uint64            `json:"bytes_sent"`
+	BytesReceived uint64            `json:"bytes_received"`
+	SendBps       float64           `json:"send_bps"`
+	ReceiveBps    float64           `json:"receive_bps"`
+	ElapsedS      float64           `json:"elapsed_s"`
+	Retransmits   uint32            `json:"retransmits"`
+	CPUUserS      float64           `json:"cpu_user_s"`
+	CPUSystemS    float64           `json:"cpu_system_s"`
+	StreamErrors  int               `json:"stream_errors"`
+	ReadBack      map[string]string `json:"read_back"`
+	Streams       []TCPStreamJSON   `json:"streams"`
+}
+
+// TCPStreamJSON is one stream as one side saw it, with every sample.
+type TCPStreamJSON struct {
+	Index         int             `json:"index"`
+	BytesSent     uint64          `json:"bytes_sent"`
+	BytesReceived uint64          `json:"bytes_received"`
+	Error         *string         `json:"error"`
+	Samples       []TCPSampleJSON `json:"samples"`
+}
+
+// TCPSampleJSON is one TCP_INFO sample with the bytes moved so far.
+type TCPSampleJSON struct {
+	TS                  float64 `json:"t_s"`
+	Bytes               uint64  `json:"bytes"` // written (sender) or read (receiver) so far
+	RTTUs               float64 `json:"rtt_us"`
+	RTTVarUs            float64 `json:"rttvar_us"`
+	MinRTTUs            float64 `json:"min_rtt_us"`
+	SndCwndSegments     uint32  `json:"snd_cwnd_segments"`
+	SndSsthreshSegments uint32  `json:"snd_ssthresh_segments"`
+	SndMSSBytes         uint32  `json:"snd_mss_bytes"`
+	UnackedSegments     uint32  `json:"unacked_segments"`
+	LostSegments        uint32  `json:"lost_segments"`
+	Retransmits         uint8   `json:"retransmits"`
+	TotalRetrans        uint32  `json:"total_retrans"`
+	DeliveryRateBps     float64 `json:"delivery_rate_bps"`
+	PacingRateBps       float64 `json:"pacing_rate_bps"`
+	BytesAcked          uint64  `json:"bytes_acked"`
+	BytesReceived       uint64  `json:"bytes_received"`
+	BusyS               float64 `json:"busy_s"`
+	RwndLimitedS        float64 `json:"rwnd_limited_s"`
+	SndbufLimitedS      float64 `json:"sndbuf_limited_s"`
+}
+
+func tcpSideJSON(s probe.TCPSide) TCPSideJSON {
+	t := estimator.TCPTotal(s.Streams, s.Elapsed)
+	out := TCPSideJSON{BytesSent: t.Sent, BytesReceived: t.Received, SendBps: t.SendRate, ReceiveBps: t.RecvRate,
+		ElapsedS: seconds(s.Elapsed), Retransmits: t.Retrans, CPUUserS: seconds(s.UserCPU), CPUSystemS: seconds(s.SysCPU),
+		StreamErrors: t.Errors, ReadBack: map[string]string{}, Streams: []TCPStreamJSON{}}
+	for k, v := range s.ReadBack {
+		out.ReadBack[k] = v
+	}
+	for _, st := range s.Streams {
+		sj := TCPStreamJSON{Index: st.Index, BytesSent: st.Sent, BytesReceived: st.Received, Samples: make([]TCPSampleJSON, len(st.Samples))}
+		if st.Err != "" {
+			sj.Error = &st.Err
+		}
+		for k, x := range st.Samples {
+			sj.Samples[k] = TCPSampleJSON{seconds(x.T), x.Bytes, micros(x.RTT), micros(x.RTTVar), micros(x.MinRTT),
+				x.SndCwnd, x.SndSsthresh, x.SndMSS, x.Unacked, x.Lost, x.Retransmits, x.TotalRetrans,
+				8 * float64(x.DeliveryRate), 8 * float64(x.PacingRate), x.BytesAcked, x.BytesRecv,
+				seconds(x.BusyTime), seconds(x.RwndLimited), seconds(x.SndbufLimit)}
+		}
+		out.Streams = append(out.Streams, sj)
+	}
+	return out
+}
+
+// TCPReceivedRate is what the receiving side read over its elapsed time
+// (for bidir, both sides' reads).
+func TCPReceivedRate(r *probe.TCPResult) float64 {
+	c, a := estimator.TCPTotal(r.Client.Streams, r.Client.Elapsed), estimator.TCPTotal(r.Agent.Streams, r.Agent.Elapsed)
+	switch r.Params.Direction {
+	case "reverse":
+		return c.RecvRate
+	case "bidir":
+		return c.RecvRate + a.RecvRate
+	}
+	return a.RecvRate
+}
+
+// TCPDocument builds the JSON document of a TCP test.
+func TCPDocument(r *probe.TCPResult, o TCPOptions) TCPDoc {
+	p := r.Params
+	rows, from := tcpRows(r, o.Every)
+	ivs := make([]TCPIntervalJSON, len(rows))
+	for i, row := range rows {
+		ivs[i] = tcpIntervalJSON(row)
+	}
+	params := tcpParamsJSON(p.Direction, p.Streams, p.Duration, p.Bytes, p.WriteSize, p.Interval, o.Every, p.Exclusive)
+	params.SockOpts, params.GetSockOpts = append(params.SockOpts, p.SockOpts...), append(params.GetSockOpts, p.GetOpts...)
+	return TCPDoc{Schema: SchemaTCP, Start: o.Start, Params: params, RatesFrom: from, Intervals: ivs,
+		End: TCPEndJSON{ReceivedBps: TCPReceivedRate(r), Client: tcpSideJSON(r.Client), Agent: tcpSideJSON(r.Agent)}}
+}
+
 func tcpJSON(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
-	type sideJSON struct {
-		probe.TCPSide
-		Totals estimator.TCPTotals `json:"totals"`
-	}
-	_, snd := sender(r)
-	ivs := estimator.TCPIntervals(snd.Streams, o.Every)
-	for i := range ivs {
-		ivs[i].Samples = nil // every sample is in the sides
-	}
-	out := struct {
-		Agent     string                  `json:"agent"`
-		Params    probe.TCPParams         `json:"params"`
-		Started   time.Time               `json:"started"`
-		Intervals []estimator.TCPInterval `json:"intervals"`
-		Client    sideJSON                `json:"client"`
-		AgentSide sideJSON                `json:"agent_side"`
-	}{o.Agent, r.Params, r.Started, ivs,
-		sideJSON{r.Client, estimator.TCPTotal(r.Client.Streams, r.Client.Elapsed)},
-		sideJSON{r.Agent, estimator.TCPTotal(r.Agent.Streams, r.Agent.Elapsed)}}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return writeDoc(w, TCPDocument(r, o))
 }
 
 // PlotTCP draws three panels over time: the summed rate, the mean cwnd and
