@@ -105,12 +105,20 @@ func cmpErr(first, err error) error {
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/1e3) }
 
+// usIf is us(d), or "-" where the figure does not stand.
+func usIf(d time.Duration, ok bool) string {
+	if !ok {
+		return "-"
+	}
+	return us(d)
+}
+
 func echoText(w io.Writer, info EchoInfo, rows []echoRow) {
 	if len(rows) == 1 {
 		echoPointText(w, info, rows[0])
 		return
 	}
-	fmt.Fprintf(w, "echo to %s: %d measurements; RTT in µs from kernel timestamps, agent turnaround subtracted; rates in Mbit/s\n", info.Agent, len(rows))
+	fmt.Fprintf(w, "echo client → agent → client (agent %s): %d measurements; RTT in µs from kernel timestamps, agent turnaround subtracted (p99 where n ≥ 100); rates in Mbit/s at the client\n", info.Agent, len(rows))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "size B\twait µs\tsent\tlost there\tlost back\tdup\treord\tcorrupt\tRTT min\tmedian\tp99\tmax\tsrc\tuser med\tjitter there\tback\tsend Mb/s\trecv Mb/s\trecv IP\tµs/frame\t")
 	for _, r := range rows {
@@ -121,7 +129,7 @@ func echoText(w io.Writer, info EchoInfo, rows []echoRow) {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%s\t\n",
 			r.Point.Size, us(r.Point.Wait), s.Sent, s.LostThere, s.LostBack, s.Duplicates, s.ReorderRoundTrip.Count,
-			s.CorruptedThere+s.CorruptedBack, us(s.Kernel.Min), us(s.Kernel.Median), us(s.Kernel.P99), us(s.Kernel.Max),
+			s.CorruptedThere+s.CorruptedBack, us(s.Kernel.Min), us(s.Kernel.Median), usIf(s.Kernel.P99, s.Kernel.N >= minN99), us(s.Kernel.Max),
 			s.Kernel.Source(), us(s.User.Median), us(s.There.Jitter), us(s.Back.Jitter),
 			s.SendRate/1e6, s.RecvRate/1e6, s.RecvRateIP/1e6, us(s.TimePerFrame))
 	}
@@ -130,7 +138,7 @@ func echoText(w io.Writer, info EchoInfo, rows []echoRow) {
 
 func echoPointText(w io.Writer, info EchoInfo, r echoRow) {
 	s, p := r.Stats, r.Point
-	fmt.Fprintf(w, "echo to %s: %d probes of %d B UDP payload every %v\n", info.Agent, p.Count, p.Size, p.Wait)
+	fmt.Fprintf(w, "echo client → agent → client (agent %s): %d probes of %d B UDP payload every %v\n", info.Agent, p.Count, p.Size, p.Wait)
 	fmt.Fprintf(w, "sent %d  received %d  lost %d (%.1f %%): there %d, back %d  duplicates %d  corrupted %d there, %d back\n",
 		s.Sent, s.Received, s.Lost(), 100*float64(s.Lost())/float64(max(s.Sent, 1)), s.LostThere, s.LostBack,
 		s.Duplicates, s.CorruptedThere, s.CorruptedBack)
@@ -150,8 +158,23 @@ func echoPointText(w io.Writer, info EchoInfo, r echoRow) {
 		return
 	}
 	rtt := func(name string, t estimator.RTT, note string) {
-		fmt.Fprintf(w, "RTT  %-7s min %-8s median %-8s p90 %-8s p99 %-8s p99.9 %-8s max %-8s mean %-8s stddev %-8s n=%d  %s\n",
-			name, us(t.Min), us(t.Median), us(t.P90), us(t.P99), us(t.P999), us(t.Max), us(t.Mean), us(t.Stddev), t.N, note)
+		// Percentiles only where n carries them: the p99 of 20 values is
+		// one of the two largest.
+		line := fmt.Sprintf("RTT  %-7s n=%-6d min %-8s median %-8s", name, t.N, us(t.Min), us(t.Median))
+		for _, p := range []struct {
+			name string
+			v    time.Duration
+			n    int
+		}{{"p90", t.P90, minN90}, {"p99", t.P99, minN99}, {"p99.9", t.P999, minN999}} {
+			if t.N >= p.n {
+				line += fmt.Sprintf(" %s %-8s", p.name, us(p.v))
+			}
+		}
+		line += fmt.Sprintf(" max %-8s mean %-8s", us(t.Max), us(t.Mean))
+		if t.N >= 2 {
+			line += fmt.Sprintf(" stddev %-8s", us(t.Stddev))
+		}
+		fmt.Fprintf(w, "%s %s\n", line, note)
 	}
 	kind := "kernel"
 	if s.Kernel.ClientSource == dump.SourceUser || s.Kernel.AgentSource == dump.SourceUser {
@@ -166,15 +189,22 @@ func echoPointText(w io.Writer, info EchoInfo, r echoRow) {
 		v    estimator.Variation
 	}{{"there", s.There}, {"back", s.Back}, {"rtt", s.RoundTrip}} {
 		if v.v.N > 0 {
-			fmt.Fprintf(w, "delay variation %-5s jitter %s µs (RFC 3550), PDV p50 %s p99 %s max %s µs\n",
-				v.name, us(v.v.Jitter), us(v.v.PDV50), us(v.v.PDV99), us(v.v.PDVMax))
+			p99 := ""
+			if v.v.N >= minN99 {
+				p99 = " p99 " + us(v.v.PDV99)
+			}
+			fmt.Fprintf(w, "delay variation %-5s jitter %s µs (RFC 3550), PDV p50 %s%s max %s µs, n=%d\n",
+				v.name, us(v.v.Jitter), us(v.v.PDV50), p99, us(v.v.PDVMax), v.v.N)
 		}
 	}
 	fmt.Fprintf(w, "reordering (RFC 4737): there %d (%.2f %%, max extent %d), round trip %d (%.2f %%, max extent %d)\n",
 		s.ReorderThere.Count, 100*s.ReorderThere.Ratio, s.ReorderThere.MaxExtent,
 		s.ReorderRoundTrip.Count, 100*s.ReorderRoundTrip.Ratio, s.ReorderRoundTrip.MaxExtent)
-	fmt.Fprintf(w, "rates (%s stamps): send %.3f Mbit/s payload, %.3f IP; receive %.3f payload, %.3f IP; %s µs per frame\n",
-		s.RateSource, s.SendRate/1e6, s.SendRateIP/1e6, s.RecvRate/1e6, s.RecvRateIP/1e6, us(s.TimePerFrame))
+	fmt.Fprintf(w, "rates at the client (%s stamps): sent %s payload, %s IP; replies received %s payload, %s IP; %s µs per frame\n",
+		s.RateSource, rateOr(s.SendRate), rateOr(s.SendRateIP), rateOr(s.RecvRate), rateOr(s.RecvRateIP), us(s.TimePerFrame))
+	if s.RateSource == dump.SourceUser && s.RecvRate > 0 {
+		fmt.Fprintln(w, "note: the rates rest on user-space stamps, which batched receives compress: read them as upper bounds")
+	}
 	if s.ScheduledSends > 0 {
 		fmt.Fprintf(w, "send schedule: mean error %s µs (%.2f %% of the interval), max %s µs, %d missed slots of %d\n",
 			us(s.ScheduleMeanErr), s.ScheduleErrPct, us(s.ScheduleMaxErr), s.Missed, s.ScheduledSends)
@@ -371,17 +401,27 @@ func echoCSV(w io.Writer, rows []echoRow) error {
 		"duplicates", "reordered", "corrupted", "rtt_source", "rtt_min_us", "rtt_median_us", "rtt_mean_us", "rtt_p90_us", "rtt_p99_us",
 		"rtt_p999_us", "rtt_max_us", "rtt_stddev_us", "user_rtt_median_us", "jitter_there_us", "jitter_back_us", "pdv_there_p99_us",
 		"pdv_back_p99_us", "send_bps", "recv_bps", "send_ip_bps", "recv_ip_bps", "time_per_frame_us", "schedule_error_pct", "missed", "error"})
-	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
-	d := func(v time.Duration) string { return f(usf(v)) }
+	// Rates to the bit/s, times to the ns they were taken in: no float noise.
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
+	d := func(v time.Duration) string { return strconv.FormatFloat(usf(v), 'f', 3, 64) }
+	pct := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+	// A percentile n does not carry is an empty cell, as in JSON it is null.
+	dIf := func(v time.Duration, ok bool) string {
+		if !ok {
+			return ""
+		}
+		return d(v)
+	}
 	i := strconv.Itoa
 	for _, r := range rows {
 		s := r.Stats
-		cw.Write([]string{i(r.Point.Size), d(r.Point.Wait), i(s.Sent), i(s.Received), i(s.LostThere), i(s.LostBack),
+		cw.Write([]string{i(r.Point.Size), strconv.FormatFloat(usf(r.Point.Wait), 'f', -1, 64), i(s.Sent), i(s.Received), i(s.LostThere), i(s.LostBack),
 			strconv.FormatUint(s.AgentSocketDrops, 10), strconv.FormatUint(s.ClientSocketDrops, 10), i(s.Duplicates),
 			i(s.ReorderRoundTrip.Count), i(s.CorruptedThere + s.CorruptedBack), s.Kernel.Source(), d(s.Kernel.Min), d(s.Kernel.Median),
-			d(s.Kernel.Mean), d(s.Kernel.P90), d(s.Kernel.P99), d(s.Kernel.P999), d(s.Kernel.Max), d(s.Kernel.Stddev), d(s.User.Median),
-			d(s.There.Jitter), d(s.Back.Jitter), d(s.There.PDV99), d(s.Back.PDV99), f(s.SendRate), f(s.RecvRate), f(s.SendRateIP),
-			f(s.RecvRateIP), d(s.TimePerFrame), f(s.ScheduleErrPct), i(s.Missed), r.Err})
+			d(s.Kernel.Mean), dIf(s.Kernel.P90, s.Kernel.N >= minN90), dIf(s.Kernel.P99, s.Kernel.N >= minN99),
+			dIf(s.Kernel.P999, s.Kernel.N >= minN999), d(s.Kernel.Max), dIf(s.Kernel.Stddev, s.Kernel.N >= 2), d(s.User.Median),
+			d(s.There.Jitter), d(s.Back.Jitter), dIf(s.There.PDV99, s.There.N >= minN99), dIf(s.Back.PDV99, s.Back.N >= minN99), f(s.SendRate), f(s.RecvRate), f(s.SendRateIP),
+			f(s.RecvRateIP), d(s.TimePerFrame), pct(s.ScheduleErrPct), i(s.Missed), r.Err})
 	}
 	cw.Flush()
 	return cw.Error()

@@ -2,7 +2,9 @@ package report
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/probe-dev/probe/probe"
@@ -114,4 +116,26 @@ func pathFromMeta(p string) string {
 		return ClientToAgent
 	}
 	return p
+}
+
+// Rate prints a network rate in bit/s units: 950 kbit/s, 19.12 Mbit/s,
+// 44.29 Gbit/s.
+func Rate(bps float64) string {
+	switch a := math.Abs(bps); {
+	case a >= 1e9:
+		return fmt.Sprintf("%.2f Gbit/s", bps/1e9)
+	case a >= 1e6:
+		return fmt.Sprintf("%.2f Mbit/s", bps/1e6)
+	case a >= 1e3:
+		return fmt.Sprintf("%.1f kbit/s", bps/1e3)
+	}
+	return fmt.Sprintf("%.0f bit/s", bps)
+}
+
+// rateOr is Rate, or "-" for a rate not measured.
+func rateOr(bps float64) string {
+	if bps <= 0 {
+		return "-"
+	}
+	return Rate(bps)
 }
