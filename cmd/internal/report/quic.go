@@ -158,8 +158,12 @@ func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
 		if loaded {
 			when = "during the transfer"
 		}
-		fmt.Fprintf(w, "datagram RTT %s: %d of %d echoed; min %s, median %s, p99 %s, max %s; jitter %s\n", when, d.Echoed, d.Sent,
-			fmtDur(d.Min), fmtDur(d.Median), fmtDur(d.P99), fmtDur(d.Max), fmtDur(d.Jitter))
+		p99 := ""
+		if d.Echoed >= minN99 {
+			p99 = ", p99 " + fmtDur(d.P99)
+		}
+		fmt.Fprintf(w, "datagram RTT %s: %d of %d echoed; min %s, median %s%s, max %s; jitter %s\n", when, d.Echoed, d.Sent,
+			fmtDur(d.Min), fmtDur(d.Median), p99, fmtDur(d.Max), fmtDur(d.Jitter))
 	}
 	for _, f := range quicFlows(r) {
 		note := ""
@@ -190,8 +194,8 @@ func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
 	}
 	for _, s := range quicSides(r) {
 		t := estimator.QUICTotal(s.side.Streams, s.side.Conn, s.side.Elapsed)
-		fmt.Fprintf(w, "%-6s sent %d B (%.2f Mbit/s), received %d B (%.2f Mbit/s) in %.2f s; packets sent %d, lost %d (%.3f %%); %s user %.2f s, system %.2f s, %.2f s/GB",
-			s.name, t.Sent, t.SendRate/1e6, t.Received, t.RecvRate/1e6, s.side.Elapsed.Seconds(), t.PacketsSent, t.PacketsLost, 100*t.LossRate,
+		fmt.Fprintf(w, "%-6s sent %d B (%s), received %d B (%s) in %.2f s; packets sent %d, lost %d (%.3f %%); %s user %.2f s, system %.2f s, %.2f s/GB",
+			s.name, t.Sent, Rate(t.SendRate), t.Received, Rate(t.RecvRate), s.side.Elapsed.Seconds(), t.PacketsSent, t.PacketsLost, 100*t.LossRate,
 			cpuLabel(s.name, s.side.CPUSessions), s.side.UserCPU.Seconds(), s.side.SysCPU.Seconds(), cpuPerGB(s.side.UserCPU, s.side.SysCPU, t.Sent+t.Received))
 		if t.Errors > 0 {
 			fmt.Fprintf(w, "; %d streams ended in an error, e.g. %s", t.Errors, firstQUICErr(s.side))
@@ -201,6 +205,7 @@ func quicText(w io.Writer, r *probe.QUICResult, o QUICOptions) {
 	if r.PerfOnly {
 		fmt.Fprintf(w, "%-6s unknown: a perf server reports nothing\n", "server")
 	}
+	fmt.Fprintf(w, "throughput %s, as the receiving side counted it\n", Rate(QUICReceiveRate(r)))
 	for _, s := range quicSides(r) {
 		for _, warn := range s.side.Warnings {
 			fmt.Fprintf(w, "warning (%s): %s\n", s.name, warn)

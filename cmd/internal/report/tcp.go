@@ -143,14 +143,19 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 		side probe.TCPSide
 	}{{"client", r.Client}, {"agent", r.Agent}} {
 		t := estimator.TCPTotal(s.side.Streams, s.side.Elapsed)
-		fmt.Fprintf(w, "%-6s sent %d B (%.2f Mbit/s), received %d B (%.2f Mbit/s) in %.2f s; retransmits %d; %s user %.2f s, system %.2f s",
-			s.name, t.Sent, t.SendRate/1e6, t.Received, t.RecvRate/1e6, s.side.Elapsed.Seconds(), t.Retrans,
+		fmt.Fprintf(w, "%-6s sent %d B (%s), received %d B (%s) in %.2f s; retransmits %d; %s user %.2f s, system %.2f s",
+			s.name, t.Sent, Rate(t.SendRate), t.Received, Rate(t.RecvRate), s.side.Elapsed.Seconds(), t.Retrans,
 			cpuLabel(s.name, s.side.CPUSessions), s.side.UserCPU.Seconds(), s.side.SysCPU.Seconds())
 		if t.Errors > 0 {
 			fmt.Fprintf(w, "; %d streams ended in an error, e.g. %s", t.Errors, firstErr(s.side))
 		}
 		fmt.Fprintln(w)
 	}
+	rname, _ := receiver(r)
+	if p.Direction == "bidir" {
+		rname = "client and agent"
+	}
+	fmt.Fprintf(w, "throughput %s, as the %s received it\n", Rate(TCPReceivedRate(r)), rname)
 	return nil
 }
 
