@@ -617,10 +617,16 @@ func TestWatchFollowsChildren(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("watch: exit %d\n%s", code, stderr)
 	}
-	s := parseJSON(t, out)["summary"].(map[string]any)
-	t.Logf("voluntary %v, involuntary %v, on CPU %v ns, samples %v", s["Voluntary"], s["Involuntary"], s["OnCPU"], s["Samples"])
-	if s["Voluntary"].(float64) < 100 || s["OnCPU"].(float64) <= 0 || s["Samples"].(float64) < 2 {
-		t.Fatalf("summary %v", s)
+	s := decode[report.WatchDoc](t, out).Summary
+	if s.Voluntary == nil || s.OnCPUS == nil {
+		t.Fatalf("no eBPF figures with --ebpf on: %s", out)
+	}
+	t.Logf("voluntary %v, involuntary %v, on CPU %v s, samples %v", *s.Voluntary, *s.Involuntary, *s.OnCPUS, s.Samples)
+	if *s.Voluntary < 100 || *s.OnCPUS <= 0 || s.Samples < 2 {
+		t.Fatalf("summary %+v", s)
+	}
+	if _, ok := s.Interfaces["lo"]; ok {
+		t.Errorf("lo without --loopback: %+v", s.Interfaces)
 	}
 	_, stderr, code = run(t, exec.Command(probeBin, "watch", "--ebpf", "off"))
 	if code != 1 || !strings.Contains(stderr, "give a command after -- or --pid") {
@@ -667,15 +673,16 @@ func TestWatchOneThreadPeak(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("watch %v: exit %d\n%s", tc.args, code, stderr)
 		}
-		s := parseJSON(t, out)["summary"].(map[string]any)
-		peak, window := s["PeakCPU"].(float64), time.Duration(s["PeakWindow"].(float64))
+		doc := decode[report.WatchDoc](t, out)
+		s := doc.Summary
+		peak, window := s.CPUPeakPct, time.Duration(s.CPUPeakWindowS*float64(time.Second))
 		limit := tc.max
 		if limit == 100 {
 			limit += 100 * float64(11*time.Millisecond) / float64(window)
 		}
-		t.Logf("%v: peak %.1f %% over %v, average %.1f %% (%s)", tc.args, peak, window, s["AvgCPU"], s["CPUSource"])
-		if s["CPUSource"] != "eBPF" || peak > limit {
-			t.Errorf("%v: peak %.1f %% (%s), want at most %.1f %%", tc.args, peak, s["CPUSource"], limit)
+		t.Logf("%v: peak %.1f %% over %v, average %.1f %% (%s)", tc.args, peak, window, s.CPUAvgPct, s.CPUSource)
+		if s.CPUSource != "eBPF" || peak > limit || doc.Exit == nil || *doc.Exit != 0 {
+			t.Errorf("%v: peak %.1f %% (%s), want at most %.1f %%; exit %v", tc.args, peak, s.CPUSource, limit, doc.Exit)
 		}
 	}
 }

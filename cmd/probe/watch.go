@@ -1,21 +1,18 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/probe-dev/probe/cmd/internal/report"
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
-	"github.com/probe-dev/probe/estimator"
 	"github.com/probe-dev/probe/resources"
 	"github.com/urfave/cli/v2"
 )
@@ -28,7 +25,8 @@ func watchCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "pid", Usage: "watch this running process instead of starting one"},
 			&cli.DurationFlag{Name: "interval", Value: 100 * time.Millisecond, Usage: "sampling interval"},
-			&cli.BoolFlag{Name: "json", Usage: "print the summary and every sample as JSON"},
+			&cli.BoolFlag{Name: "json", Usage: "print the summary and every sample as JSON (docs/json.md)"},
+			&cli.BoolFlag{Name: "loopback", Usage: "show the loopback interface too"},
 			ebpfFlag(),
 		},
 		Action: watch,
@@ -104,7 +102,7 @@ func watch(c *cli.Context) error {
 		}
 	}
 	exit, started := p.Exit()
-	if err := printWatch(c, series, exit, started); err != nil {
+	if err := printWatch(c, series, exit, started, cfg.Sched != nil); err != nil {
 		return err
 	}
 	if started && exit.Code != 0 {
@@ -115,47 +113,10 @@ func watch(c *cli.Context) error {
 
 // printWatch prints the summary; exited says the command was ours and ended
 // with exit.
-func printWatch(c *cli.Context, series dump.ResourceSeries, exit resources.Exit, exited bool) error {
-	s := estimator.SummariseResources(series)
-	if c.Bool("json") {
-		var code *int
-		if exited {
-			code = &exit.Code
-		}
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Summary  estimator.ResourceSummary `json:"summary"`
-			ExitCode *int                      `json:"exit_code,omitempty"`
-			Series   dump.ResourceSeries       `json:"series"`
-		}{s, code, series})
-	}
-	ended := ""
+func printWatch(c *cli.Context, series dump.ResourceSeries, exit resources.Exit, exited, ebpf bool) error {
+	o := report.WatchOptions{Start: startOf(nil, ebpf), JSON: c.Bool("json"), Loopback: c.Bool("loopback")}
 	if exited {
-		ended = ", " + exit.String()
+		o.Exit, o.ExitText = &exit.Code, exit.String()
 	}
-	fmt.Printf("%s (pid %d)%s, %d samples over %.2f s\n", series.Name, series.PID, ended, len(series.Samples), s.Duration.Seconds())
-	fmt.Printf("CPU       average %.1f %%, peak %.1f %% over %v (100 %% = one core; %s); user %.3f s, system %.3f s; on CPU %.3f s (eBPF)\n",
-		s.AvgCPU, s.PeakCPU, s.PeakWindow.Round(time.Millisecond), cpuSource(s.CPUSource), s.User.Seconds(), s.System.Seconds(), s.OnCPU.Seconds())
-	fmt.Printf("memory    RSS average %.1f MiB, peak %.1f MiB\n", float64(s.AvgRSS)/(1<<20), float64(max(s.PeakRSS, s.MaxRSS))/(1<<20))
-	fmt.Printf("switches  voluntary %d, involuntary %d; run-queue latency p50 %v, p99 %v\n",
-		s.Voluntary, s.Involuntary, s.RunQueueP50, s.RunQueueP99)
-	names := slices.Sorted(maps.Keys(s.Net))
-	for _, n := range names {
-		ifc := s.Net[n]
-		if ifc.Rx.Packets+ifc.Tx.Packets == 0 {
-			continue
-		}
-		fmt.Printf("net %-8s rx %.0f pkt/s (peak %.0f), %.0f B/s (peak %.0f); tx %.0f pkt/s (peak %.0f), %.0f B/s (peak %.0f)\n",
-			n, ifc.Rx.AvgPktRate, ifc.Rx.PeakPktRate, ifc.Rx.AvgByteRate, ifc.Rx.PeakByteRate,
-			ifc.Tx.AvgPktRate, ifc.Tx.PeakPktRate, ifc.Tx.AvgByteRate, ifc.Tx.PeakByteRate)
-	}
-	return nil
-}
-
-func cpuSource(src estimator.CPUSource) string {
-	if src == estimator.CPUFromProc {
-		return "from /proc, in 10 ms steps"
-	}
-	return "on-CPU time from eBPF"
+	return report.Watch(os.Stdout, series, ebpf, o)
 }

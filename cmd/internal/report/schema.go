@@ -151,6 +151,7 @@ var SchemaRoots = map[string]string{
 	SchemaTCP:      "TCPDoc",
 	SchemaQUIC:     "QUICDoc",
 	SchemaTCPQUIC:  "TCPQUICDoc",
+	SchemaWatch:    "WatchDoc",
 }
 
 // CheckDoc holds a document to the object its "schema" names.

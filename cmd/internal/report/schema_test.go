@@ -70,6 +70,15 @@ func sampleEchoRows() []echoRow {
 		{Point: dump.EchoPoint{Index: 1, Size: 128, Count: 100}, Stats: estimator.EchoSummary{Sent: 100, LostThere: 100}, Err: "no reply"}}
 }
 
+func sampleSeries() dump.ResourceSeries {
+	var s dump.ResourceSeries
+	for i := range 3 {
+		s.Samples = append(s.Samples, dump.ResourceSample{T: time.Duration(i) * 100 * time.Millisecond, User: time.Duration(i) * time.Millisecond,
+			Net: map[string]dump.IfCounters{"lo": {RxBytes: uint64(i)}, "eth0": {TxBytes: 1000 * uint64(i), TxPackets: uint64(i)}}})
+	}
+	return s
+}
+
 // Every mode's document, of hand-made results with and without the
 // optional figures, agrees with docs/json.md key by key, and nothing in it
 // is HTML-escaped.
@@ -93,6 +102,12 @@ func TestSchemaOfEveryMode(t *testing.T) {
 		"quic, perf":         QUICDocument(sampleQUIC(true), QUICOptions{Start: start, Agent: "a:4433", Every: 100 * time.Millisecond}),
 		"tcp+quic":           TCPQUICDoc{Schema: SchemaTCPQUIC, Start: start, TCP: TCPDocument(tcp, TCPOptions{Start: start}), QUIC: QUICDocument(sampleQUIC(false), QUICOptions{Start: start})},
 		"echo, without meta": EchoDocument(EchoInfoFromMeta(nil), sampleEchoRows()[:1]),
+		"watch":              WatchDocument(sampleSeries(), true, WatchOptions{Start: start}),
+		"watch, no eBPF":     WatchDocument(sampleSeries(), false, WatchOptions{Start: start, Loopback: true}),
+		"watch, no samples":  WatchDocument(dump.ResourceSeries{Name: "x"}, false, WatchOptions{Start: start}),
+	}
+	if _, ok := WatchDocument(sampleSeries(), true, WatchOptions{}).Summary.Interfaces["lo"]; ok {
+		t.Error("lo without Loopback")
 	}
 	for name, d := range docs {
 		var b bytes.Buffer
