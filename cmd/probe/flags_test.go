@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -72,5 +75,29 @@ func TestHelpAndMan(t *testing.T) {
 		if !c.Hidden && !strings.Contains(man, c.Name) {
 			t.Errorf("man page lacks %s", c.Name)
 		}
+	}
+}
+
+// probe report and compare take their flags after the patterns too, and a
+// results folder as well as a pattern.
+func TestReportFlagsAfterArguments(t *testing.T) {
+	root := t.TempDir()
+	for k := 1; k <= 2; k++ {
+		dir := filepath.Join(root, "res", fmt.Sprintf("ux_iter%d_x", k))
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "summary.json"), []byte(fmt.Sprintf(
+			`{"test_name":"ux","iteration":%d,"processes":[{"role":"server","summary":{"AvgCPU":%d}}]}`, k, 10*k)), 0o644)
+	}
+	out, stderr, code := run(t, exec.Command(probeBin, "report", filepath.Join(root, "res"), "--csv"))
+	if code != 0 || !strings.HasPrefix(out, "role,metric,unit,lower_is_better,mean,std,n\nserver,avg CPU,%,true,15,7.07107,2\n") {
+		t.Errorf("report FOLDER --csv: exit %d %s\n%s", code, stderr, out)
+	}
+	out, stderr, code = run(t, exec.Command(probeBin, "compare", filepath.Join(root, "res", "ux_iter1*"), filepath.Join(root, "res"), "--json"))
+	if code != 0 || !strings.Contains(out, `"schema": "probe/compare/1"`) {
+		t.Errorf("compare A B --json: exit %d %s\n%s", code, stderr, out)
+	}
+	_, stderr, code = run(t, exec.Command(probeBin, "report", filepath.Join(root, "res"), "--bogus"))
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "--bogus") {
+		t.Errorf("an unknown flag after the folder: exit %d, %q", code, stderr)
 	}
 }

@@ -1,7 +1,7 @@
 package report
 
 import (
-	"encoding/json"
+	"encoding/csv"
 	"fmt"
 	"io"
 	"math"
@@ -42,7 +42,7 @@ var baseMetrics = []struct {
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
 // processMetrics lists the metrics of one process's summary with values.
-func processMetrics(s estimator.ResourceSummary) ([]Metric, []float64) {
+func processMetrics(s estimator.ResourceSummary, o ScenarioOptions) ([]Metric, []float64) {
 	var ms []Metric
 	var vs []float64
 	for _, b := range baseMetrics {
@@ -50,16 +50,24 @@ func processMetrics(s estimator.ResourceSummary) ([]Metric, []float64) {
 		vs = append(vs, b.value(s))
 	}
 	for name, ifs := range s.Net {
+		if name == "lo" && !o.Loopback {
+			continue
+		}
 		for _, d := range []struct {
 			dir string
 			s   estimator.DirSummary
 		}{{"rx", ifs.Rx}, {"tx", ifs.Tx}} {
 			ms = append(ms, Metric{fmt.Sprintf("%s %s packets/s", name, d.dir), "pkt/s", false},
-				Metric{fmt.Sprintf("%s %s bytes/s", name, d.dir), "B/s", false})
-			vs = append(vs, d.s.AvgPktRate, d.s.AvgByteRate)
+				Metric{fmt.Sprintf("%s %s rate", name, d.dir), "Mbit/s", false})
+			vs = append(vs, d.s.AvgPktRate, 8*d.s.AvgByteRate/1e6)
 		}
 	}
 	return ms, vs
+}
+
+// ScenarioOptions say what a report or comparison includes.
+type ScenarioOptions struct {
+	Loopback bool // the lo interface's rates; mostly the host talking to itself
 }
 
 var baseRank = func() map[string]int {
@@ -117,13 +125,13 @@ type RoleStats struct {
 // mean over the role's processes that have the metric (for a lone server,
 // its own figure; for clients, the mean over the iteration's clients);
 // across iterations every such value counts, zeros included.
-func Summarise(s *Scenario) []RoleStats {
+func Summarise(s *Scenario, o ScenarioOptions) []RoleStats {
 	values := map[string]map[string][]float64{} // role, metric
 	metrics := map[string]Metric{}
 	for _, it := range s.Iterations {
 		sums := map[string]map[string][]float64{}
 		for _, p := range it.Processes {
-			ms, vs := processMetrics(p.Summary)
+			ms, vs := processMetrics(p.Summary, o)
 			if sums[p.Role] == nil {
 				sums[p.Role] = map[string][]float64{}
 			}
@@ -163,53 +171,88 @@ func sortedKeys[V any](m map[string]V, less func(a, b string) bool) []string {
 	return keys
 }
 
+// SchemaReport names probe report's JSON document.
+const SchemaReport = "probe/report/1"
+
+// ReportDoc is the JSON document of probe report.
+type ReportDoc struct {
+	Schema     string           `json:"schema"`
+	Label      string           `json:"label"`
+	TestName   string           `json:"test_name"`
+	Iterations []string         `json:"iterations"`
+	Runs       int              `json:"runs"`
+	Failed     []FailedRun      `json:"failed"` // processes that exited non-zero; still counted in the figures
+	Roles      []ReportRoleJSON `json:"roles"`
+}
+
+// ReportRoleJSON is every metric of one role.
+type ReportRoleJSON struct {
+	Role    string             `json:"role"`
+	Metrics []ReportMetricJSON `json:"metrics"`
+}
+
+// ReportMetricJSON is one metric over the iterations.
+type ReportMetricJSON struct {
+	Name          string    `json:"name"`
+	Unit          string    `json:"unit"`
+	LowerIsBetter bool      `json:"lower_is_better"`
+	Mean          float64   `json:"mean"`
+	Std           *float64  `json:"std"` // sample standard deviation; null for n < 2
+	N             int       `json:"n"`
+	Values        []float64 `json:"values"`
+}
+
+// ReportOptions say how to print a scenario's aggregate.
+type ReportOptions struct {
+	ScenarioOptions
+	JSON, CSV bool
+	PlotDir   string
+}
+
 // ResourceReport prints a scenario's aggregate: per role, each metric's
-// mean, sample standard deviation and n; as JSON if asJSON.
-func ResourceReport(w io.Writer, s *Scenario, asJSON bool) error {
-	stats := Summarise(s)
-	if asJSON {
-		type metricJSON struct {
-			Name          string    `json:"name"`
-			Unit          string    `json:"unit"`
-			LowerIsBetter bool      `json:"lower_is_better"`
-			Mean          float64   `json:"mean"`
-			Std           float64   `json:"std"`
-			N             int       `json:"n"`
-			Values        []float64 `json:"values"`
+// mean, sample standard deviation and n.
+func ResourceReport(w io.Writer, s *Scenario, o ReportOptions) error {
+	stats := Summarise(s, o.ScenarioOptions)
+	if o.PlotDir != "" {
+		if err := PlotReport(o.PlotDir, s, stats); err != nil {
+			return err
 		}
-		type roleJSON struct {
-			Role    string       `json:"role"`
-			Metrics []metricJSON `json:"metrics"`
-		}
-		out := struct {
-			TestName   string      `json:"test_name"`
-			Iterations []string    `json:"iterations"`
-			Runs       int         `json:"runs"`
-			Failed     []FailedRun `json:"failed"`
-			Roles      []roleJSON  `json:"roles"`
-		}{TestName: s.Name, Iterations: s.Dirs, Runs: s.Runs, Failed: s.Failed}
-		if out.Failed == nil {
-			out.Failed = []FailedRun{}
-		}
+	}
+	switch {
+	case o.JSON:
+		out := ReportDoc{Schema: SchemaReport, Label: s.Label, TestName: s.Name, Iterations: nonNil(s.Dirs), Runs: s.Runs,
+			Failed: nonNil(s.Failed), Roles: []ReportRoleJSON{}}
 		for _, r := range stats {
-			rj := roleJSON{Role: r.Role}
+			rj := ReportRoleJSON{Role: r.Role, Metrics: []ReportMetricJSON{}}
 			for _, m := range r.Metrics {
-				rj.Metrics = append(rj.Metrics, metricJSON{m.Name, m.Unit, m.LowerIsBetter, m.Mean, m.Std, m.N, m.Values})
+				rj.Metrics = append(rj.Metrics, ReportMetricJSON{m.Name, m.Unit, m.LowerIsBetter, m.Mean, orNull(m.Std, m.N >= 2), m.N, nonNil(m.Values)})
 			}
 			out.Roles = append(out.Roles, rj)
 		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeDoc(w, out)
+	case o.CSV:
+		cw := csv.NewWriter(w)
+		cw.Write([]string{"role", "metric", "unit", "lower_is_better", "mean", "std", "n"})
+		for _, r := range stats {
+			for _, m := range r.Metrics {
+				std := ""
+				if m.N >= 2 {
+					std = sig(m.Std)
+				}
+				cw.Write([]string{r.Role, m.Name, m.Unit, strconv.FormatBool(m.LowerIsBetter), sig(m.Mean), std, strconv.Itoa(m.N)})
+			}
+		}
+		cw.Flush()
+		return cw.Error()
 	}
-	fmt.Fprintf(w, "%s: %d iterations (%s)\n", s.Name, len(s.Dirs), strings.Join(s.Dirs, ", "))
+	fmt.Fprintf(w, "%s (test %s): %d iterations (%s)\n", s.Label, s.Name, len(s.Dirs), strings.Join(s.Dirs, ", "))
 	fmt.Fprintln(w, failedLine(s))
 	for _, r := range stats {
 		fmt.Fprintf(w, "\n%s\n", roleTitle(r.Role))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "metric\tunit\tmean\tstd\tn\t")
 		for _, m := range r.Metrics {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t\n", m.Name, m.Unit, num(m.Mean), num(m.Std), m.N)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t\n", m.Name, m.Unit, num(m.Mean), stdText(m.Stat), m.N)
 		}
 		tw.Flush()
 	}
@@ -230,6 +273,22 @@ func failedLine(s *Scenario) string {
 	return line + " (counted below all the same): " + strings.Join(which, "; ")
 }
 
+// stdText is a sample standard deviation, or "–" where one value gives none.
+func stdText(s estimator.Stat) string {
+	if s.N < 2 {
+		return "–"
+	}
+	return num(s.Std)
+}
+
+// sig rounds to six significant digits, what an aggregate of a few runs
+// can mean, and prints without an exponent.
+func sig(v float64) string {
+	v = denoise(v)
+	r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 6, 64), 64)
+	return strconv.FormatFloat(r, 'f', -1, 64)
+}
+
 func roleTitle(role string) string {
 	if role == "client" {
 		return "clients (mean over each iteration's clients)"
@@ -240,6 +299,7 @@ func roleTitle(role string) string {
 // num prints a figure with about four significant digits, without
 // exponents for the large rates.
 func num(v float64) string {
+	v = denoise(v)
 	switch a := math.Abs(v); {
 	case a >= 1000:
 		return strconv.FormatFloat(v, 'f', 0, 64)
@@ -251,4 +311,13 @@ func num(v float64) string {
 		return strconv.FormatFloat(v, 'f', 3, 64)
 	}
 	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
+// denoise zeroes what is float rounding left over from a sum of equal
+// values (a std of 1.4e-16), not a measured figure.
+func denoise(v float64) float64 {
+	if math.Abs(v) < 1e-12 {
+		return 0
+	}
+	return v
 }

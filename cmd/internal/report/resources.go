@@ -2,7 +2,9 @@ package report
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,7 +75,8 @@ type ProcessSeries struct {
 
 // Scenario is the iterations of one test, read from their folders.
 type Scenario struct {
-	Name       string   // the test names found, joined by "+" if they differ
+	Name       string   // the test name found in the summaries
+	Label      string   // the patterns or folder the user gave, to tell sets apart
 	Dirs       []string // iteration folders, in iteration order
 	Iterations []IterationSummary
 	Runs       int         // processes run, over all iterations
@@ -82,8 +85,10 @@ type Scenario struct {
 
 // LoadScenario reads the summary.json of every folder that one of the glob
 // patterns matches (files that match are not iteration folders and are
-// passed over). A folder without a readable summary is an error: leaving
-// it out would silently drop an iteration.
+// passed over). A folder named as it is, without a summary.json of its
+// own, is a results folder: its iteration folders are read. A folder
+// without a readable summary is an error: leaving it out would silently
+// drop an iteration.
 func LoadScenario(patterns ...string) (*Scenario, error) {
 	seen := map[string]bool{}
 	var dirs []string
@@ -91,6 +96,14 @@ func LoadScenario(patterns ...string) (*Scenario, error) {
 		m, err := filepath.Glob(p)
 		if err != nil {
 			return nil, fmt.Errorf("pattern %q: %w", p, err)
+		}
+		if len(m) == 1 && filepath.Clean(m[0]) == filepath.Clean(p) && isResultsDir(p) {
+			if m, err = filepath.Glob(filepath.Join(p, "*", SummaryFile)); err != nil {
+				return nil, fmt.Errorf("folder %q: %w", p, err)
+			}
+			for i := range m {
+				m[i] = filepath.Dir(m[i])
+			}
 		}
 		for _, d := range m {
 			if fi, err := os.Stat(d); err != nil || !fi.IsDir() || seen[d] {
@@ -137,7 +150,22 @@ func LoadScenario(patterns ...string) (*Scenario, error) {
 		}
 	}
 	s.Name = strings.Join(names, "+")
+	s.Label = strings.Join(patterns, " ")
+	if len(names) > 1 {
+		return nil, fmt.Errorf("%s holds iterations of %d tests (%s): give one test's, e.g. %q", s.Label, len(names),
+			strings.Join(names, ", "), filepath.Join(filepath.Dir(s.Dirs[0]), names[0]+"_iter*"))
+	}
 	return s, nil
+}
+
+// isResultsDir says whether dir is a folder of iteration folders rather
+// than one iteration.
+func isResultsDir(dir string) bool {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(dir, SummaryFile))
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 func quoteAll(s []string) []string {

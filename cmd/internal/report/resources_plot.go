@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/estimator"
@@ -30,6 +31,10 @@ func loadSeries(s *Scenario) (IterationSeries, bool, error) {
 	return out, true, nil
 }
 
+// legendRoom raises a plot's top so that a legend in its upper corner
+// sits above the data, not on it.
+const legendRoom = 1.45
+
 var (
 	colorA = color.NRGBA{50, 100, 200, 255}
 	colorB = color.NRGBA{230, 120, 20, 255}
@@ -41,7 +46,7 @@ var (
 // memory (RSS over time) and network (each interface's rx and tx rate
 // over time, seen by each role's first process). The time plots are
 // skipped, and the reason returned, when a scenario has no series.json.
-func PlotCompare(dir string, a, b *Scenario, cs []Comparison) (skipped []string, err error) {
+func PlotCompare(dir string, a, b *Scenario, cs []Comparison, o ScenarioOptions) (skipped []string, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("plot: %w", err)
 	}
@@ -50,7 +55,7 @@ func PlotCompare(dir string, a, b *Scenario, cs []Comparison) (skipped []string,
 		byRole[c.Role] = append(byRole[c.Role], c)
 	}
 	for _, role := range sortedKeys(byRole, roleLess) {
-		if err := plotBars(filepath.Join(dir, "bars-"+role), role, a.Name, b.Name, byRole[role]); err != nil {
+		if err := plotBars(filepath.Join(dir, "bars-"+role), role, a.Label, b.Label, byRole[role]); err != nil {
 			return nil, err
 		}
 	}
@@ -65,7 +70,25 @@ func PlotCompare(dir string, a, b *Scenario, cs []Comparison) (skipped []string,
 	if !okA || !okB {
 		return []string{fmt.Sprintf("no %s in %s or %s: no plots over time", SeriesFile, a.Dirs[0], b.Dirs[0])}, nil
 	}
-	return nil, plotSeries(dir, a.Name, b.Name, sa, sb)
+	return nil, plotSeries(dir, a.Label, b.Label, sa, sb, o.Loopback)
+}
+
+// PlotReport draws one scenario's bars with error bars, a panel per metric,
+// into dir as bars-<role>.png and .svg.
+func PlotReport(dir string, s *Scenario, stats []RoleStats) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
+	for _, r := range stats {
+		cs := make([]Comparison, len(r.Metrics))
+		for i, m := range r.Metrics {
+			cs[i] = Comparison{Role: r.Role, Metric: m.Metric, A: m.Stat}
+		}
+		if err := plotBars(filepath.Join(dir, "bars-"+r.Role), r.Role, s.Label, "", cs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // errPoints are bar tops with their error bars.
@@ -74,7 +97,18 @@ type errPoints struct {
 	plotter.YErrors
 }
 
-func plotBars(base, role, nameA, nameB string, cs []Comparison) error {
+func plotBars(base, role, nameA, nameB string, all []Comparison) error {
+	// A metric that is zero in every iteration of both sets (on-CPU time
+	// without eBPF, an idle interface) would be an empty panel.
+	var cs []Comparison
+	for _, c := range all {
+		if denoise(c.A.Mean) != 0 || denoise(c.A.Std) != 0 || denoise(c.B.Mean) != 0 || denoise(c.B.Std) != 0 {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
+		return nil
+	}
 	const cols = 4
 	rows := (len(cs) + cols - 1) / cols
 	plots := make([][]*plot.Plot, rows)
@@ -106,23 +140,37 @@ func plotBars(base, role, nameA, nameB string, cs []Comparison) error {
 			}
 			p.Add(eb)
 		}
-		p.NominalX(tickName("A", nameA), tickName("B", nameB))
-		p.X.Min, p.X.Max = -0.7, 1.7
+		if nameB == "" { // one scenario: probe report
+			p.NominalX(tickName("", nameA))
+			p.X.Min, p.X.Max = -0.7, 0.7
+		} else {
+			p.NominalX(tickName("A", nameA), tickName("B", nameB))
+			p.X.Min, p.X.Max = -0.7, 1.7
+		}
 		plots[k/cols][k%cols] = p
 	}
 	return savePanels(base, plots, 24*vg.Centimeter, vg.Length(rows)*5*vg.Centimeter)
 }
 
-// tickName labels a bar: the scenario's letter, and its name if short.
+// tickName labels a bar: the set's letter, and its label (the pattern or
+// folder given) cut to what fits under a bar.
 func tickName(letter, name string) string {
-	if name == "" || name == letter || len(name) > 12 {
+	const fits = 16
+	name = filepath.Base(strings.TrimRight(strings.TrimSuffix(strings.TrimSuffix(name, "*"), "_iter"), "/"))
+	if len([]rune(name)) > fits {
+		name = string([]rune(name)[:fits-1]) + "…"
+	}
+	switch {
+	case letter == "":
+		return name
+	case name == "" || name == letter:
 		return letter
 	}
 	return letter + ": " + name
 }
 
 // plotSeries draws cpu, memory and network over time.
-func plotSeries(dir, nameA, nameB string, sa, sb IterationSeries) error {
+func plotSeries(dir, nameA, nameB string, sa, sb IterationSeries, loopback bool) error {
 	type proc struct {
 		ProcessSeries
 		scen string
@@ -171,6 +219,7 @@ func plotSeries(dir, nameA, nameB string, sa, sb IterationSeries) error {
 				}
 			}
 			p.Legend.Top = true
+			p.Y.Max *= legendRoom
 			plots[i] = []*plot.Plot{p}
 		}
 		if err := savePanels(filepath.Join(dir, f.name), plots, 16*vg.Centimeter, vg.Length(len(roles))*8*vg.Centimeter); err != nil {
@@ -193,6 +242,9 @@ func plotSeries(dir, nameA, nameB string, sa, sb IterationSeries) error {
 			}
 			done[pr.scen] = true
 			for _, name := range sortedKeys(netNames(pr.Series), func(a, b string) bool { return a < b }) {
+				if name == "lo" && !loopback {
+					continue
+				}
 				for _, dir := range []string{"rx", "tx"} {
 					pts := netOverTime(pr.Series, name, dir == "rx")
 					if len(pts) == 0 {
@@ -217,6 +269,7 @@ func plotSeries(dir, nameA, nameB string, sa, sb IterationSeries) error {
 			}
 		}
 		p.Legend.Top = true
+		p.Y.Max *= legendRoom
 		plots[i] = []*plot.Plot{p}
 	}
 	return savePanels(filepath.Join(dir, "network"), plots, 16*vg.Centimeter, vg.Length(len(roles))*8*vg.Centimeter)

@@ -152,6 +152,8 @@ var SchemaRoots = map[string]string{
 	SchemaQUIC:     "QUICDoc",
 	SchemaTCPQUIC:  "TCPQUICDoc",
 	SchemaWatch:    "WatchDoc",
+	SchemaReport:   "ReportDoc",
+	SchemaCompare:  "CompareDoc",
 }
 
 // CheckDoc holds a document to the object its "schema" names.
