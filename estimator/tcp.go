@@ -62,14 +62,23 @@ func TCPIntervals(streams []dump.TCPStream, every time.Duration) []TCPInterval {
 			}
 			moved := b.Bytes - before.Bytes
 			iv.Bytes += moved
-			iv.PerStream[k] = float64(8*moved) / (iv.End - iv.Start).Seconds()
+			// Over the time between the two samples, not the nominal
+			// interval: a sample taken late under load carries more bytes,
+			// and would read above the path's rate over the nominal span.
+			span := b.T - before.T
+			if span <= 0 {
+				span = iv.End - iv.Start
+			}
+			iv.PerStream[k] = float64(8*moved) / span.Seconds()
 			iv.Retrans += b.TotalRetrans - before.TotalRetrans
 			rttSum += b.RTT
 			cwndSum += float64(b.SndCwnd)
 			iv.Samples = append(iv.Samples, b)
 			n++
 		}
-		iv.Rate = float64(8*iv.Bytes) / (iv.End - iv.Start).Seconds()
+		for _, r := range iv.PerStream {
+			iv.Rate += r
+		}
 		if n > 0 {
 			iv.RTT, iv.Cwnd = rttSum/time.Duration(n), cwndSum/float64(n)
 		}

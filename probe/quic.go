@@ -225,8 +225,8 @@ func (r *quicRun) begin(conn *quic.Conn, m *connMetrics) {
 			select {
 			case <-r.stop:
 				return
-			case now := <-t.C:
-				r.sampleOnce(now.Sub(r.start))
+			case <-t.C:
+				r.sampleOnce(time.Since(r.start)) // when read, as TCP's
 			}
 		}
 	}()

@@ -215,7 +215,7 @@ func (r *tcpRun) run(ctx context.Context) TCPSide {
 	close(stopSampling)
 	<-sampled
 	// One last sample, so that the series ends with the final counts.
-	r.sampleOnce(elapsed)
+	r.sampleOnce(func() time.Duration { return elapsed })
 	side := TCPSide{Elapsed: elapsed}
 	side.UserCPU, side.SysCPU, side.CPUSessions = r.cpu.end()
 	if len(r.conns) > 0 {
@@ -297,13 +297,18 @@ func (r *tcpRun) sample(stop chan struct{}) {
 		select {
 		case <-stop:
 			return
-		case now := <-t.C:
-			r.sampleOnce(now.Sub(r.start))
+		case <-t.C:
+			// When the counters are read, not when the tick was due: a
+			// sampler scheduled late would otherwise stretch an interval's
+			// bytes over its nominal length.
+			r.sampleOnce(func() time.Duration { return time.Since(r.start) })
 		}
 	}
 }
 
-func (r *tcpRun) sampleOnce(at time.Duration) {
+// sampleOnce takes a sample of every stream, each stamped by at right
+// after its counters are read.
+func (r *tcpRun) sampleOnce(at func() time.Duration) {
 	for i, c := range r.conns {
 		info, err := collector.ReadTCPInfo(c)
 		if err != nil {
@@ -313,7 +318,7 @@ func (r *tcpRun) sampleOnce(at time.Duration) {
 		if !r.p.sends(r.client) {
 			bytes = r.recvd[i].Load()
 		}
-		r.samples[i] = append(r.samples[i], collector.TCPSampleOf(info, at, bytes))
+		r.samples[i] = append(r.samples[i], collector.TCPSampleOf(info, at(), bytes))
 	}
 }
 

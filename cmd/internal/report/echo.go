@@ -49,9 +49,10 @@ type EchoMeasurement struct {
 
 // echoRow is one measurement's statistics, as printed.
 type echoRow struct {
-	Point dump.EchoPoint
-	Stats estimator.EchoSummary
-	Err   string // the measurement gave no statistics, e.g. everything lost
+	Point   dump.EchoPoint
+	Stats   estimator.EchoSummary
+	Err     string // the measurement gave no statistics, e.g. everything lost
+	NoRates bool   // the stamps cannot give rates (GSO batches without eBPF stamps per probe)
 }
 
 // Echo computes each measurement's statistics with timestamps of src and
@@ -67,6 +68,13 @@ func Echo(w io.Writer, info EchoInfo, points []EchoMeasurement, src dump.Source,
 	for i, p := range points {
 		s, err := estimator.EchoStats(p.Point, p.Records, src)
 		rows[i] = echoRow{Point: p.Point, Stats: s}
+		if s.RateSource == dump.SourceUser && s.GSO {
+			// Kernel stamps mark only each GSO batch's first probe, and
+			// user space stamps a batch of sends or replies at once: a
+			// rate from those reads many times the path's. None is given.
+			rows[i].NoRates = true
+			rows[i].Stats.SendRate, rows[i].Stats.SendRateIP, rows[i].Stats.RecvRate, rows[i].Stats.RecvRateIP = 0, 0, 0, 0
+		}
 		if err != nil {
 			rows[i].Err = err.Error()
 			firstErr = cmpErr(firstErr, err)
@@ -105,6 +113,14 @@ func cmpErr(first, err error) error {
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/1e3) }
 
+// mbitOr is a rate in Mbit/s for a table, or "-" when not measured.
+func mbitOr(bps float64) string {
+	if bps <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", bps/1e6)
+}
+
 // usIf is us(d), or "-" where the figure does not stand.
 func usIf(d time.Duration, ok bool) string {
 	if !ok {
@@ -127,11 +143,11 @@ func echoText(w io.Writer, info EchoInfo, rows []echoRow) {
 			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t\t\t\t%s\t\n", r.Point.Size, us(r.Point.Wait), s.Sent, s.LostThere, s.LostBack, r.Err)
 			continue
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%s\t\n",
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.Point.Size, us(r.Point.Wait), s.Sent, s.LostThere, s.LostBack, s.Duplicates, s.ReorderRoundTrip.Count,
 			s.CorruptedThere+s.CorruptedBack, us(s.Kernel.Min), us(s.Kernel.Median), usIf(s.Kernel.P99, s.Kernel.N >= minN99), us(s.Kernel.Max),
 			s.Kernel.Source(), us(s.User.Median), us(s.There.Jitter), us(s.Back.Jitter),
-			s.SendRate/1e6, s.RecvRate/1e6, s.RecvRateIP/1e6, us(s.TimePerFrame))
+			mbitOr(s.SendRate), mbitOr(s.RecvRate), mbitOr(s.RecvRateIP), us(s.TimePerFrame))
 	}
 	tw.Flush()
 }
@@ -202,7 +218,10 @@ func echoPointText(w io.Writer, info EchoInfo, r echoRow) {
 		s.ReorderRoundTrip.Count, 100*s.ReorderRoundTrip.Ratio, s.ReorderRoundTrip.MaxExtent)
 	fmt.Fprintf(w, "rates at the client (%s stamps): sent %s payload, %s IP; replies received %s payload, %s IP; %s µs per frame\n",
 		s.RateSource, rateOr(s.SendRate), rateOr(s.SendRateIP), rateOr(s.RecvRate), rateOr(s.RecvRateIP), us(s.TimePerFrame))
-	if s.RateSource == dump.SourceUser && s.RecvRate > 0 {
+	switch {
+	case r.NoRates:
+		fmt.Fprintln(w, "note: no rates: the probes went in GSO batches, which kernel stamps mark once and user space stamps at once; --no-gso stamps every probe")
+	case s.RateSource == dump.SourceUser && s.RecvRate > 0:
 		fmt.Fprintln(w, "note: the rates rest on user-space stamps, which batched receives compress: read them as upper bounds")
 	}
 	if s.ScheduledSends > 0 {
@@ -405,6 +424,12 @@ func echoCSV(w io.Writer, rows []echoRow) error {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
 	d := func(v time.Duration) string { return strconv.FormatFloat(usf(v), 'f', 3, 64) }
 	pct := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+	fIf := func(v float64) string { // a rate not measured is an empty cell
+		if v <= 0 {
+			return ""
+		}
+		return f(v)
+	}
 	// A percentile n does not carry is an empty cell, as in JSON it is null.
 	dIf := func(v time.Duration, ok bool) string {
 		if !ok {
@@ -420,8 +445,8 @@ func echoCSV(w io.Writer, rows []echoRow) error {
 			i(s.ReorderRoundTrip.Count), i(s.CorruptedThere + s.CorruptedBack), s.Kernel.Source(), d(s.Kernel.Min), d(s.Kernel.Median),
 			d(s.Kernel.Mean), dIf(s.Kernel.P90, s.Kernel.N >= minN90), dIf(s.Kernel.P99, s.Kernel.N >= minN99),
 			dIf(s.Kernel.P999, s.Kernel.N >= minN999), d(s.Kernel.Max), dIf(s.Kernel.Stddev, s.Kernel.N >= 2), d(s.User.Median),
-			d(s.There.Jitter), d(s.Back.Jitter), dIf(s.There.PDV99, s.There.N >= minN99), dIf(s.Back.PDV99, s.Back.N >= minN99), f(s.SendRate), f(s.RecvRate), f(s.SendRateIP),
-			f(s.RecvRateIP), d(s.TimePerFrame), pct(s.ScheduleErrPct), i(s.Missed), r.Err})
+			d(s.There.Jitter), d(s.Back.Jitter), dIf(s.There.PDV99, s.There.N >= minN99), dIf(s.Back.PDV99, s.Back.N >= minN99), fIf(s.SendRate), fIf(s.RecvRate), fIf(s.SendRateIP),
+			fIf(s.RecvRateIP), d(s.TimePerFrame), pct(s.ScheduleErrPct), i(s.Missed), r.Err})
 	}
 	cw.Flush()
 	return cw.Error()

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/probe-dev/probe/estimator"
 	"gonum.org/v1/plot"
@@ -19,6 +21,20 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 	"gonum.org/v1/plot/vg/vgsvg"
 )
+
+// plainTicks are gonum's default ticks labelled without trailing zeros:
+// 250, not 250.00.
+type plainTicks struct{}
+
+func (plainTicks) Ticks(min, max float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = strconv.FormatFloat(ts[i].Value, 'f', -1, 64)
+		}
+	}
+	return ts
+}
 
 // CheckPlotPath says, before a measurement, whether its plots can go to
 // path: a directory for echo's several plots, else a .png or .svg file.
@@ -50,6 +66,7 @@ func PlotCapacity(path string, i CapacityInfo, c estimator.Capacity) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("capacity %s → %s: %.2f Mbit/s (%s)", i.From, i.To, mbit(c.Estimate), c.Verdict)
 	p.X.Label.Text = "rate, Mbit/s at the IP layer"
+	p.X.Tick.Marker, p.Y.Tick.Marker = plainTicks{}, plainTicks{}
 	p.Y.Label.Text = "samples"
 
 	width := mbit(c.BinWidth)
@@ -87,30 +104,37 @@ func PlotCapacity(path string, i CapacityInfo, c estimator.Capacity) error {
 	if err := add(c.Tails, "long trains, tail rate (Phase II)", color.NRGBA{120, 190, 90, 180}); err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
+	// The bars' top is raised so that the legend, in the upper left,
+	// stays above them; the lines are drawn to the raised top.
+	p.Y.Min = 0
+	p.Y.Max *= legendRoom
 	for k, m := range c.Modes {
-		clr, label := color.Color(color.Gray{110}), fmt.Sprintf("mode %.2f", mbit(m.Value))
-		if k == c.Chosen {
-			clr, label = color.RGBA{220, 30, 30, 255}, fmt.Sprintf("capacity mode %.2f", mbit(m.Value))
+		if k == c.Chosen && math.Abs(m.Value-c.Estimate) < c.BinWidth/2 {
+			continue // the estimate's line below marks it
 		}
-		if err := vline(p, mbit(m.Value), clr, label); err != nil {
+		if err := vline(p, mbit(m.Value), color.Gray{120}, fmt.Sprintf("mode %.2f", mbit(m.Value)), true); err != nil {
 			return err
 		}
+	}
+	if err := vline(p, mbit(c.Estimate), color.RGBA{220, 30, 30, 255}, fmt.Sprintf("estimate %.2f Mbit/s", mbit(c.Estimate)), false); err != nil {
+		return err
 	}
 	if c.Sustained > 0 {
-		if err := vline(p, mbit(c.Sustained), color.RGBA{20, 140, 20, 255}, fmt.Sprintf("sustained %.2f", mbit(c.Sustained))); err != nil {
+		if err := vline(p, mbit(c.Sustained), color.RGBA{20, 140, 20, 255}, fmt.Sprintf("sustained %.2f Mbit/s", mbit(c.Sustained)), true); err != nil {
 			return err
 		}
 	}
-	p.Legend.Top = true
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.TextStyle.Font.Size = vg.Points(8)
 	if err := p.Save(16*vg.Centimeter, 10*vg.Centimeter, path); err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
 	return nil
 }
 
-// vline marks x with a vertical dashed line across the plot's height.
-func vline(p *plot.Plot, x float64, clr color.Color, label string) error {
-	p.Y.Min = 0
+// vline marks x with a vertical line across the plot's height, dashed or
+// solid.
+func vline(p *plot.Plot, x float64, clr color.Color, label string, dashed bool) error {
 	top := p.Y.Max
 	if top <= 0 {
 		top = 1
@@ -121,16 +145,19 @@ func vline(p *plot.Plot, x float64, clr color.Color, label string) error {
 	}
 	l.Color = clr
 	l.Width = vg.Points(1.5)
-	l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+	if dashed {
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+	}
 	p.Add(l)
 	p.Legend.Add(label, l)
 	return nil
 }
 
-// PlotEcho draws into dir: rate.png and rate.svg, the receive data rate
-// against the wait between probes, a line per payload size; rtt-cdf.png and
-// rtt-cdf.svg, the CDF of the kernel RTT, a line per measurement (at most
-// twelve: the first ones).
+// PlotEcho draws into dir: rate.png and rate.svg, the rate replies arrived
+// at against the swept variable (the wait between probes, or the payload
+// size when only sizes were swept), a line per value of the other;
+// rtt-cdf.png and rtt-cdf.svg, the CDF of the kernel RTT on a log axis, a
+// line per measurement (at most twelve: the first ones).
 func PlotEcho(dir string, info EchoInfo, points []EchoMeasurement, rows []echoRow) error {
 	if err := CheckPlotPath(dir, true); err != nil {
 		return err
@@ -138,49 +165,70 @@ func PlotEcho(dir string, info EchoInfo, points []EchoMeasurement, rows []echoRo
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("plot: %w", err)
 	}
-	rate := plot.New()
-	rate.Title.Text = fmt.Sprintf("echo to %s: receive data rate", info.Agent)
-	rate.X.Label.Text = "wait between probes, µs"
-	rate.Y.Label.Text = "received, Mbit/s of UDP payload"
-	bySize := map[int]plotter.XYs{}
-	var sizes []int
+	sizes, waits := map[int]bool{}, map[time.Duration]bool{}
 	for _, r := range rows {
-		if r.Stats.Received == 0 {
+		sizes[r.Point.Size], waits[r.Point.Wait] = true, true
+	}
+	bySize := len(waits) == 1 && len(sizes) > 1 // a size sweep: sizes on x
+	rate := plot.New()
+	rate.Title.Text = fmt.Sprintf("echo to %s: rate the replies arrived at, at the client", info.Agent)
+	rate.Title.TextStyle.Font.Size = vg.Points(10)
+	rate.Y.Label.Text = "received, Mbit/s of UDP payload"
+	rate.X.Label.Text = "wait between probes, µs"
+	if bySize {
+		rate.X.Label.Text = "UDP payload per probe, bytes"
+	}
+	lines := map[string]plotter.XYs{}
+	var names []string
+	for _, r := range rows {
+		if r.Stats.RecvRate <= 0 {
 			continue
 		}
-		if _, ok := bySize[r.Point.Size]; !ok {
-			sizes = append(sizes, r.Point.Size)
+		name, x := fmt.Sprintf("%d B", r.Point.Size), usf(r.Point.Wait)
+		if bySize {
+			name, x = fmt.Sprintf("wait %s µs", us(r.Point.Wait)), float64(r.Point.Size)
 		}
-		bySize[r.Point.Size] = append(bySize[r.Point.Size], plotter.XY{X: usf(r.Point.Wait), Y: r.Stats.RecvRate / 1e6})
+		if _, ok := lines[name]; !ok {
+			names = append(names, name)
+		}
+		lines[name] = append(lines[name], plotter.XY{X: x, Y: r.Stats.RecvRate / 1e6})
 	}
-	for k, size := range sizes {
-		pts := bySize[size]
+	for k, name := range names {
+		pts := lines[name]
 		sort.Slice(pts, func(i, j int) bool { return pts[i].X < pts[j].X })
-		l, s, err := plotter.NewLinePoints(pts)
+		l, sc, err := plotter.NewLinePoints(pts)
 		if err != nil {
 			return fmt.Errorf("plot: %w", err)
 		}
-		l.Color, s.Color = plotutil.Color(k), plotutil.Color(k)
-		rate.Add(l, s)
-		rate.Legend.Add(fmt.Sprintf("%d B", size), l, s)
+		l.Color, sc.Color = plotutil.Color(k), plotutil.Color(k)
+		rate.Add(l, sc)
+		rate.Legend.Add(name, l, sc)
 	}
+	rate.Y.Min = 0
+	rate.Y.Max *= legendRoom
 	rate.Legend.Top = true
+	rate.X.Tick.Marker, rate.Y.Tick.Marker = plainTicks{}, plainTicks{}
 
 	cdf := plot.New()
 	cdf.Title.Text = fmt.Sprintf("echo to %s: RTT (%s timestamps, agent turnaround subtracted)", info.Agent, rows[0].Stats.Kernel.Source())
-	cdf.X.Label.Text = "RTT, µs"
+	cdf.Title.TextStyle.Font.Size = vg.Points(10)
+	cdf.X.Label.Text = "RTT, µs (log scale)"
 	cdf.Y.Label.Text = "fraction of replies"
+	cdf.X.Scale, cdf.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+	drawn := 0
 	for k, r := range rows {
 		if k == 12 {
 			break
 		}
 		rtts := r.Stats.KernelRTTs(points[k].Records)
-		if len(rtts) == 0 {
-			continue
-		}
-		pts := make(plotter.XYs, len(rtts))
+		var pts plotter.XYs
 		for i, d := range rtts {
-			pts[i] = plotter.XY{X: usf(d), Y: float64(i+1) / float64(len(rtts))}
+			if d > 0 { // a log axis has no place for 0
+				pts = append(pts, plotter.XY{X: usf(d), Y: float64(i+1) / float64(len(rtts))})
+			}
+		}
+		if len(pts) == 0 {
+			continue
 		}
 		l, err := plotter.NewLine(pts)
 		if err != nil {
@@ -188,13 +236,26 @@ func PlotEcho(dir string, info EchoInfo, points []EchoMeasurement, rows []echoRo
 		}
 		l.Color = plotutil.Color(k)
 		cdf.Add(l)
-		cdf.Legend.Add(fmt.Sprintf("%d B, wait %s µs", r.Point.Size, us(r.Point.Wait)), l)
+		cdf.Legend.Add(fmt.Sprintf("%d B, wait %s µs, n=%d", r.Point.Size, us(r.Point.Wait), len(rtts)), l)
+		drawn++
 	}
-	cdf.Legend.Top, cdf.Legend.Left = false, false
-	for _, out := range []struct {
+	// The legend goes above the curves, which all end at 1, in its own
+	// band at the top left.
+	cdf.Y.Min, cdf.Y.Max = 0, 1+0.075*float64(drawn+1)
+	cdf.Y.Tick.Marker = plot.ConstantTicks([]plot.Tick{{Value: 0, Label: "0"}, {Value: 0.25}, {Value: 0.5, Label: "0.5"}, {Value: 0.75}, {Value: 1, Label: "1"}})
+	cdf.Legend.Top, cdf.Legend.Left = true, true
+	cdf.Legend.TextStyle.Font.Size = vg.Points(8)
+	outs := []struct {
 		p    *plot.Plot
 		name string
-	}{{rate, "rate"}, {cdf, "rtt-cdf"}} {
+	}{{rate, "rate"}}
+	if drawn > 0 {
+		outs = append(outs, struct {
+			p    *plot.Plot
+			name string
+		}{cdf, "rtt-cdf"})
+	}
+	for _, out := range outs {
 		for _, ext := range []string{".png", ".svg"} {
 			if err := out.p.Save(16*vg.Centimeter, 10*vg.Centimeter, filepath.Join(dir, out.name+ext)); err != nil {
 				return fmt.Errorf("plot: %w", err)

@@ -13,6 +13,7 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
 )
 
 // QUICOptions say how to print a QUIC test.
@@ -465,24 +466,63 @@ func quicJSON(w io.Writer, r *probe.QUICResult, o QUICOptions) error {
 	return writeDoc(w, QUICDocument(r, o))
 }
 
-// PlotQUIC draws the rate, the congestion window and bytes in flight, and
-// the smoothed RTT over time, per direction.
+// PlotQUIC draws, per direction, the rate each stream and all of them
+// arrived at, the sender's congestion window and bytes in flight, its
+// smoothed RTT, and the datagram RTT idle and under load.
 func PlotQUIC(path string, r *probe.QUICResult, o QUICOptions) error {
 	var rate, cwnd, rtt []series
-	for _, f := range quicFlows(r) {
+	flows := quicFlows(r)
+	for _, f := range flows {
 		ivs := estimator.QUICIntervals(f.streams, f.conn, r.Params.Interval)
-		rate = append(rate, seriesOf(f.name, ivs, func(iv estimator.QUICInterval) float64 { return iv.Rate / 1e6 }))
-		cwnd = append(cwnd, seriesOf(f.name+" cwnd", ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.Cwnd) / 1e3 }),
-			seriesOf(f.name+" in flight", ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.InFlight) / 1e3 }))
-		rtt = append(rtt, seriesOf(f.name, ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.RTT) / 1e3 }))
+		prefix := ""
+		if len(flows) > 1 {
+			prefix = f.name + " "
+		}
+		if n := len(f.streams); n > 1 && n <= maxStreamLines {
+			for k, st := range f.streams {
+				rate = append(rate, seriesOf(fmt.Sprintf("%sstream %d", prefix, st.ID), ivs, func(iv estimator.QUICInterval) float64 { return iv.PerStream[k] / 1e6 }))
+			}
+		}
+		rate = append(rate, seriesOf(prefix+"all streams", ivs, func(iv estimator.QUICInterval) float64 { return iv.Rate / 1e6 }))
+		cwnd = append(cwnd, seriesOf(prefix+"cwnd", ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.Cwnd) / 1e3 }),
+			seriesOf(prefix+"in flight", ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.InFlight) / 1e3 }))
+		rtt = append(rtt, seriesOf(prefix+"smoothed RTT", ivs, func(iv estimator.QUICInterval) float64 { return float64(iv.RTT) / 1e6 }))
 	}
 	title := fmt.Sprintf("quic %s (agent %s): %d streams", pathOf(r.Params.Direction), o.Agent, r.Params.Streams)
 	if r.PerfOnly {
 		title = fmt.Sprintf("quic %s (perf server %s): %d streams; the client's side only",
 			strings.ReplaceAll(pathOf(r.Params.Direction), "agent", "server"), o.Agent, r.Params.Streams)
 	}
-	return drawPanels(path, title, []panel{{"rate, Mbit/s", rate}, {"KB", cwnd}, {"smoothed RTT, µs", rtt}})
+	panels := []panel{{ylabel: "received, Mbit/s", lines: rate}, {ylabel: "KB", lines: cwnd}, {ylabel: "sender's RTT, ms", lines: rtt}}
+	// Datagram pings, on their own clock: the first went before the
+	// transfer.
+	var idle, loaded plotter.XYs
+	for _, p := range r.Pings {
+		if p.RTT <= 0 {
+			continue
+		}
+		pt := plotter.XY{X: p.Sent.Seconds(), Y: float64(p.RTT) / 1e6}
+		if p.Loaded {
+			loaded = append(loaded, pt)
+		} else {
+			idle = append(idle, pt)
+		}
+	}
+	if len(idle)+len(loaded) > 0 {
+		var lines []series
+		for _, l := range []series{{"idle", idle}, {"during the transfer", loaded}} {
+			if len(l.pts) > 0 {
+				lines = append(lines, l)
+			}
+		}
+		panels = append(panels, panel{ylabel: "datagram RTT, ms", xlabel: "time since the first datagram, s", lines: lines})
+	}
+	return drawPanels(path, title, panels)
 }
+
+// maxStreamLines is the most streams drawn one by one; more would hide the
+// sum, which is always drawn.
+const maxStreamLines = 8
 
 // series is one line of a panel.
 type series struct {
@@ -500,6 +540,7 @@ func seriesOf(name string, ivs []estimator.QUICInterval, y func(estimator.QUICIn
 
 type panel struct {
 	ylabel string
+	xlabel string // "time, s" when empty
 	lines  []series
 }
 
@@ -510,17 +551,29 @@ func drawPanels(path, title string, panels []panel) error {
 		p := plot.New()
 		p.Y.Label.Text = pn.ylabel
 		p.X.Label.Text = "time, s"
+		if pn.xlabel != "" {
+			p.X.Label.Text = pn.xlabel
+		}
 		if i == 0 {
 			p.Title.Text = title
+			p.Title.TextStyle.Font.Size = vg.Points(10)
 		}
 		var args []any
 		for _, s := range pn.lines {
-			args = append(args, s.name, s.pts)
+			if len(s.pts) > 0 {
+				args = append(args, s.name, s.pts)
+			}
 		}
 		if err := plotutil.AddLines(p, args...); err != nil {
 			return fmt.Errorf("plot %s: %w", path, err)
 		}
+		// The legend sits in the upper right; the top is raised so that it
+		// stays above the data.
+		p.Y.Min = 0
+		p.Y.Max *= legendRoom
 		p.Legend.Top = true
+		p.Legend.TextStyle.Font.Size = vg.Points(8)
+		p.X.Tick.Marker, p.Y.Tick.Marker = plainTicks{}, plainTicks{}
 		plots[i] = p
 	}
 	return saveStacked(path, plots)
@@ -619,9 +672,9 @@ func plotBoth(path string, t *probe.TCPResult, q *probe.QUICResult, agent string
 		return series{"tcp", pts}
 	}
 	return drawPanels(path, fmt.Sprintf("tcp and quic %s (agent %s): %d streams", pathOf(t.Params.Direction), agent, t.Params.Streams), []panel{
-		{"received, Mbit/s", []series{tcpSeries(func(iv tcpRow) float64 { return iv.Rate / 1e6 }),
+		{ylabel: "received, Mbit/s", lines: []series{tcpSeries(func(iv tcpRow) float64 { return iv.Rate / 1e6 }),
 			seriesOf("quic", qivs, func(iv estimator.QUICInterval) float64 { return iv.Rate / 1e6 })}},
-		{"RTT, µs", []series{tcpSeries(func(iv tcpRow) float64 { return float64(iv.RTT) / 1e3 }),
-			seriesOf("quic", qivs, func(iv estimator.QUICInterval) float64 { return float64(iv.RTT) / 1e3 })}},
+		{ylabel: "sender's smoothed RTT, ms", lines: []series{tcpSeries(func(iv tcpRow) float64 { return float64(iv.RTT) / 1e6 }),
+			seriesOf("quic", qivs, func(iv estimator.QUICInterval) float64 { return float64(iv.RTT) / 1e6 })}},
 	})
 }

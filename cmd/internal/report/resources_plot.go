@@ -121,6 +121,7 @@ func plotBars(base, role, nameA, nameB string, all []Comparison) error {
 		p.Title.TextStyle.Font.Size = vg.Points(9)
 		p.Y.Label.Text = c.Unit
 		p.Y.Min = 0
+		p.Y.Tick.Marker = plainTicks{}
 		for i, s := range []struct {
 			st  estimator.Stat
 			clr color.Color

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/estimator"
 	"github.com/probe-dev/probe/probe"
-	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 )
 
@@ -64,7 +64,7 @@ func tcpRows(r *probe.TCPResult, every time.Duration) (rows []tcpRow, from strin
 		}
 		return rows, from
 	}
-	for i, iv := range estimator.TCPIntervals(rcv.Streams, every) {
+	for i, iv := range estimator.TCPIntervals(kernelReceived(rcv.Streams), every) {
 		row := tcpRow{TCPInterval: iv}
 		row.Samples = nil
 		if i < len(sivs) {
@@ -74,6 +74,25 @@ func tcpRows(r *probe.TCPResult, every time.Duration) (rows []tcpRow, from strin
 		rows = append(rows, row)
 	}
 	return rows, from
+}
+
+// kernelReceived puts the receiving kernel's count of bytes that arrived
+// (tcpi_bytes_received) in place of the application's reads, which come in
+// bursts when the reader is scheduled late: rates are then when data
+// crossed the path. Samples without the count keep the reads.
+func kernelReceived(streams []dump.TCPStream) []dump.TCPStream {
+	out := make([]dump.TCPStream, len(streams))
+	for i, st := range streams {
+		out[i] = st
+		out[i].Samples = make([]dump.TCPSample, len(st.Samples))
+		for k, x := range st.Samples {
+			if x.BytesRecv > 0 {
+				x.Bytes = x.BytesRecv
+			}
+			out[i].Samples[k] = x
+		}
+	}
+	return out
 }
 
 // TCP prints a TCP test.
@@ -109,7 +128,7 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 	if p.Direction == "bidir" {
 		fmt.Fprintf(w, "intervals: bytes both ways, retransmits, RTT and cwnd from the client's counters and TCP_INFO (mean over streams):\n")
 	} else {
-		fmt.Fprintf(w, "intervals: rate as the %s received it; retransmits, RTT and cwnd from the %s's TCP_INFO (mean over streams):\n", from, sname)
+		fmt.Fprintf(w, "intervals: rate as the %s's kernel received it; retransmits, RTT and cwnd from the %s's TCP_INFO (mean over streams):\n", from, sname)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	// Each stream gets a column too, while they fit on a line.
@@ -343,39 +362,40 @@ func tcpJSON(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 	return writeDoc(w, TCPDocument(r, o))
 }
 
-// PlotTCP draws three panels over time: the summed rate, the mean cwnd and
-// the mean RTT, from the sending side.
+// PlotTCP draws three panels over time: the rate each stream (up to
+// eight) and all of them arrived at, the sender's mean cwnd and its mean
+// RTT.
 func PlotTCP(path string, r *probe.TCPResult, o TCPOptions) error {
-	_, side := sender(r)
-	ivs := estimator.TCPIntervals(side.Streams, r.Params.Interval)
-	panels := []struct {
-		title string
-		y     func(estimator.TCPInterval) float64
-	}{
-		{"rate, Mbit/s", func(iv estimator.TCPInterval) float64 { return iv.Rate / 1e6 }},
-		{"cwnd, segments (mean)", func(iv estimator.TCPInterval) float64 { return iv.Cwnd }},
-		{"RTT, µs (mean)", func(iv estimator.TCPInterval) float64 { return float64(iv.RTT) / 1e3 }},
+	rows, from := tcpRows(r, r.Params.Interval)
+	line := func(name string, y func(tcpRow) float64) series {
+		var pts plotter.XYs
+		for _, iv := range rows {
+			if iv.Samples == nil && name != "all streams" && !strings.HasPrefix(name, "stream") {
+				continue // no sender sample: RTT and cwnd unknown, not 0
+			}
+			pts = append(pts, plotter.XY{X: iv.End.Seconds(), Y: y(iv)})
+		}
+		return series{name, pts}
 	}
-	plots := make([]*plot.Plot, len(panels))
-	for i, pn := range panels {
-		pts := make(plotter.XYs, len(ivs))
-		for k, iv := range ivs {
-			pts[k] = plotter.XY{X: iv.End.Seconds(), Y: pn.y(iv)}
+	var rate []series
+	if n := r.Params.Streams; n > 1 && n <= maxStreamLines {
+		for k := range n {
+			rate = append(rate, line(fmt.Sprintf("stream %d", k), func(iv tcpRow) float64 {
+				if k < len(iv.PerStream) {
+					return iv.PerStream[k] / 1e6
+				}
+				return 0
+			}))
 		}
-		p := plot.New()
-		p.Y.Label.Text = pn.title
-		p.X.Label.Text = "time, s"
-		if i == 0 {
-			p.Title.Text = fmt.Sprintf("tcp %s (agent %s): %d streams", pathOf(r.Params.Direction), o.Agent, r.Params.Streams)
-		}
-		l, err := plotter.NewLine(pts)
-		if err != nil {
-			return fmt.Errorf("plot %s: %w", path, err)
-		}
-		p.Add(l)
-		plots[i] = p
 	}
-	return saveStacked(path, plots)
+	rate = append(rate, line("all streams", func(iv tcpRow) float64 { return iv.Rate / 1e6 }))
+	sname, _ := sender(r)
+	return drawPanels(path, fmt.Sprintf("tcp %s (agent %s): %d streams; rates as the %s received them", pathOf(r.Params.Direction), o.Agent, r.Params.Streams, from),
+		[]panel{
+			{ylabel: "received, Mbit/s", lines: rate},
+			{ylabel: "cwnd, segments", lines: []series{line(sname+"'s mean cwnd", func(iv tcpRow) float64 { return iv.Cwnd })}},
+			{ylabel: "RTT, ms", lines: []series{line(sname+"'s mean smoothed RTT", func(iv tcpRow) float64 { return float64(iv.RTT) / 1e6 })}},
+		})
 }
 
 // cpuLabel names whose CPU a side's figures are: getrusage's of the whole
