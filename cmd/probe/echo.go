@@ -98,6 +98,16 @@ func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump
 		}
 	}
 	opts := probe.EchoOptions{Wait: c.Duration("wait"), LocalPort: uint16(c.Uint("udp-port"))}
+	var total time.Duration
+	for _, p := range params {
+		total += time.Duration(p.Count) * p.Interval
+	}
+	stop := timedProgress("echo", total)
+	defer stop()
+	var stream *report.EchoStream
+	if c.Bool("json-stream") {
+		stream = report.NewEchoStream(os.Stdout, info, src)
+	}
 	var points []report.EchoMeasurement
 	for i, p := range params {
 		if ctx.Err() != nil {
@@ -109,6 +119,11 @@ func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump
 		}
 		res.Point.Index = i
 		points = append(points, report.EchoMeasurement{Point: res.Point, Records: res.Records})
+		if stream != nil {
+			if err := stream.Point(points[len(points)-1]); err != nil {
+				return err
+			}
+		}
 		if w != nil {
 			// Each measurement reaches the file as soon as it ends.
 			if err := writeEchoPoint(w, res.Point, res.Records); err != nil {
@@ -121,6 +136,10 @@ func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump
 		for _, w := range res.Warnings {
 			fmt.Fprintf(os.Stderr, "probe: %s\n", w)
 		}
+	}
+	stop()
+	if stream != nil {
+		return stream.End(points, c.String("plot"))
 	}
 	return report.Echo(os.Stdout, info, points, src, echoFormat(c), c.String("plot"))
 }

@@ -67,7 +67,7 @@ func (m measureMode) String() string {
 // the help groups the flags by these sets.
 var measureFlagModes = map[string]measureMode{
 	"host": modeAll, "mode": modeAll, "json": modeAll, "key-file": modeAll, "ebpf": modeAll,
-	"plot": modeAll,
+	"plot": modeAll, "json-stream": modeEcho,
 
 	"ts-source": modeEcho | modeCapacity, "write": modeEcho | modeCapacity,
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/probe-dev/probe/probe"
 	"golang.org/x/sys/unix"
@@ -59,5 +60,41 @@ func (p *progress) stop() {
 	close(p.done)
 	if p.tty {
 		fmt.Fprint(os.Stderr, "\r\033[K")
+	}
+}
+
+// timedProgress shows, on a terminal only, how much of a run of known
+// length has passed (echo -d, tcp and quic -t); stop clears the line.
+func timedProgress(what string, total time.Duration) (stop func()) {
+	if _, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS); err != nil || total < 2*time.Second {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(os.Stderr, "\r\033[K")
+				return
+			case <-t.C:
+				const width = 30
+				f := min(time.Since(start).Seconds()/total.Seconds(), 1)
+				n := int(f * width)
+				fmt.Fprintf(os.Stderr, "\r[%s%s] %3.0f%% %s %.0f of %.0f s", strings.Repeat("=", n), strings.Repeat(" ", width-n),
+					100*f, what, time.Since(start).Seconds(), total.Seconds())
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			<-finished
+		})
 	}
 }

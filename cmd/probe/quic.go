@@ -88,7 +88,12 @@ func measureQUIC(ctx context.Context, c *cli.Context, cl *probe.Client, start re
 	if err != nil {
 		return err
 	}
+	stop := func() {}
+	if p.Bytes == 0 {
+		stop = timedProgress("quic", p.Duration)
+	}
 	res, err := cl.QUIC(ctx, p, trust)
+	stop()
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,12 @@ func measureTCP(ctx context.Context, c *cli.Context, cl *probe.Client, start rep
 	if err := p.Check(); err != nil {
 		return err
 	}
+	stop := func() {}
+	if p.Bytes == 0 {
+		stop = timedProgress("tcp", p.Duration)
+	}
 	res, err := cl.TCP(ctx, p)
+	stop()
 	if err != nil {
 		return err
 	}

@@ -66,15 +66,8 @@ func Echo(w io.Writer, info EchoInfo, points []EchoMeasurement, src dump.Source,
 	ok := 0
 	var firstErr error
 	for i, p := range points {
-		s, err := estimator.EchoStats(p.Point, p.Records, src)
-		rows[i] = echoRow{Point: p.Point, Stats: s}
-		if s.RateSource == dump.SourceUser && s.GSO {
-			// Kernel stamps mark only each GSO batch's first probe, and
-			// user space stamps a batch of sends or replies at once: a
-			// rate from those reads many times the path's. None is given.
-			rows[i].NoRates = true
-			rows[i].Stats.SendRate, rows[i].Stats.SendRateIP, rows[i].Stats.RecvRate, rows[i].Stats.RecvRateIP = 0, 0, 0, 0
-		}
+		var err error
+		rows[i], err = echoRowOf(p, src)
 		if err != nil {
 			rows[i].Err = err.Error()
 			firstErr = cmpErr(firstErr, err)
@@ -102,6 +95,23 @@ func Echo(w io.Writer, info EchoInfo, points []EchoMeasurement, src dump.Source,
 		err = firstErr
 	}
 	return err
+}
+
+// echoRowOf computes one measurement's statistics.
+func echoRowOf(p EchoMeasurement, src dump.Source) (echoRow, error) {
+	s, err := estimator.EchoStats(p.Point, p.Records, src)
+	r := echoRow{Point: p.Point, Stats: s}
+	if err != nil {
+		r.Err = err.Error()
+	}
+	if s.RateSource == dump.SourceUser && s.GSO {
+		// Kernel stamps mark only each GSO batch's first probe, and user
+		// space stamps a batch of sends or replies at once: a rate from
+		// those reads many times the path's. None is given.
+		r.NoRates = true
+		r.Stats.SendRate, r.Stats.SendRateIP, r.Stats.RecvRate, r.Stats.RecvRateIP = 0, 0, 0, 0
+	}
+	return r, err
 }
 
 func cmpErr(first, err error) error {
@@ -458,4 +468,49 @@ func ParseTSSource(s string) (dump.Source, error) {
 		return estimator.AutoSource, nil
 	}
 	return dump.ParseSource(s)
+}
+
+// EchoStream prints an echo run as it is measured, one JSON object a line
+// (--json-stream, as iperf3's): {"event":"start","data":...}, then an
+// "interval" event per measurement, then "end".
+type EchoStream struct {
+	w    io.Writer
+	info EchoInfo
+	src  dump.Source
+}
+
+// StreamEvent is one line of --json-stream.
+type StreamEvent struct {
+	Event string `json:"event"` // start, interval, end
+	Data  any    `json:"data"`
+}
+
+// NewEchoStream prints the start event.
+func NewEchoStream(w io.Writer, info EchoInfo, src dump.Source) *EchoStream {
+	doc := EchoDocument(info, nil)
+	writeDocLine(w, StreamEvent{"start", struct {
+		Schema string         `json:"schema"`
+		Start  Start          `json:"start"`
+		Params EchoParamsJSON `json:"params"`
+	}{doc.Schema, doc.Start, doc.Params}})
+	return &EchoStream{w, info, src}
+}
+
+// Point prints one measurement as soon as it ends.
+func (s *EchoStream) Point(p EchoMeasurement) error {
+	row, _ := echoRowOf(p, s.src) // an error is in the row
+	return writeDocLine(s.w, StreamEvent{"interval", pointJSON(row)})
+}
+
+// End prints the end event, the number of measurements, and draws the
+// plots asked for.
+func (s *EchoStream) End(points []EchoMeasurement, plotDir string) error {
+	if plotDir != "" && len(points) > 0 {
+		if err := Echo(io.Discard, s.info, points, s.src, "json", plotDir); err != nil {
+			return err
+		}
+	}
+	return writeDocLine(s.w, StreamEvent{"end", struct {
+		Measurements int `json:"measurements"`
+	}{len(points)}})
 }
