@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -99,5 +100,30 @@ func TestReportFlagsAfterArguments(t *testing.T) {
 	_, stderr, code = run(t, exec.Command(probeBin, "report", filepath.Join(root, "res"), "--bogus"))
 	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "--bogus") {
 		t.Errorf("an unknown flag after the folder: exit %d, %q", code, stderr)
+	}
+}
+
+// docs/cli.md's table of flags and modes is the one the code checks.
+func TestCLIDocTable(t *testing.T) {
+	md, err := os.ReadFile("../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `--([a-z-]+)`(?: \\(`-[A-Za-z]`\\))? \\| ([a-z, ]+) \\|$")
+	seen := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(md), -1) {
+		want := measureFlagModes[m[1]].String()
+		if measureFlagModes[m[1]] == modeAll {
+			want = "all"
+		}
+		if m[2] != want {
+			t.Errorf("docs/cli.md: --%s applies to %q, the code says %q", m[1], m[2], want)
+		}
+		seen[m[1]] = true
+	}
+	for name := range measureFlagModes {
+		if !seen[name] {
+			t.Errorf("docs/cli.md lacks --%s", name)
+		}
 	}
 }
