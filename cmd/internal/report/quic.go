@@ -664,17 +664,19 @@ func plotBoth(path string, t *probe.TCPResult, q *probe.QUICResult, agent string
 	tivs, _ := tcpRows(t, t.Params.Interval)
 	flows := quicFlows(q)
 	qivs := estimator.QUICIntervals(flows[0].streams, flows[0].conn, q.Params.Interval)
-	tcpSeries := func(y func(tcpRow) float64) series {
-		pts := make(plotter.XYs, len(tivs))
-		for k, iv := range tivs {
-			pts[k] = plotter.XY{X: iv.End.Seconds(), Y: y(iv)}
+	tcpSeries := func(rate bool, y func(tcpRow) float64) series {
+		var pts plotter.XYs
+		for _, iv := range tivs {
+			if rate && !iv.Stale || !rate && iv.Samples != nil {
+				pts = append(pts, plotter.XY{X: iv.End.Seconds(), Y: y(iv)})
+			}
 		}
 		return series{"tcp", pts}
 	}
 	return drawPanels(path, fmt.Sprintf("tcp and quic %s (agent %s): %d streams", pathOf(t.Params.Direction), agent, t.Params.Streams), []panel{
-		{ylabel: "received, Mbit/s", lines: []series{tcpSeries(func(iv tcpRow) float64 { return iv.Rate / 1e6 }),
+		{ylabel: "received, Mbit/s", lines: []series{tcpSeries(true, func(iv tcpRow) float64 { return iv.Rate / 1e6 }),
 			seriesOf("quic", qivs, func(iv estimator.QUICInterval) float64 { return iv.Rate / 1e6 })}},
-		{ylabel: "sender's smoothed RTT, ms", lines: []series{tcpSeries(func(iv tcpRow) float64 { return float64(iv.RTT) / 1e6 }),
+		{ylabel: "sender's smoothed RTT, ms", lines: []series{tcpSeries(false, func(iv tcpRow) float64 { return float64(iv.RTT) / 1e6 }),
 			seriesOf("quic", qivs, func(iv estimator.QUICInterval) float64 { return float64(iv.RTT) / 1e6 })}},
 	})
 }

@@ -49,6 +49,10 @@ func receiver(r *probe.TCPResult) (name string, side probe.TCPSide) {
 type tcpRow struct {
 	estimator.TCPInterval
 	SenderRate float64 // bit/s written by the sender
+	// Stale: no stream of the receiver has a sample newer than the last
+	// interval's (a sampler scheduled late), so the rate is not known;
+	// plots leave it out rather than draw a 0.
+	Stale bool
 }
 
 // tcpRows cuts a test into intervals of every; from names the side whose
@@ -60,12 +64,18 @@ func tcpRows(r *probe.TCPResult, every time.Duration) (rows []tcpRow, from strin
 	from, rcv := receiver(r)
 	if r.Params.Direction == "bidir" {
 		for _, iv := range sivs {
-			rows = append(rows, tcpRow{iv, iv.Rate})
+			rows = append(rows, tcpRow{TCPInterval: iv, SenderRate: iv.Rate})
 		}
 		return rows, from
 	}
+	var last time.Duration
 	for i, iv := range estimator.TCPIntervals(kernelReceived(rcv.Streams), every) {
 		row := tcpRow{TCPInterval: iv}
+		newest := time.Duration(0)
+		for _, x := range iv.Samples {
+			newest = max(newest, x.T)
+		}
+		row.Stale, last = i > 0 && newest <= last, max(last, newest)
 		row.Samples = nil
 		if i < len(sivs) {
 			s := sivs[i]
@@ -370,8 +380,9 @@ func PlotTCP(path string, r *probe.TCPResult, o TCPOptions) error {
 	line := func(name string, y func(tcpRow) float64) series {
 		var pts plotter.XYs
 		for _, iv := range rows {
-			if iv.Samples == nil && name != "all streams" && !strings.HasPrefix(name, "stream") {
-				continue // no sender sample: RTT and cwnd unknown, not 0
+			rate := name == "all streams" || strings.HasPrefix(name, "stream")
+			if rate && iv.Stale || !rate && iv.Samples == nil {
+				continue // not known, rather than 0
 			}
 			pts = append(pts, plotter.XY{X: iv.End.Seconds(), Y: y(iv)})
 		}
