@@ -24,6 +24,8 @@ type EchoResult struct {
 	Started       time.Time
 	Interrupted   bool     // ctx ended before every probe was sent
 	Warnings      []string // e.g. no eBPF timestamps for this session
+	// The UDP endpoints of the probes, for a packet capture of them.
+	Local, Agent netip.AddrPort
 }
 
 // EchoOptions are the client-side settings of an echo session.
@@ -68,7 +70,7 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 	}
 	drops0, _ := uc.Drops()
 
-	res := &EchoResult{Params: p, AgentSources: op.Sources, Started: time.Now(),
+	res := &EchoResult{Params: p, AgentSources: op.Sources, Started: time.Now(), Local: uc.LocalAddr(), Agent: agent,
 		ClientSources: []string{dump.SourceSW.String(), dump.SourceUser.String()},
 		Point:         dump.EchoPoint{Size: p.Size, Wait: p.Interval, Count: p.Count, IPHeader: ipOverhead(agent.Addr())}}
 	ebpf := newSeqStamps(p.Count, collector.KindRequest, collector.KindReply)

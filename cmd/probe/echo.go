@@ -97,6 +97,17 @@ func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump
 			return err
 		}
 	}
+	var pcap *report.EchoPcap
+	if path := c.String("pcap"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("pcap: %w", err)
+		}
+		defer f.Close()
+		if pcap, err = report.NewEchoPcap(f); err != nil {
+			return err
+		}
+	}
 	opts := probe.EchoOptions{Wait: c.Duration("wait"), LocalPort: uint16(c.Uint("udp-port"))}
 	var total time.Duration
 	for _, p := range params {
@@ -119,6 +130,11 @@ func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump
 		}
 		res.Point.Index = i
 		points = append(points, report.EchoMeasurement{Point: res.Point, Records: res.Records})
+		if pcap != nil {
+			if err := pcap.Point(res.Local, res.Agent, res.Records, p.Size); err != nil {
+				return err
+			}
+		}
 		if stream != nil {
 			if err := stream.Point(points[len(points)-1]); err != nil {
 				return err

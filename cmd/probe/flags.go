@@ -69,7 +69,7 @@ var measureFlagModes = map[string]measureMode{
 	"host": modeAll, "mode": modeAll, "json": modeAll, "key-file": modeAll, "ebpf": modeAll,
 	"plot": modeAll, "json-stream": modeEcho,
 
-	"ts-source": modeEcho | modeCapacity, "write": modeEcho | modeCapacity,
+	"ts-source": modeEcho | modeCapacity, "write": modeEcho | modeCapacity, "pcap": modeEcho,
 
 	"count": modeEcho, "duration": modeEcho, "size": modeEcho, "size-to": modeEcho, "size-step": modeEcho,
 	"interval": modeEcho, "interval-to": modeEcho, "interval-step": modeEcho, "measurements": modeEcho,

@@ -6,8 +6,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/probe-dev/probe/cmd/internal/report"
+	"github.com/probe-dev/probe/collector/dump"
 )
 
 // Every flag of probe measure says which modes it applies to, and the
@@ -124,6 +128,69 @@ func TestCLIDocTable(t *testing.T) {
 	for name := range measureFlagModes {
 		if !seen[name] {
 			t.Errorf("docs/cli.md lacks --%s", name)
+		}
+	}
+}
+
+// --pcap writes every probe and reply at the client's kernel timestamps:
+// tshark reads as many packets as the dump holds stamps, and their times
+// keep the dump's spacing to the nanosecond.
+func TestEchoPcap(t *testing.T) {
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Skip("tshark not installed")
+	}
+	addr := localAgent(t)
+	dir := t.TempDir()
+	pcapPath, dumpPath := filepath.Join(dir, "e.pcap"), filepath.Join(dir, "e.msgpack")
+	if _, stderr, code := measureLocal(t, addr, "-n", "50", "-i", "1ms", "-l", "200", "--pcap", pcapPath, "-w", dumpPath); code != 0 {
+		t.Fatalf("measure: exit %d %s", code, stderr)
+	}
+	out, err := exec.Command("tshark", "-r", pcapPath, "-T", "fields", "-e", "frame.time_epoch", "-e", "udp.length").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	var got []int64
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		sec, frac, _ := strings.Cut(f[0], ".")
+		s, _ := strconv.ParseInt(sec, 10, 64)
+		ns, _ := strconv.ParseInt((frac + "000000000")[:9], 10, 64)
+		got = append(got, s*1e9+ns)
+		if f[1] != "208" {
+			t.Errorf("UDP length %s, want 208 (200 B payload)", f[1])
+		}
+	}
+	f, err := os.Open(dumpPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := dump.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []int64
+	p := &report.EchoPcap{}
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			break
+		}
+		if e := rec.Echo; e != nil {
+			if ts, ok := p.WallTime(e.ClientTx); ok {
+				want = append(want, ts)
+			}
+			if ts, ok := p.WallTime(e.ClientRx); ok && e.Replies > 0 {
+				want = append(want, ts)
+			}
+		}
+	}
+	if len(got) != len(want) || len(got) < 100 {
+		t.Fatalf("tshark read %d packets, the dump has %d stamps (want 100: 50 probes, 50 replies)", len(got), len(want))
+	}
+	for i := range got {
+		if got[i]-got[0] != want[i]-want[0] {
+			t.Fatalf("packet %d at %+d ns from the first, the dump says %+d", i, got[i]-got[0], want[i]-want[0])
 		}
 	}
 }

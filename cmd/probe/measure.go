@@ -27,6 +27,7 @@ func measureCommand() *cli.Command {
 			&cli.StringFlag{Name: "mode", Aliases: []string{"m"}, Value: "echo", Usage: "what to measure: echo, capacity, tcp, quic, or tcp,quic (both, one after the other, side by side)"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto (best available), hw, ebpf, sw, user"},
 			&cli.StringFlag{Name: "write", Aliases: []string{"w"}, Usage: "write every record to this dump file (msgpack), for estimate -r"},
+			&cli.StringFlag{Name: "pcap", Usage: "write every probe and reply, at the client's kernel timestamps, to this nanosecond pcap file (payload zeroed)"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON (docs/json.md)"},
 			&cli.BoolFlag{Name: "json-stream", Usage: "print a JSON object a line as each measurement ends, as iperf3's --json-stream"},
 			keyFileFlag(),
