@@ -359,6 +359,7 @@ type QUICSideJSON struct {
 	LossRatio      float64              `json:"loss_ratio"`
 	CPUUserS       float64              `json:"cpu_user_s"`
 	CPUSystemS     float64              `json:"cpu_system_s"`
+	CPUSessions    int                  `json:"cpu_sessions"` // tests the process ran at once; above 1 the CPU is shared
 	CPUSPerGB      *float64             `json:"cpu_s_per_gb"`
 	GSO            bool                 `json:"gso"`
 	UDPRcvBufBytes int                  `json:"udp_rcvbuf_bytes"`
@@ -408,7 +409,7 @@ func quicSideJSON(s probe.QUICSide) QUICSideJSON {
 	cpu := cpuPerGB(s.UserCPU, s.SysCPU, t.Sent+t.Received)
 	out := QUICSideJSON{BytesSent: t.Sent, BytesReceived: t.Received, SendBps: t.SendRate, ReceiveBps: t.RecvRate,
 		ElapsedS: seconds(s.Elapsed), PacketsSent: t.PacketsSent, PacketsLost: t.PacketsLost, LossRatio: t.LossRate,
-		CPUUserS: seconds(s.UserCPU), CPUSystemS: seconds(s.SysCPU), CPUSPerGB: orNull(cpu, t.Sent+t.Received > 0),
+		CPUUserS: seconds(s.UserCPU), CPUSystemS: seconds(s.SysCPU), CPUSessions: s.CPUSessions, CPUSPerGB: orNull(cpu, t.Sent+t.Received > 0),
 		GSO: s.GSO, UDPRcvBufBytes: s.Buffers.Rcv, UDPSndBufBytes: s.Buffers.Snd, Warnings: nonNil(s.Warnings),
 		StreamErrors: t.Errors, Streams: []QUICStreamJSON{}, Conn: make([]QUICConnSampleJSON, len(s.Conn))}
 	for _, st := range s.Streams {

@@ -280,6 +280,7 @@ type TCPSideJSON struct {
 	Retransmits   uint32            `json:"retransmits"`
 	CPUUserS      float64           `json:"cpu_user_s"`
 	CPUSystemS    float64           `json:"cpu_system_s"`
+	CPUSessions   int               `json:"cpu_sessions"` // tests the process ran at once; above 1 the CPU is shared
 	StreamErrors  int               `json:"stream_errors"`
 	ReadBack      map[string]string `json:"read_back"`
 	Streams       []TCPStreamJSON   `json:"streams"`
@@ -321,7 +322,7 @@ func tcpSideJSON(s probe.TCPSide) TCPSideJSON {
 	t := estimator.TCPTotal(s.Streams, s.Elapsed)
 	out := TCPSideJSON{BytesSent: t.Sent, BytesReceived: t.Received, SendBps: t.SendRate, ReceiveBps: t.RecvRate,
 		ElapsedS: seconds(s.Elapsed), Retransmits: t.Retrans, CPUUserS: seconds(s.UserCPU), CPUSystemS: seconds(s.SysCPU),
-		StreamErrors: t.Errors, ReadBack: map[string]string{}, Streams: []TCPStreamJSON{}}
+		CPUSessions: s.CPUSessions, StreamErrors: t.Errors, ReadBack: map[string]string{}, Streams: []TCPStreamJSON{}}
 	for k, v := range s.ReadBack {
 		out.ReadBack[k] = v
 	}
