@@ -610,9 +610,10 @@ func TestTCPAcrossTestbed(t *testing.T) {
 	m := decode[report.TCPDoc](t, out)
 	sent, got, rate := float64(m.End.Client.BytesSent), float64(m.End.Agent.BytesReceived), m.End.ReceivedBps
 	for _, iv := range m.Intervals {
-		// Rates are the receiver's: none can exceed the link.
-		if iv.Bps > 20e6*1.02 || len(iv.StreamsBps) != 2 {
-			t.Errorf("interval %+v above the 20 Mbit/s link, or not per stream", iv)
+		// The receiver's kernel counts; a starved softirq can still hand
+		// it a backlog at once, so no bound on a single interval here.
+		if len(iv.StreamsBps) != 2 {
+			t.Errorf("interval %+v not per stream", iv)
 		}
 	}
 	if m.RatesFrom != "agent" {

@@ -203,7 +203,7 @@ func CapacityDocument(i CapacityInfo, c estimator.Capacity) CapacityDoc {
 			SustainedBps: orNull(c.Sustained, c.Sustained > 0), PeakBps: orNull(c.Peak, c.Peak > 0),
 			Verdict: c.Verdict.String(), VerdictCode: int(c.Verdict), SenderLimited: c.SenderLimited, BinWidthBps: c.BinWidth,
 			PrelimMeanBps: c.PrelimMean, PrelimStdBps: c.PrelimStd, Modes: modes,
-			LinkOverheadBytes: orNull(c.Overhead, c.Overhead > 0), TSSource: c.Source.String(),
+			LinkOverheadBytes: orNull(c.Overhead, c.Overhead != 0), TSSource: c.Source.String(),
 			NoiseFloorUs: micros(c.NoiseFloor), MinDispersionUs: micros(c.MinDispersion),
 			KernelToUserUs: orNull(micros(c.KernelToUser), c.KernelToUser > 0),
 			Trains:         c.Trains, Samples: c.Samples, Discarded: disc,
@@ -243,7 +243,7 @@ var formatTokens = map[string]func(CapacityInfo, estimator.Capacity) string{
 	},
 	"nf": func(_ CapacityInfo, c estimator.Capacity) string { return f2(usf(c.NoiseFloor)) },
 	"ts": func(_ CapacityInfo, c estimator.Capacity) string { return c.Source.String() },
-	"lo": func(_ CapacityInfo, c estimator.Capacity) string { return f2or(c.Overhead, c.Overhead > 0) },
+	"lo": func(_ CapacityInfo, c estimator.Capacity) string { return f2or(c.Overhead, c.Overhead != 0) },
 	"du": func(i CapacityInfo, _ estimator.Capacity) string { return f2(i.Duration.Seconds()) },
 	"nt": func(_ CapacityInfo, c estimator.Capacity) string { return strconv.Itoa(c.Trains) },
 }
