@@ -54,6 +54,7 @@ var cases = []benchCase{
 // result is what the table reads of an estimate, rates in Mbit/s.
 type result struct {
 	Estimate, Sustained float64
+	Lower, Upper        float64 // Upper 0 when unknown
 	Verdict             string
 	Duration            float64
 	Source              string
@@ -65,6 +66,8 @@ func readResult(b []byte) (result, error) {
 	var doc struct {
 		Result struct {
 			Estimate  float64  `json:"estimate_bps"`
+			Lower     float64  `json:"lower_bps"`
+			Upper     *float64 `json:"upper_bps"`
 			Sustained *float64 `json:"sustained_bps"`
 			Verdict   string   `json:"verdict"`
 			Duration  float64  `json:"duration_s"`
@@ -75,7 +78,10 @@ func readResult(b []byte) (result, error) {
 		return result{}, err
 	}
 	r := doc.Result
-	out := result{Estimate: r.Estimate / 1e6, Verdict: r.Verdict, Duration: r.Duration, Source: r.Source}
+	out := result{Estimate: r.Estimate / 1e6, Lower: r.Lower / 1e6, Verdict: r.Verdict, Duration: r.Duration, Source: r.Source}
+	if r.Upper != nil {
+		out.Upper = *r.Upper / 1e6
+	}
 	if r.Sustained != nil {
 		out.Sustained = *r.Sustained / 1e6
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -235,7 +234,7 @@ func slug(s string) string {
 }
 
 func runProbe(tb *testbed.Testbed, probeBin string, quick bool, dumpPath string) toolRun {
-	args := []string{"measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "--json", "--ebpf", "on"}
+	args := []string{"measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "-R", "--json", "--ebpf", "on"}
 	if quick {
 		args = append(args, "--quick")
 	}
@@ -246,8 +245,8 @@ func runProbe(tb *testbed.Testbed, probeBin string, quick bool, dumpPath string)
 	if err != nil {
 		return toolRun{err: err.Error()}
 	}
-	var e result
-	if err := json.Unmarshal(out, &e); err != nil {
+	e, err := readResult(out)
+	if err != nil {
 		return toolRun{err: fmt.Sprintf("measure output: %v", err)}
 	}
 	return toolRun{estimate: e.Estimate, lower: e.Lower, upper: e.Upper, verdict: e.Verdict, secs: e.Duration}

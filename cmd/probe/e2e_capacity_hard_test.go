@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/probe-dev/probe/cmd/internal/report"
 	"net"
 	"os"
 	"os/exec"
@@ -57,24 +58,27 @@ func TestCapacityNarrowNotTight(t *testing.T) {
 	}
 	defer cross.Stop()
 	time.Sleep(time.Second)
-	out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "--json")
+	out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "-R", "--json")
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
-	m := parseJSON(t, out)
-	est, low, up := m["estimate"].(float64), m["lower"].(float64), m["upper"].(float64)
+	m := decode[report.CapacityDoc](t, out).Result
+	est, low, up := m.EstimateBps/1e6, m.LowerBps/1e6, 0.0
+	if m.UpperBps != nil {
+		up = *m.UpperBps / 1e6
+	}
 	t.Logf("estimate %.2f [%.2f, %.2f] verdict %v in %v s; truth [%.2f, %.2f]; overhead %v B, noise floor %v µs, discarded %v",
-		est, low, up, m["verdict"], m["duration_s"], lo, hi, m["link_overhead_bytes"], m["noise_floor_us"], m["discarded"])
+		est, low, up, m.Verdict, m.DurationS, lo, hi, m.LinkOverheadBytes, m.NoiseFloorUs, m.Discarded)
 	if est < 0.97*lo || est > 1.03*hi {
 		t.Errorf("estimate %.2f outside [0.97 × %.2f, 1.03 × %.2f]", est, lo, hi)
 	}
-	if m["verdict"] == "shaper suspected" {
+	if m.Verdict == "shaper suspected" {
 		t.Errorf("a one-frame tbf called a shaper")
 	}
 	if up > 0 && (low > hi || up < lo) {
 		t.Errorf("interval [%.2f, %.2f] misses the truth [%.2f, %.2f]", low, up, lo, hi)
 	}
-	if d := m["duration_s"].(float64); d > 20 {
+	if d := m.DurationS; d > 20 {
 		t.Errorf("took %.1f s, want ≤ 20 s", d)
 	}
 }
