@@ -385,15 +385,17 @@ func probeVsMeasure(ctx context.Context, bin string, _ time.Duration) error {
 		}
 		mDur = append(mDur, time.Since(t0).Seconds())
 		var r struct {
-			RTT struct {
-				MedianUs float64 `json:"median_us"`
-				Source   string  `json:"source"`
-			} `json:"rtt"`
+			Measurements []struct {
+				RTT struct {
+					MedianUs float64 `json:"median_us"`
+					Source   string  `json:"source"`
+				} `json:"rtt"`
+			} `json:"measurements"`
 		}
-		if err := json.Unmarshal(out, &r); err != nil {
-			return fmt.Errorf("probe measure --json: %v", err)
+		if err := json.Unmarshal(out, &r); err != nil || len(r.Measurements) != 1 {
+			return fmt.Errorf("probe measure --json: %v, %d measurements", err, len(r.Measurements))
 		}
-		mRTT = append(mRTT, r.RTT.MedianUs/1e6)
+		mRTT = append(mRTT, r.Measurements[0].RTT.MedianUs/1e6)
 	}
 	fmt.Printf("echo, 20 probes every 10 ms on loopback, medians of 5 alternating rounds (%s):\n", stamps)
 	fmt.Printf("  /probe?module=echo   probe_duration_seconds %.3f s, probe_rtt_seconds %.2f µs\n", harness.Median(pDur), harness.Median(pRTT)*1e6)

@@ -163,7 +163,7 @@ func main() {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.figure, r.probe, r.peer, r.ratio, r.bound, ok, r.note)
 	}
 	tw.Flush()
-	fmt.Printf("\nthroughput: the receiver's rate (probe: agent_side.totals.RecvRate; iperf3: end.sum_received.bits_per_second),\n")
+	fmt.Printf("\nthroughput: the receiver's rate (probe: end.received_bps; iperf3: end.sum_received.bits_per_second),\n")
 	fmt.Printf("%d rounds of %v per tool, probe and iperf3 alternating; the median, the rounds in brackets.\n", rounds, roundTime)
 	fmt.Printf("veth: the testbed's unshaped a — b veth, offloads off, MTU 1500; servers in a, clients in b.\n")
 	fmt.Printf("wire payload: the receiving veth's rx_bytes − %d × rx_packets (14 Ethernet + 20 IP + 32 TCP with\n", wireHeader)
