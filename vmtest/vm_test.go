@@ -80,11 +80,27 @@ func measureFrom(t *testing.T, ctx context.Context, vm string, args ...string) m
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("%s: probe measure %s: %.1f s", vm, strings.Join(args, " "), time.Since(start).Seconds())
+	return measurement(t, out)
+}
+
+// measurement reads probe's JSON document (docs/json.md): an echo run's
+// one measurement, a capacity run's result, or a tcp or quic test whole.
+func measurement(t *testing.T, out string) map[string]any {
+	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		t.Fatalf("%v in %q", err, out)
 	}
-	t.Logf("%s: probe measure %s: %.1f s", vm, strings.Join(args, " "), time.Since(start).Seconds())
+	switch m["schema"] {
+	case "probe/echo/1":
+		if ms, ok := m["measurements"].([]any); ok && len(ms) == 1 {
+			return ms[0].(map[string]any)
+		}
+		t.Fatalf("not one echo measurement: %s", out)
+	case "probe/capacity/1":
+		return m["result"].(map[string]any)
+	}
 	return m
 }
 
@@ -115,8 +131,7 @@ func TestAgentsAnswer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var m map[string]any
-		json.Unmarshal([]byte(out), &m)
+		m := measurement(t, out)
 		if m["received"] != 20.0 {
 			t.Fatalf("%s (%s): %s", vm, env.Addr[vm], out)
 		}
@@ -212,7 +227,7 @@ func TestGuestsCarryTheRate(t *testing.T) {
 	ctx := need(t)
 	shape(t, ctx, "default none\n")
 	m := measureFrom(t, ctx, env.Clients()[0], "--mode", "tcp", "-t", "3s")
-	got := num(t, m, "agent_side", "totals", "RecvRate")
+	got := num(t, m, "end", "received_bps")
 	t.Logf("unshaped TCP between TCG guests: %.1f Mbit/s; the checks shape to %.0f Mbit/s", got/1e6, rate/1e6)
 	if got < 2*rate {
 		t.Fatalf("the guests carry %.1f Mbit/s, less than twice the %.0f Mbit/s the checks need", got/1e6, rate/1e6)
@@ -227,10 +242,10 @@ func TestCapacity(t *testing.T) {
 	shape(t, ctx, fmt.Sprintf("default rate %.0fkbit\n", rate/1e3))
 	truth := rate * 1500 / 1514 / 1e6
 	for _, vm := range env.Clients() {
-		m := measureFrom(t, ctx, vm, "--mode", "capacity")
-		est := num(t, m, "estimate")
-		t.Logf("%s <- server: estimate %.3f Mbit/s, truth %.3f (%+.2f %%), sustained %.3f, verdict %v, %.1f s, timestamps %v",
-			vm, est, truth, 100*(est-truth)/truth, num(t, m, "sustained"), m["verdict"], num(t, m, "duration_s"), m["ts_source"])
+		m := measureFrom(t, ctx, vm, "--mode", "capacity", "-R") // -R: the server sends
+		est := num(t, m, "estimate_bps") / 1e6
+		t.Logf("%s <- server: estimate %.3f Mbit/s, truth %.3f (%+.2f %%), sustained %v bit/s, verdict %v, %.1f s, timestamps %v",
+			vm, est, truth, 100*(est-truth)/truth, m["sustained_bps"], m["verdict"], num(t, m, "duration_s"), m["ts_source"])
 		if math.Abs(est-truth)/truth > 0.03 {
 			t.Errorf("%s: estimate %.3f Mbit/s, want %.3f ± 3 %%", vm, est, truth)
 		}
@@ -245,7 +260,7 @@ func TestTCPGoodput(t *testing.T) {
 	truth := rate * 1448 / 1514
 	for _, vm := range env.Clients() {
 		m := measureFrom(t, ctx, vm, "--mode", "tcp", "-t", "5s")
-		sent, got, r := num(t, m, "client", "totals", "Sent"), num(t, m, "agent_side", "totals", "Received"), num(t, m, "agent_side", "totals", "RecvRate")
+		sent, got, r := num(t, m, "end", "client", "bytes_sent"), num(t, m, "end", "agent", "bytes_received"), num(t, m, "end", "received_bps")
 		t.Logf("%s -> server: TCP %.3f Mbit/s, link goodput %.3f (%+.2f %%); %.0f B sent, %.0f received", vm, r/1e6, truth/1e6, 100*(r-truth)/truth, sent, got)
 		if sent != got || math.Abs(r-truth)/truth > 0.05 {
 			t.Errorf("%s: %.3f Mbit/s (sent %.0f, received %.0f), want %.3f ± 5 %%", vm, r/1e6, sent, got, truth/1e6)
@@ -261,10 +276,10 @@ func TestQUICGoodput(t *testing.T) {
 	shape(t, ctx, fmt.Sprintf("default rate %.0fkbit\n", rate/1e3))
 	for _, vm := range env.Clients() {
 		m := measureFrom(t, ctx, vm, "--mode", "quic", "-t", "5s", "--ping-interval", "0")
-		sent, got, r := num(t, m, "client", "totals", "Sent"), num(t, m, "agent_side", "totals", "Received"), num(t, m, "receive_rate")
-		conn := m["client"].(map[string]any)["Conn"].([]any)
+		sent, got, r := num(t, m, "end", "client", "bytes_sent"), num(t, m, "end", "agent", "bytes_received"), num(t, m, "end", "received_bps")
+		conn := m["end"].(map[string]any)["client"].(map[string]any)["conn"].([]any)
 		last := conn[len(conn)-1].(map[string]any)
-		ipSize := last["BytesSent"].(float64)/last["PacketsSent"].(float64) + 8 + 20
+		ipSize := last["bytes_sent"].(float64)/last["packets_sent"].(float64) + 8 + 20
 		o := estimator.QUICOverhead{IP: 20, UDP: 8, ShortHeader: 1 + 4 + 2, StreamHeader: 1 + 1 + 4, AEADTag: 16}
 		truth := estimator.QUICGoodput(rate, int(math.Round(ipSize)), 14, o)
 		t.Logf("%s -> server: QUIC %.3f Mbit/s, link goodput %.3f for %.0f B IP packets (%+.2f %%); %.0f B sent, %.0f received",
