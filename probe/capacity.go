@@ -123,14 +123,23 @@ func (s *Server) serveCapacity(ctx context.Context, conn net.Conn, fc *frameConn
 	}
 	s.log.Info("capacity session", "client", peer.String(), "reverse", p.Reverse)
 
-	conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.MaxDuration))
+	// The first request must come soon; the session ends at the agent's
+	// duration limit.
+	deadline := time.Now().Add(s.cfg.Limits.MaxDuration)
+	conn.SetReadDeadline(time.Now().Add(min(s.cfg.Conn.SessionStartTimeout, s.cfg.Limits.MaxDuration)))
 	defer conn.SetReadDeadline(time.Time{})
 	hdr := ipOverhead(local)
 	total := 0
-	for {
+	for first := true; ; first = false {
 		m, err := fc.read()
 		if err != nil {
+			if first && isTimeout(err) {
+				return s.notStarted("no request")
+			}
 			return err
+		}
+		if first {
+			conn.SetReadDeadline(deadline)
 		}
 		switch {
 		case m.SendTrains != nil:

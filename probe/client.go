@@ -26,6 +26,12 @@ type ClientConfig struct {
 	// and its result says why (--ebpf auto).
 	RequireStamper bool
 	Timeout        time.Duration // connect and handshake; default 10 s
+	// Trust checks the agent's certificate on the control connection as
+	// for QUIC (--pin, --ca, --insecure); none: the certificate is taken
+	// on first use and AgentFingerprint says which it was.
+	Trust QUICTrust
+	// Local is the address to connect from; invalid: any.
+	Local netip.Addr
 }
 
 // Client is one control connection to an agent.
@@ -40,6 +46,10 @@ type Client struct {
 	limits Limits
 	agent  HostInfo
 	host   string // as the user named the agent, for TLS names
+	// fingerprint is the agent's certificate's SHA-256; verified says
+	// whether its proof of the key, --pin or --ca vouched for it.
+	fingerprint []byte
+	verified    bool
 }
 
 // Dial connects to the agent at addr (host or host:port) and completes the
@@ -52,6 +62,9 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		addr = net.JoinHostPort(addr, fmt.Sprint(DefaultPort))
 	}
 	d := net.Dialer{Timeout: cfg.Timeout}
+	if cfg.Local.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(cfg.Local, 0))
+	}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		var dnsErr *net.DNSError
@@ -71,40 +84,61 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 	c := &Client{cfg: cfg, conn: conn, fc: newFrameConn(conn), hold: hold}
 	c.host, _, _ = net.SplitHostPort(addr)
 	conn.SetDeadline(time.Now().Add(cfg.Timeout))
-	if err := c.handshake(); err != nil {
+	if err := c.handshake(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("handshake with %s: %w", addr, err)
 	}
-	conn.SetDeadline(time.Time{})
+	c.conn.SetDeadline(time.Time{})
 	return c, nil
 }
 
-func (c *Client) handshake() error {
-	nonce := newNonce()
-	if err := c.fc.write(&Message{Hello: &Hello{Version: ProtocolVersion, Client: "probe", Nonce: nonce}}); err != nil {
+// handshake says Hello in plain text, switches to TLS on the agent's
+// StartTLS, and proves the key and checks the agent's proof over it.
+func (c *Client) handshake(ctx context.Context) error {
+	if err := c.fc.write(&Message{Hello: &Hello{Version: ProtocolVersion, Client: "probe"}}); err != nil {
 		return err
 	}
-	m, err := c.expect("challenge")
+	if _, err := c.expect("start_tls"); err != nil {
+		return err
+	}
+	tc, err := c.secureClient(ctx)
 	if err != nil {
 		return err
 	}
-	ch := m.Challenge
+	c.conn, c.fc = tc, newFrameConn(tc)
+	cs := tc.ConnectionState()
+	c.fingerprint = CertFingerprint(cs.PeerCertificates[0].Raw)
+	t := c.cfg.Trust
+	c.verified = !t.Insecure && (t.Pin != nil || t.CA != nil)
 	auth := &Auth{}
-	if ch.AuthRequired {
-		if len(c.cfg.Key) == 0 {
-			return errors.New("the agent requires a key: give it with --key-file")
+	var secret []byte
+	if len(c.cfg.Key) > 0 {
+		if secret, err = sessionSecret(cs); err != nil {
+			return err
 		}
-		auth.MAC = clientMAC(c.cfg.Key, ch.Nonce, nonce)
+		auth.MAC = clientProof(c.cfg.Key, secret)
 	}
 	if err := c.fc.write(&Message{Auth: auth}); err != nil {
 		return err
 	}
-	m, err = c.expect("welcome")
+	m, err := c.expect("welcome")
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.Code == codeAuth && len(c.cfg.Key) == 0 {
+			return errors.New("the agent requires a key: give it with --key-file")
+		}
 		return err
 	}
-	if ch.AuthRequired && !hmac.Equal(m.Welcome.MAC, agentMAC(c.cfg.Key, ch.Nonce, nonce)) {
-		return errors.New("the agent failed to prove it knows the key")
+	if len(c.cfg.Key) > 0 {
+		// A client with a key talks only to an agent that proves it: a
+		// keyless agent, or anyone in between, is refused.
+		if len(m.Welcome.MAC) == 0 {
+			return errors.New("the agent did not prove it knows the key (it has none, or is not the agent): refusing it")
+		}
+		if !hmac.Equal(m.Welcome.MAC, agentProof(c.cfg.Key, secret)) {
+			return errors.New("the agent failed to prove it knows the key")
+		}
+		c.verified = true
 	}
 	c.limits, c.agent = m.Welcome.Limits, m.Welcome.Host
 	return nil

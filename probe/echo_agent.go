@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/probe-dev/probe/collector"
@@ -79,7 +80,7 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 
 	deadline := time.Now().Add(s.cfg.Limits.MaxDuration)
 	uc.SetReadDeadline(deadline)
-	e := &agentEcho{id: id, peer: peer, count: p.Count, conn: uc, rate: newBucket(s.cfg.Limits.MaxRate),
+	e := &agentEcho{id: id, peer: peer, count: p.Count, size: p.Size, conn: uc, rate: newBucket(s.cfg.Limits.MaxRate),
 		recs: make([]AgentStamp, 0, min(p.Count, initialRecs)), seen: make([]uint64, (p.Count+63)/64)}
 	loopDone := make(chan struct{})
 	go func() {
@@ -87,11 +88,23 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 		e.run()
 	}()
 	conn.SetReadDeadline(deadline.Add(5 * time.Second))
+	// A session without a probe soon after it opened is let go.
+	var unused atomic.Bool
+	idle := time.AfterFunc(s.cfg.Conn.SessionStartTimeout, func() {
+		if !e.begun.Load() {
+			unused.Store(true)
+			conn.SetReadDeadline(time.Now())
+		}
+	})
 	m, err := fc.read()
+	idle.Stop()
 	uc.SetReadDeadline(time.Now()) // ends the loop
 	<-loopDone
 	conn.SetReadDeadline(time.Time{})
 	if err != nil {
+		if unused.Load() && isTimeout(err) {
+			return s.notStarted("no probe")
+		}
 		return err
 	}
 	if m.Finish == nil {
@@ -102,8 +115,10 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 		return err
 	}
 	if s.cfg.Stamper != nil {
+		// A busy agent may not read its ring buffer within the flush's
+		// second: the session still answers, with fewer eBPF stamps.
 		if err := flush(ctx, s.cfg.Stamper); err != nil {
-			return err
+			s.log.Warn("echo session: eBPF stamps incomplete", "err", err)
 		}
 	}
 	drops, err := uc.Drops()
@@ -135,6 +150,7 @@ type agentEcho struct {
 	id    uint32
 	peer  netip.Addr // the control connection's client
 	count int
+	size  int // the session's probes' payload
 	conn  *collector.Conn
 	// client is the address and port the session's first valid probe came
 	// from: the only one answered from then on. That probe had to come from
@@ -148,6 +164,7 @@ type agentEcho struct {
 	duplicates int // of ignored, probes whose sequence number was answered already
 	corrupted  int
 	rate       *bucket
+	begun      atomic.Bool // a probe of the session was answered
 }
 
 // answered reports whether seq was answered already.
@@ -187,9 +204,12 @@ func (e *agentEcho) accept(h collector.ProbeHeader, ok bool, d *collector.Datagr
 
 // run answers in batches: recvmmsg, check, sendmmsg of the replies.
 func (e *agentEcho) run() {
+	// A byte more than a probe, so that a longer datagram shows as one;
+	// 64 KiB buffers cost every session 4 MiB, which 64 echo sessions at
+	// once spent in zeroing and collecting instead of answering.
 	bufs := make([][]byte, collector.MaxBatch)
 	for i := range bufs {
-		bufs[i] = make([]byte, 65536)
+		bufs[i] = make([]byte, e.size+1)
 	}
 	in := make([]collector.Datagram, collector.MaxBatch)
 	out := make([][]byte, 0, collector.MaxBatch)
@@ -217,6 +237,7 @@ func (e *agentEcho) run() {
 				continue
 			}
 			e.mark(h.Seq, true)
+			e.begun.Store(true)
 			pkt[12] = byte(collector.KindReply)
 			if !probeIntact(pkt) {
 				pkt[13] |= flagCorrupt

@@ -26,7 +26,7 @@ var update = flag.Bool("update", false, "rewrite golden files")
 // ProtocolVersion bump.
 func goldenFrames() []*Message {
 	return []*Message{
-		{Hello: &Hello{Version: ProtocolVersion, Client: "probe", Nonce: bytes.Repeat([]byte{7}, nonceLen)}},
+		{Hello: &Hello{Version: ProtocolVersion, Client: "probe"}},
 		{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: 100, Size: 64, Interval: 10 * time.Millisecond}}},
 		{Stamps: &Stamps{Records: []AgentStamp{{Seq: 3, Rx: dump.Stamps{1, 2, 3, 0}, Tx: dump.Stamps{4, 5, 6, 0}}}}},
 		{Error: &Error{Code: "auth", Message: "authentication failed: wrong key"}},

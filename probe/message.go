@@ -8,17 +8,17 @@ import (
 
 // ProtocolVersion is bumped on every incompatible change of the control
 // protocol; client and agent must speak the same one.
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // Message is one control frame: exactly one of its fields is set.
 type Message struct {
-	Hello     *Hello     `msgpack:"hello,omitempty"`
-	Challenge *Challenge `msgpack:"challenge,omitempty"`
-	Auth      *Auth      `msgpack:"auth,omitempty"`
-	Welcome   *Welcome   `msgpack:"welcome,omitempty"`
-	Open      *Open      `msgpack:"open,omitempty"`
-	Opened    *Opened    `msgpack:"opened,omitempty"`
-	Finish    *Finish    `msgpack:"finish,omitempty"`
+	Hello    *Hello    `msgpack:"hello,omitempty"`
+	StartTLS *StartTLS `msgpack:"start_tls,omitempty"`
+	Auth     *Auth     `msgpack:"auth,omitempty"`
+	Welcome  *Welcome  `msgpack:"welcome,omitempty"`
+	Open     *Open     `msgpack:"open,omitempty"`
+	Opened   *Opened   `msgpack:"opened,omitempty"`
+	Finish   *Finish   `msgpack:"finish,omitempty"`
 
 	SendTrains     *SendTrains     `msgpack:"send_trains,omitempty"`
 	TrainsSent     *TrainsSent     `msgpack:"trains_sent,omitempty"`
@@ -45,8 +45,8 @@ func (m *Message) kind() string {
 	switch {
 	case m.Hello != nil:
 		return "hello"
-	case m.Challenge != nil:
-		return "challenge"
+	case m.StartTLS != nil:
+		return "start_tls"
 	case m.Auth != nil:
 		return "auth"
 	case m.Welcome != nil:
@@ -89,28 +89,28 @@ func (m *Message) kind() string {
 	return ""
 }
 
-// Hello opens the handshake (client -> agent).
+// Hello opens the handshake (client -> agent), in plain text: the agent
+// answers a version it does not speak with an Error anyone can read.
 type Hello struct {
 	Version int    `msgpack:"version"`
 	Client  string `msgpack:"client"`
-	Nonce   []byte `msgpack:"nonce"`
 }
 
-// Challenge answers Hello (agent -> client) with a fresh nonce.
-type Challenge struct {
-	Version      int    `msgpack:"version"`
-	Agent        string `msgpack:"agent"`
-	Nonce        []byte `msgpack:"nonce"`
-	AuthRequired bool   `msgpack:"auth_required"`
+// StartTLS accepts Hello (agent -> client, plain text); everything after it
+// travels in TLS.
+type StartTLS struct {
+	Version int    `msgpack:"version"`
+	Agent   string `msgpack:"agent"`
 }
 
-// Auth proves the client knows the key (client -> agent).
+// Auth proves the client knows the key (client -> agent, in TLS): an HMAC
+// over the TLS session's exported keying material; empty without a key.
 type Auth struct {
 	MAC []byte `msgpack:"mac"`
 }
 
-// Welcome ends the handshake (agent -> client); with a key, MAC proves the
-// agent knows it too.
+// Welcome ends the handshake (agent -> client, in TLS); with a key, MAC
+// proves the agent knows it too, over the same TLS session.
 type Welcome struct {
 	MAC    []byte   `msgpack:"mac,omitempty"`
 	Limits Limits   `msgpack:"limits"`
@@ -227,6 +227,20 @@ type Done struct {
 	Duplicates  int    `msgpack:"duplicates"`   // of the ignored, replays of probes answered already
 	SocketDrops uint64 `msgpack:"socket_drops"` // datagrams the agent's socket buffer overflowed with
 }
+
+// Error codes the agent refuses with.
+const (
+	codeProtocol  = "protocol"
+	codeVersion   = "version"
+	codeAuth      = "auth"
+	codeInternal  = "internal"
+	codeBusy      = "busy"
+	codeLimit     = "limit"
+	codeIdle      = "idle"
+	codeSockOpt   = "sockopt"
+	codeForbidden = "forbidden"
+	codeTimeout   = "timeout"
+)
 
 // Error refuses a request; the agent hangs up after protocol faults.
 type Error struct {

@@ -204,6 +204,7 @@ type quicRun struct {
 	lastEnd  atomic.Int64 // ns after start that the last stream ended
 	cpu      *cpuSpan
 	stop     chan struct{}
+	stopOnce sync.Once
 	sampled  chan struct{}
 }
 
@@ -287,11 +288,20 @@ func (r *quicRun) sampleOnce(at time.Duration) {
 	r.samples = append(r.samples, cs)
 }
 
+// halt stops the sampler, once; a run that began must halt.
+func (r *quicRun) halt() {
+	r.stopOnce.Do(func() {
+		close(r.stop)
+		if !r.start.IsZero() {
+			<-r.sampled
+		}
+	})
+}
+
 // end stops the sampler, takes the last sample at the last stream's end,
 // and returns this side's account.
 func (r *quicRun) end() QUICSide {
-	close(r.stop)
-	<-r.sampled
+	r.halt()
 	elapsed := time.Duration(r.lastEnd.Load())
 	if elapsed == 0 {
 		elapsed = time.Since(r.start)

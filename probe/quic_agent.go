@@ -68,6 +68,8 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	if err != nil {
 		return refusal("internal", "%v", err)
 	}
+	// quic-go's Transport leaves a socket it was given open.
+	defer udp.Close()
 	for _, w := range warns {
 		s.log.Warn(w)
 	}
@@ -117,10 +119,13 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p 
 
 	// The client connects (twice, for handshake timings), then says start,
 	// or Finish if it gave up (a handshake failed).
-	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(s.cfg.Conn.SessionStartTimeout))
 	m, err := fc.read()
 	conn.SetReadDeadline(time.Time{})
 	if err != nil {
+		if isTimeout(err) {
+			return s.notStarted("no start")
+		}
 		return err
 	}
 	if m.Finish != nil {
@@ -142,6 +147,9 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	run.begin(data, metrics)
 	a.run = run
 	a.mu.Unlock()
+	// Whatever ends the session, the sampler stops and lets go of the
+	// connection.
+	defer run.halt()
 	if err := fc.write(&Message{QUICStart: &QUICStart{}}); err != nil {
 		return err
 	}
@@ -159,7 +167,7 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	select {
 	case err = <-finished:
 	case <-sctx.Done():
-		err = refusal("limit", "session passed the agent's duration limit of %v", lim.MaxDuration)
+		err = endSession(codeLimit, "session passed the agent's duration limit of %v", lim.MaxDuration)
 	}
 	if err != nil {
 		return err

@@ -4,13 +4,13 @@ package probe
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,18 +30,21 @@ type Stamper interface {
 
 // ServerConfig configures an agent.
 type ServerConfig struct {
-	Key              []byte  // pre-shared key; empty: no authentication
-	Limits           Limits  // zero fields take DefaultLimits
-	Stamper          Stamper // nil: no eBPF timestamps, software ones only
-	Logger           *slog.Logger
-	HandshakeTimeout time.Duration // default 10 s
+	Key     []byte     // pre-shared key; empty: no authentication
+	Limits  Limits     // per session; zero fields take DefaultLimits
+	Conn    ConnLimits // per connection and source; zero fields take DefaultConnLimits
+	Stamper Stamper    // nil: no eBPF timestamps, software ones only
+	Logger  *slog.Logger
 	// AllowRun lets authenticated clients run commands here (run
 	// sessions); it takes a Key as well.
 	AllowRun bool
 	RunSched bool // account run sessions' commands with eBPF (needs root); else /proc only
-	// QUICCert is the certificate of QUIC sessions; nil: a self-signed one
-	// made when the agent starts.
+	// QUICCert is the certificate of the control connections and QUIC
+	// sessions; nil: a self-signed one made when the agent starts.
 	QUICCert *tls.Certificate
+	// AllowSockOpts widens the socket options clients may set on the
+	// agent's sockets beyond the harmless ones (SafeSockOpts), by name.
+	AllowSockOpts []string
 }
 
 // DefaultLimits are what an agent allows unless told otherwise.
@@ -62,11 +65,16 @@ type Server struct {
 	log       *slog.Logger
 	active    atomic.Int64 // running sessions
 	exclusive atomic.Bool  // an exclusive test holds the agent
-	quic      quicTLS      // the certificate QUIC sessions present
+	quic      quicTLS      // the certificate of control connections and QUIC sessions
+	refusing  atomic.Int64 // connections being told why they were refused
+	sockOpts  sockOptPolicy
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[net.Conn]struct{}
+	perSource map[netip.Addr]int // open connections per source address
+	sessions  map[netip.Addr]int // running sessions per source address
+	preAuth   int                // connections in their handshake
+	wg        sync.WaitGroup
 
 	schedMu     sync.Mutex // the scheduler watch shared by run sessions
 	sched       *collector.SchedWatch
@@ -96,19 +104,32 @@ func NewServer(cfg ServerConfig) *Server {
 	if l.MaxBytes == 0 {
 		l.MaxBytes = d.MaxBytes
 	}
-	if cfg.HandshakeTimeout == 0 {
-		cfg.HandshakeTimeout = 10 * time.Second
-	}
+	cfg.Conn.fill()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Server{cfg: cfg, log: log, conns: make(map[net.Conn]struct{})}
+	return &Server{cfg: cfg, log: log, conns: make(map[net.Conn]struct{}), perSource: make(map[netip.Addr]int),
+		sessions: make(map[netip.Addr]int), sockOpts: newSockOptPolicy(cfg.AllowSockOpts)}
 }
+
+// Accept errors are retried after a delay that doubles from acceptBackoffMin
+// to acceptBackoffMax, as net/http's Server does: running out of
+// descriptors is a moment to wait out, not a reason to stop.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
 
 // Serve accepts control connections on ln until ctx ends, then closes every
 // connection, waits for their sessions to clean up, and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if _, err := s.agentTLS(); err != nil {
+		return err
+	}
+	if len(s.cfg.Key) == 0 {
+		s.log.Warn("no key: anyone who reaches this agent can run tests from it; give --key-file to allow only clients that hold the key")
+	}
 	hold, err := collector.HoldRxStamps(ctx)
 	if err != nil {
 		return err
@@ -124,17 +145,31 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	defer stop()
 	defer s.wg.Wait()
+	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accept: %w", err)
 			}
-			return fmt.Errorf("accept: %w", err)
+			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			s.log.Warn("accept failed, retrying", "err", err, "in", delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		delay = 0
+		src := addrOf(conn.RemoteAddr())
+		if e := s.admit(src); e != nil {
+			s.log.Info("connection refused", "client", conn.RemoteAddr().String(), "err", e)
+			s.refuse(conn, e)
+			continue
 		}
 		s.mu.Lock()
 		if ctx.Err() != nil {
@@ -147,45 +182,68 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			s.handle(ctx, conn)
-			s.mu.Lock()
-			delete(s.conns, conn)
-			s.mu.Unlock()
+			s.handle(ctx, conn, src)
 			conn.Close()
+			s.left(conn, src)
 		}()
 	}
 }
 
-func (s *Server) handle(ctx context.Context, conn net.Conn) {
-	log := s.log.With("client", conn.RemoteAddr().String())
-	fc := newFrameConn(conn)
-	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	if err := s.handshake(fc); err != nil {
+// addrOf is a connection's IP address, IPv4 unmapped.
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+func (s *Server) handle(ctx context.Context, raw net.Conn, src netip.Addr) {
+	log := s.log.With("client", raw.RemoteAddr().String())
+	lim := s.cfg.Conn
+	raw.SetDeadline(time.Now().Add(lim.HandshakeTimeout))
+	conn, fc, err := s.handshake(ctx, raw)
+	s.authenticated()
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			log.Debug("connection closed before the handshake") // e.g. a port check
 			return
 		}
 		log.Info("handshake refused", "err", err)
-		s.tell(fc, err)
+		if fc != nil {
+			s.tell(fc, err)
+		}
 		return
 	}
-	conn.SetDeadline(time.Time{})
+	raw.SetDeadline(time.Time{})
 	for {
+		conn.SetReadDeadline(time.Now().Add(lim.IdleTimeout))
 		m, err := fc.read()
+		conn.SetReadDeadline(time.Time{})
 		if err != nil {
-			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+			var ne net.Error
+			switch {
+			case errors.Is(err, io.EOF) || ctx.Err() != nil:
+			case errors.As(err, &ne) && ne.Timeout():
+				log.Info("idle connection closed", "after", lim.IdleTimeout)
+				s.tell(fc, refusal(codeIdle, "idle for %v without a session: the agent hangs up (serve --idle-timeout)", lim.IdleTimeout))
+			default:
 				log.Info("control connection", "err", err)
 				s.tell(fc, err)
 			}
 			return
 		}
 		if m.Open == nil {
-			s.tell(fc, refusal("protocol", "unexpected %s message outside a session", m.kind()))
+			s.tell(fc, refusal(codeProtocol, "unexpected %s message outside a session", m.kind()))
 			return
 		}
-		err = s.session(ctx, conn, fc, m.Open)
+		err = s.session(ctx, conn, fc, m.Open, src)
 		var refused *Error
+		var ended *sessionEnd
 		switch {
+		case errors.As(err, &ended):
+			log.Info("session ended by the agent", "err", err)
+			s.tell(fc, err)
+			return
 		case errors.As(err, &refused):
 			// The session was refused, the connection stays usable.
 			log.Info("session refused", "err", err)
@@ -200,47 +258,50 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	}
 }
 
-func (s *Server) handshake(fc *frameConn) error {
-	m, err := fc.read()
+// handshake reads the plain Hello, switches to TLS and authenticates the
+// client. On error, fc is where to tell the client (nil: nowhere, as the
+// TLS handshake failed).
+func (s *Server) handshake(ctx context.Context, raw net.Conn) (net.Conn, *frameConn, error) {
+	pfc := newFrameConn(raw)
+	pfc.limit = uint32(s.cfg.Conn.PreAuthFrame)
+	m, err := pfc.read()
 	if err != nil {
-		return err
+		return nil, pfc, err
 	}
 	if m.Hello == nil {
-		return refusal("protocol", "expected hello, got %s", m.kind())
+		return nil, pfc, refusal(codeProtocol, "expected hello, got %s", m.kind())
 	}
 	if m.Hello.Version != ProtocolVersion {
-		return refusal("version", "version mismatch: agent speaks protocol %d, client %d; use the same probe release on both ends",
+		return nil, pfc, refusal(codeVersion, "version mismatch: agent speaks protocol %d, client %d; use the same probe release on both ends",
 			ProtocolVersion, m.Hello.Version)
 	}
-	if len(m.Hello.Nonce) != nonceLen {
-		return refusal("protocol", "hello nonce has %d bytes, want %d", len(m.Hello.Nonce), nonceLen)
-	}
-	clientNonce, nonce := m.Hello.Nonce, newNonce()
-	auth := len(s.cfg.Key) > 0
-	err = fc.write(&Message{Challenge: &Challenge{
-		Version: ProtocolVersion, Agent: "probe", Nonce: nonce, AuthRequired: auth,
-	}})
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.Conn.HandshakeTimeout)
+	defer cancel()
+	tc, err := s.secureAgent(hctx, raw, pfc)
 	if err != nil {
-		return err
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, pfc, err
+		}
+		return nil, nil, err
 	}
+	fc := newFrameConn(tc)
+	fc.limit = pfc.limit
 	m, err = fc.read()
 	if err != nil {
-		return err
+		return nil, fc, err
 	}
 	if m.Auth == nil {
-		return refusal("protocol", "expected auth, got %s", m.kind())
+		return nil, fc, refusal(codeProtocol, "expected auth, got %s", m.kind())
 	}
-	w := &Welcome{Limits: s.cfg.Limits, Host: LocalHost(s.cfg.Stamper != nil)}
-	if auth {
-		if len(m.Auth.MAC) == 0 {
-			return refusal("auth", "authentication required: this agent has a key, give it with --key-file")
-		}
-		if !hmac.Equal(m.Auth.MAC, clientMAC(s.cfg.Key, nonce, clientNonce)) {
-			return refusal("auth", "authentication failed: wrong key")
-		}
-		w.MAC = agentMAC(s.cfg.Key, nonce, clientNonce)
+	w, err := s.authenticate(tc, m.Auth)
+	if err != nil {
+		return nil, fc, err
 	}
-	return fc.write(&Message{Welcome: w})
+	if err := fc.write(&Message{Welcome: w}); err != nil {
+		return nil, nil, err
+	}
+	return tc, fc, nil
 }
 
 // tell sends err to the client as an Error frame.
@@ -255,18 +316,22 @@ func (s *Server) tell(fc *frameConn, err error) error {
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			e = &Error{Code: "timeout", Message: "control connection timed out"}
+			e = &Error{Code: codeTimeout, Message: "control connection timed out"}
 		} else {
-			e = &Error{Code: "internal", Message: err.Error()}
+			e = &Error{Code: codeInternal, Message: err.Error()}
 		}
 	}
 	return fc.write(&Message{Error: e})
 }
 
-func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *Open) error {
+func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *Open, src netip.Addr) error {
 	if o.Mode == "counters" {
 		return s.serveCounters(fc) // no traffic: not a session an exclusive test refuses
 	}
+	if e := s.openSession(src); e != nil {
+		return e
+	}
+	defer s.closeSession(src)
 	if s.exclusive.Load() {
 		return refusal("busy", "agent busy: an exclusive test is running; try again when it ends")
 	}

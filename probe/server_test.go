@@ -3,6 +3,7 @@ package probe
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,7 +118,23 @@ func expectRefusal(t *testing.T, c net.Conn, fc *frameConn, code, text string) {
 }
 
 func hello() *Message {
-	return &Message{Hello: &Hello{Version: ProtocolVersion, Nonce: newNonce()}}
+	return &Message{Hello: &Hello{Version: ProtocolVersion}}
+}
+
+// secureRaw says hello and switches to TLS by hand, trusting any
+// certificate, and returns the frames inside TLS.
+func secureRaw(t *testing.T, addr string) (*tls.Conn, *frameConn) {
+	t.Helper()
+	c, fc := rawConn(t, addr)
+	fc.write(hello())
+	if m, err := fc.read(); err != nil || m.StartTLS == nil {
+		t.Fatalf("want start_tls, got %v, %v", m, err)
+	}
+	tc := tls.Client(bufferedConn{Conn: c, r: fc.r}, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{controlALPN}})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	return tc, newFrameConn(tc)
 }
 
 func TestProtocolFaults(t *testing.T) {
@@ -137,23 +155,30 @@ func TestProtocolFaults(t *testing.T) {
 			c.Write(binary.BigEndian.AppendUint32(nil, MaxFrame+1))
 		}, "oversize", "limit"},
 		{"version", func(_ net.Conn, fc *frameConn) {
-			fc.write(&Message{Hello: &Hello{Version: ProtocolVersion + 1, Nonce: newNonce()}})
+			fc.write(&Message{Hello: &Hello{Version: ProtocolVersion + 1}})
 		}, "version", "version mismatch"},
 		{"no hello", func(_ net.Conn, fc *frameConn) { fc.write(&Message{Finish: &Finish{}}) }, "protocol", "expected hello"},
-		{"missing key", func(_ net.Conn, fc *frameConn) {
-			fc.write(hello())
+		{"pre-auth frame over the limit", func(c net.Conn, _ *frameConn) {
+			c.Write(binary.BigEndian.AppendUint32(nil, 4097))
+		}, "oversize", "limit 4096"},
+		{"missing key", func(c net.Conn, _ *frameConn) {
+			_, fc := secureRaw(t, addr)
 			fc.write(&Message{Auth: &Auth{}})
-		}, "auth", "authentication required"},
-		{"wrong key", func(_ net.Conn, fc *frameConn) {
-			fc.write(hello())
+			expectRefusal(t, c, fc, "auth", "authentication required")
+		}, "", ""},
+		{"wrong key", func(c net.Conn, _ *frameConn) {
+			_, fc := secureRaw(t, addr)
 			fc.write(&Message{Auth: &Auth{MAC: bytes.Repeat([]byte{1}, 32)}})
-		}, "auth", "wrong key"},
+			expectRefusal(t, c, fc, "auth", "wrong key")
+		}, "", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c, fc := rawConn(t, addr)
 			tc.send(c, fc)
-			expectRefusal(t, c, fc, tc.code, tc.text)
+			if tc.code != "" {
+				expectRefusal(t, c, fc, tc.code, tc.text)
+			}
 			// The agent keeps serving everyone else.
 			echoOK(t, addr, key)
 		})
@@ -205,15 +230,26 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &recorder{Conn: nc}
-	c := &Client{cfg: ClientConfig{Key: key, Timeout: 5 * time.Second}, conn: rec, fc: newFrameConn(rec)}
-	if err := c.handshake(); err != nil {
+	c := &Client{cfg: ClientConfig{Key: key, Timeout: 5 * time.Second}, conn: rec, fc: newFrameConn(rec), host: "127.0.0.1"}
+	if err := c.handshake(context.Background()); err != nil {
 		t.Fatalf("genuine handshake: %v", err)
 	}
 	c.Close()
 
+	// The replayed TLS handshake fails against the agent's fresh one, and
+	// the agent hangs up without a word in the clear after StartTLS.
 	replay, fc := rawConn(t, addr)
 	replay.Write(rec.out.Bytes())
-	expectRefusal(t, replay, fc, "auth", "wrong key")
+	if m, err := fc.read(); err != nil || m.StartTLS == nil {
+		t.Fatalf("want start_tls, got %v, %v", m, err)
+	}
+	rest, err := io.ReadAll(fc.r)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the agent kept the replayed connection: %v", err)
+	}
+	if bytes.Contains(rest, []byte("welcome")) {
+		t.Fatal("a welcome in the clear")
+	}
 }
 
 func TestSessionLimits(t *testing.T) {
@@ -275,11 +311,11 @@ func TestSessionLimits(t *testing.T) {
 func TestSessionAnswersOnlyItsClient(t *testing.T) {
 	s, addr := startAgent(t, ServerConfig{})
 	c, fc := rawConn(t, addr)
-	cl := &Client{cfg: ClientConfig{Timeout: 5 * time.Second}, conn: c, fc: fc}
-	if err := cl.handshake(); err != nil {
+	cl := &Client{cfg: ClientConfig{Timeout: 5 * time.Second}, conn: c, fc: fc, host: "127.0.0.1"}
+	if err := cl.handshake(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: 10, Size: 64}}})
+	cl.fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: 10, Size: 64}}})
 	m, err := cl.expect("opened")
 	if err != nil {
 		t.Fatal(err)

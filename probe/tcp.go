@@ -363,6 +363,9 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 	}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	if err := s.sockOpts.check(p.SockOpts); err != nil {
+		return err
+	}
 	lc := net.ListenConfig{Control: setSockOpts(p.SockOpts)}
 	ln, err := lc.Listen(ctx, "tcp", netip.AddrPortFrom(local, 0).String())
 	if err != nil {
@@ -378,7 +381,7 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 	conns := make([]*net.TCPConn, p.Streams)
 	accepted := make(chan error, 1)
 	go func() { accepted <- s.acceptStreams(ln.(*net.TCPListener), id, peer, p, conns) }()
-	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(s.cfg.Conn.SessionStartTimeout))
 	m, err := fc.read()
 	conn.SetReadDeadline(time.Time{})
 	closeAll := func() {
@@ -392,6 +395,9 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 	if err != nil {
 		ln.Close()
 		<-accepted
+		if isTimeout(err) {
+			return s.notStarted("not every stream connected")
+		}
 		return err
 	}
 	if m.TCPStart == nil {

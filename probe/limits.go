@@ -1,0 +1,189 @@
+package probe
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// ConnLimits bound what control connections may take of the agent, before
+// any session: a stranger who reaches the agent can open connections, and
+// these keep their cost fixed. Zero fields take DefaultConnLimits.
+type ConnLimits struct {
+	// MaxConns is the control connections open at once, all clients.
+	MaxConns int
+	// MaxConnsPerSource is the control connections open at once from one
+	// IP address.
+	MaxConnsPerSource int
+	// MaxPreAuth is the connections still in their handshake, which a
+	// stranger can open without knowing anything.
+	MaxPreAuth int
+	// PreAuthFrame bounds a frame read before the handshake ends, bytes:
+	// the handshake's frames are a few dozen bytes.
+	PreAuthFrame int
+	// HandshakeTimeout bounds the time from accept to authenticated.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes an authenticated connection without a session
+	// for this long.
+	IdleTimeout time.Duration
+	// MaxSessionsPerSource is the sessions running at once for one IP
+	// address, so that one client cannot take every session slot.
+	MaxSessionsPerSource int
+	// SessionStartTimeout ends a session whose client has not started it
+	// (no probe, no stream, no start) this long after it opened.
+	SessionStartTimeout time.Duration
+}
+
+// DefaultConnLimits are what an agent allows unless told otherwise.
+func DefaultConnLimits() ConnLimits {
+	return ConnLimits{
+		MaxConns:             256,
+		MaxConnsPerSource:    16,
+		MaxPreAuth:           64,
+		PreAuthFrame:         4 << 10,
+		HandshakeTimeout:     5 * time.Second,
+		IdleTimeout:          2 * time.Minute,
+		MaxSessionsPerSource: 8,
+		SessionStartTimeout:  15 * time.Second,
+	}
+}
+
+func (l *ConnLimits) fill() {
+	d := DefaultConnLimits()
+	set := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setD := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	set(&l.MaxConns, d.MaxConns)
+	set(&l.MaxConnsPerSource, d.MaxConnsPerSource)
+	set(&l.MaxPreAuth, d.MaxPreAuth)
+	set(&l.PreAuthFrame, d.PreAuthFrame)
+	set(&l.MaxSessionsPerSource, d.MaxSessionsPerSource)
+	setD(&l.HandshakeTimeout, d.HandshakeTimeout)
+	setD(&l.IdleTimeout, d.IdleTimeout)
+	setD(&l.SessionStartTimeout, d.SessionStartTimeout)
+}
+
+// maxRefusing bounds the connections being told why they were refused;
+// past it a refused connection is just closed.
+const maxRefusing = 32
+
+// refusalLinger is how long a refused connection is kept to deliver the
+// refusal: long enough for the client's hello to arrive, so that closing
+// does not reset the connection before the client reads why.
+const refusalLinger = time.Second
+
+// admit counts a new connection from src, or says which limit refuses it.
+func (s *Server) admit(src netip.Addr) *Error {
+	l := s.cfg.Conn
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case len(s.conns) >= l.MaxConns:
+		return refusal(codeBusy, "agent busy: %d control connections open, limit %d (serve --max-conns)", len(s.conns), l.MaxConns)
+	case s.perSource[src] >= l.MaxConnsPerSource:
+		return refusal(codeBusy, "agent busy: %d control connections open from %v, limit %d per address (serve --max-conns-per-source)",
+			s.perSource[src], src, l.MaxConnsPerSource)
+	case s.preAuth >= l.MaxPreAuth:
+		return refusal(codeBusy, "agent busy: %d connections in their handshake, limit %d (serve --max-preauth)", s.preAuth, l.MaxPreAuth)
+	}
+	s.perSource[src]++
+	s.preAuth++
+	return nil
+}
+
+// authenticated ends a connection's pre-authentication phase, however it
+// ended.
+func (s *Server) authenticated() {
+	s.mu.Lock()
+	s.preAuth--
+	s.mu.Unlock()
+}
+
+// left uncounts a connection from src.
+func (s *Server) left(conn net.Conn, src netip.Addr) {
+	s.mu.Lock()
+	delete(s.conns, conn)
+	if s.perSource[src]--; s.perSource[src] <= 0 {
+		delete(s.perSource, src)
+	}
+	s.mu.Unlock()
+}
+
+// openSession counts a session of src, or says which limit refuses it.
+func (s *Server) openSession(src netip.Addr) *Error {
+	l := s.cfg.Conn
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[src] >= l.MaxSessionsPerSource {
+		return refusal(codeBusy, "agent busy: %d sessions running for %v, limit %d per address (serve --max-sessions-per-client)",
+			s.sessions[src], src, l.MaxSessionsPerSource)
+	}
+	s.sessions[src]++
+	return nil
+}
+
+func (s *Server) closeSession(src netip.Addr) {
+	s.mu.Lock()
+	if s.sessions[src]--; s.sessions[src] <= 0 {
+		delete(s.sessions, src)
+	}
+	s.mu.Unlock()
+}
+
+// refuse tells a connection refused at accept why, in plain text (it has
+// no TLS yet), and closes it; past maxRefusing at once it only closes it.
+func (s *Server) refuse(conn net.Conn, e *Error) {
+	if s.refusing.Add(1) > maxRefusing {
+		s.refusing.Add(-1)
+		conn.Close()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.refusing.Add(-1)
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(refusalLinger))
+		fc := newFrameConn(conn)
+		if fc.write(&Message{Error: e}) != nil {
+			return
+		}
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+		io.CopyN(io.Discard, conn, 4<<10)
+	}()
+}
+
+// sessionEnd is a refusal in the middle of a session: the agent tells the
+// client and hangs up, since a frame of the session may still be on its
+// way or half read.
+type sessionEnd struct{ e *Error }
+
+func (s *sessionEnd) Error() string { return s.e.Message }
+func (s *sessionEnd) Unwrap() error { return s.e }
+
+func endSession(code, format string, args ...any) error {
+	return &sessionEnd{refusal(code, format, args...)}
+}
+
+// notStarted ends a session whose client did not start it in time.
+func (s *Server) notStarted(what string) error {
+	return endSession(codeIdle, "%s within %v of opening the session: the agent ended it (serve --session-start-timeout)",
+		what, s.cfg.Conn.SessionStartTimeout)
+}
+
+// isTimeout says whether err is a deadline passing.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
