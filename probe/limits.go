@@ -187,3 +187,10 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// preAuthCount is how many connections are in their handshake.
+func (s *Server) preAuthCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.preAuth
+}

@@ -85,8 +85,11 @@ var measureFlagModes = map[string]measureMode{
 	"write-size": modeStream, "sample": modeStream, "report": modeStream, "exclusive": modeStream,
 	"sockopt": modeTCP, "getsockopt": modeTCP, "tcp-info": modeTCP,
 
-	"perf-server": modeQUIC, "pin": modeQUIC, "ca": modeQUIC, "insecure": modeQUIC,
-	"pings": modeQUIC, "ping-interval": modeQUIC,
+	// The agent's certificate is the control connection's in every mode,
+	// and QUIC's.
+	"pin": modeAll, "ca": modeAll, "insecure": modeAll,
+	"perf-server": modeQUIC,
+	"pings":       modeQUIC, "ping-interval": modeQUIC,
 }
 
 // categoryOf names a set of modes in the help; flags of every mode come

@@ -97,7 +97,11 @@ func measure(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg := probe.ClientConfig{Key: key, RequireStamper: c.String("ebpf") == "on"}
+	trust, err := quicTrust(c)
+	if err != nil {
+		return err
+	}
+	cfg := probe.ClientConfig{Key: key, Trust: trust, RequireStamper: c.String("ebpf") == "on"}
 	if ts != nil {
 		defer ts.Close()
 		cfg.Stamper = ts

@@ -20,7 +20,8 @@ func quicFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "perf-server", Usage: "measure against this QUIC perf server (draft-banks-quic-performance, any implementation) at HOST:PORT " +
 			"instead of an agent: no control connection, client-side figures only, no datagram pings; trust it with --ca, --pin or --insecure"},
-		&cli.StringFlag{Name: "pin", Usage: "trust only the agent certificate with this SHA-256 (sha256:HEX, as the agent logs it); default: the one the agent announces on the control connection"},
+		&cli.StringFlag{Name: "pin", Usage: "trust only the agent certificate with this SHA-256 (sha256:HEX, as the agent logs it), on the control connection and for QUIC; " +
+			"default: the control connection's is taken on first use and printed, and QUIC's is the one announced on it"},
 		&cli.StringFlag{Name: "ca", Usage: "verify the agent's certificate and name against the CA certificates in this PEM file instead of pinning (with --perf-server, default: the system's roots)"},
 		&cli.BoolFlag{Name: "insecure", Usage: "accept any agent certificate"},
 		&cli.IntFlag{Name: "pings", Value: 20, Usage: "datagrams echoed before the transfer, for the idle RTT"},

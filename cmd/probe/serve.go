@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/probe-dev/probe/collector"
@@ -16,7 +17,7 @@ import (
 )
 
 func serveCommand() *cli.Command {
-	d := probe.DefaultLimits()
+	d, dc := probe.DefaultLimits(), probe.DefaultConnLimits()
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "run the agent: answer measurement sessions from clients",
@@ -30,8 +31,17 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-packets", Value: d.MaxPackets, Usage: "most packets in one session"},
 			&cli.IntFlag{Name: "max-rate", Value: d.MaxRate, Usage: "most packets per second in one session"},
 			&cli.Int64Flag{Name: "max-bytes", Value: d.MaxBytes, Usage: "tcp and quic: most stream bytes in one session, both ways"},
-			&cli.StringFlag{Name: "cert", Usage: "quic: certificate (PEM) to present; default: a self-signed one made at start"},
-			&cli.StringFlag{Name: "key", Usage: "quic: the --cert's private key (PEM)"},
+			&cli.IntFlag{Name: "max-conns", Value: dc.MaxConns, Usage: "control connections open at once, all clients"},
+			&cli.IntFlag{Name: "max-conns-per-source", Value: dc.MaxConnsPerSource, Usage: "control connections open at once from one IP address"},
+			&cli.IntFlag{Name: "max-preauth", Value: dc.MaxPreAuth, Usage: "connections in their handshake at once"},
+			&cli.IntFlag{Name: "preauth-frame", Value: dc.PreAuthFrame, Usage: "largest frame read before the handshake ends, bytes"},
+			&cli.DurationFlag{Name: "handshake-timeout", Value: dc.HandshakeTimeout, Usage: "from connect to authenticated"},
+			&cli.DurationFlag{Name: "idle-timeout", Value: dc.IdleTimeout, Usage: "close a control connection without a session for this long"},
+			&cli.IntFlag{Name: "max-sessions-per-client", Value: dc.MaxSessionsPerSource, Usage: "sessions running at once for one IP address"},
+			&cli.DurationFlag{Name: "session-start-timeout", Value: dc.SessionStartTimeout, Usage: "end a session its client has not started (no probe, stream or start) this long after it opened"},
+			&cli.StringSliceFlag{Name: "allow-sockopt", Usage: "let clients set these socket options too, NAME,... (beyond " + strings.Join(probe.SafeSockOpts, ",") + ", held to the system's limits)"},
+			&cli.StringFlag{Name: "cert", Usage: "certificate (PEM) of the control connection and QUIC sessions; default: a self-signed one made at start"},
+			&cli.StringFlag{Name: "key", Usage: "the --cert's private key (PEM)"},
 			&cli.StringFlag{Name: "quic-perf", Usage: "quic: also answer any QUIC perf client (draft-banks-quic-performance) on this UDP address, e.g. :4433, " +
 				"each connection held to one session's limits; off by default, as no control connection vouches for them"},
 		},
@@ -49,9 +59,18 @@ func serveCommand() *cli.Command {
 					MaxSessions: c.Int("max-sessions"), MaxDuration: c.Duration("max-duration"),
 					MaxPackets: c.Int("max-packets"), MaxRate: c.Int("max-rate"), MaxBytes: c.Int64("max-bytes"),
 				},
-				Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+				Conn: probe.ConnLimits{
+					MaxConns: c.Int("max-conns"), MaxConnsPerSource: c.Int("max-conns-per-source"), MaxPreAuth: c.Int("max-preauth"),
+					PreAuthFrame: c.Int("preauth-frame"), HandshakeTimeout: c.Duration("handshake-timeout"), IdleTimeout: c.Duration("idle-timeout"),
+					MaxSessionsPerSource: c.Int("max-sessions-per-client"), SessionStartTimeout: c.Duration("session-start-timeout"),
+				},
+				AllowSockOpts: sockOptNames(c.StringSlice("allow-sockopt")),
+				Logger:        slog.New(slog.NewTextHandler(os.Stderr, nil)),
 				// Run sessions account with eBPF unless --ebpf off.
 				AllowRun: c.Bool("allow-run"), RunSched: c.String("ebpf") != "off",
+			}
+			if err := probe.CheckSockOptNames(cfg.AllowSockOpts); err != nil {
+				return fmt.Errorf("--allow-sockopt: %w", err)
 			}
 			if cfg.QUICCert, err = quicCert(c); err != nil {
 				return err
@@ -77,7 +96,7 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			cfg.Logger.Info("agent listening", "addr", ln.Addr().String(), "ebpf", ts != nil, "auth", len(key) > 0, "run", cfg.AllowRun,
-				"quic_cert", probe.FormatFingerprint(sum))
+				"cert", probe.FormatFingerprint(sum))
 			if addr := c.String("quic-perf"); addr != "" {
 				udp, warns, err := probe.ListenQUIC(addr)
 				if err != nil {
@@ -102,6 +121,19 @@ func serveCommand() *cli.Command {
 			return err
 		},
 	}
+}
+
+// sockOptNames splits NAME,NAME lists as repeated flags give them.
+func sockOptNames(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
 
 // quicCert loads --cert and --key; nil when neither is given.
