@@ -11,5 +11,6 @@ import (
 // start their commands held, see collector.StartHeld).
 func TestMain(m *testing.M) {
 	collector.RunIfHeld()
+	runVanishingClient()
 	os.Exit(m.Run())
 }
