@@ -96,7 +96,7 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			cfg.Logger.Info("agent listening", "addr", ln.Addr().String(), "ebpf", ts != nil, "auth", len(key) > 0, "run", cfg.AllowRun,
-				"cert", probe.FormatFingerprint(sum))
+				"quic_cert", probe.FormatFingerprint(sum))
 			if addr := c.String("quic-perf"); addr != "" {
 				udp, warns, err := probe.ListenQUIC(addr)
 				if err != nil {
