@@ -6,9 +6,13 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // The control channel: after the client's plain Hello (so that a client of
@@ -169,3 +173,36 @@ func (c *Client) AgentFingerprint() []byte { return c.fingerprint }
 // key, or by its certificate (--pin or --ca); false with --insecure or on
 // first use.
 func (c *Client) Verified() bool { return c.verified }
+
+// handshakeFrame holds only the messages of the handshake: before a client
+// is authenticated the agent decodes nothing else, so that no other
+// message's decoder faces a stranger (other keys are skipped unread).
+type handshakeFrame struct {
+	Hello *Hello `msgpack:"hello,omitempty"`
+	Auth  *Auth  `msgpack:"auth,omitempty"`
+}
+
+// readHandshake reads one handshake frame, within fc's size limit; a frame
+// without a handshake message is a nil Message.
+func readHandshake(fc *frameConn) (*Message, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(fc.r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > fc.limit {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d before authentication", errOversize, n, fc.limit)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(fc.r, body); err != nil {
+		return nil, fmt.Errorf("%w: body cut short: %w", errMalformed, err)
+	}
+	var h handshakeFrame
+	if err := msgpack.Unmarshal(body, &h); err != nil {
+		return nil, fmt.Errorf("%w: %w", errMalformed, err)
+	}
+	if h.Hello == nil && h.Auth == nil {
+		return nil, nil
+	}
+	return &Message{Hello: h.Hello, Auth: h.Auth}, nil
+}

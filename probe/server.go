@@ -204,7 +204,7 @@ func (s *Server) handle(ctx context.Context, raw net.Conn, src netip.Addr) {
 	conn, fc, err := s.handshake(ctx, raw)
 	s.authenticated()
 	if err != nil {
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) && !errors.Is(err, errMalformed) {
 			log.Debug("connection closed before the handshake") // e.g. a port check
 			return
 		}
@@ -264,12 +264,12 @@ func (s *Server) handle(ctx context.Context, raw net.Conn, src netip.Addr) {
 func (s *Server) handshake(ctx context.Context, raw net.Conn) (net.Conn, *frameConn, error) {
 	pfc := newFrameConn(raw)
 	pfc.limit = uint32(s.cfg.Conn.PreAuthFrame)
-	m, err := pfc.read()
+	m, err := readHandshake(pfc)
 	if err != nil {
 		return nil, pfc, err
 	}
-	if m.Hello == nil {
-		return nil, pfc, refusal(codeProtocol, "expected hello, got %s", m.kind())
+	if m == nil || m.Hello == nil {
+		return nil, pfc, refusal(codeProtocol, "expected hello")
 	}
 	if m.Hello.Version != ProtocolVersion {
 		return nil, pfc, refusal(codeVersion, "version mismatch: agent speaks protocol %d, client %d; use the same probe release on both ends",
@@ -287,12 +287,12 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn) (net.Conn, *frameC
 	}
 	fc := newFrameConn(tc)
 	fc.limit = pfc.limit
-	m, err = fc.read()
+	m, err = readHandshake(fc)
 	if err != nil {
 		return nil, fc, err
 	}
-	if m.Auth == nil {
-		return nil, fc, refusal(codeProtocol, "expected auth, got %s", m.kind())
+	if m == nil || m.Auth == nil {
+		return nil, fc, refusal(codeProtocol, "expected auth")
 	}
 	w, err := s.authenticate(tc, m.Auth)
 	if err != nil {

@@ -150,7 +150,13 @@ func TestProtocolFaults(t *testing.T) {
 		code, text string
 	}{
 		{"malformed", func(c net.Conn, _ *frameConn) { c.Write(frame([]byte{0xc1, 0xff, 0x00})) }, "malformed", "malformed"},
-		{"empty message", func(c net.Conn, _ *frameConn) { c.Write(frame([]byte{0x80})) }, "malformed", "no known message"},
+		{"empty message", func(c net.Conn, _ *frameConn) { c.Write(frame([]byte{0x80})) }, "protocol", "expected hello"},
+		// A 26-byte frame whose array header declares 2^32-1 records: before
+		// authentication only handshake messages are decoded, and this one
+		// is skipped, not allocated.
+		{"stamps before the handshake", func(c net.Conn, _ *frameConn) {
+			c.Write(frame([]byte{0x81, 0xa6, 's', 't', 'a', 'm', 'p', 's', 0x81, 0xa7, 'r', 'e', 'c', 'o', 'r', 'd', 's', 0xdd, 0xff, 0xff, 0xff, 0xff}))
+		}, "malformed", "malformed"},
 		{"oversize", func(c net.Conn, _ *frameConn) {
 			c.Write(binary.BigEndian.AppendUint32(nil, MaxFrame+1))
 		}, "oversize", "limit"},
