@@ -194,3 +194,17 @@ func (s *Server) preAuthCount() int {
 	defer s.mu.Unlock()
 	return s.preAuth
 }
+
+// ServerStats are what the agent holds now.
+type ServerStats struct {
+	Conns    int // control connections open
+	PreAuth  int // of those, in their handshake
+	Sessions int // sessions running
+}
+
+// Stats says what the agent holds now.
+func (s *Server) Stats() ServerStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ServerStats{Conns: len(s.conns), PreAuth: s.preAuth, Sessions: int(s.active.Load())}
+}

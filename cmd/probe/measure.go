@@ -116,15 +116,22 @@ func measure(c *cli.Context) error {
 	start := startOf(cl, ts != nil)
 	switch mode {
 	case modeCapacity:
-		return measureCapacity(ctx, c, cl, src, start)
+		err = measureCapacity(ctx, c, cl, src, start)
 	case modeTCP:
-		return measureTCP(ctx, c, cl, start)
+		err = measureTCP(ctx, c, cl, start)
 	case modeQUIC:
-		return measureQUIC(ctx, c, cl, start)
+		err = measureQUIC(ctx, c, cl, start)
 	case modeTCP | modeQUIC:
-		return measureTCPQUIC(ctx, c, cl, start)
+		err = measureTCPQUIC(ctx, c, cl, start)
+	default:
+		err = measureEcho(ctx, c, cl, src, start)
 	}
-	return measureEcho(ctx, c, cl, src, start)
+	// Said after the report, so that an error stays the one line on stderr.
+	if err == nil && !cl.Verified() && !trust.Insecure {
+		fmt.Fprintf(os.Stderr, "probe: the agent's certificate is %s, trusted on first use: check it against the agent's log and pin it with --pin, or use --key-file\n",
+			probe.FormatFingerprint(cl.AgentFingerprint()))
+	}
+	return err
 }
 
 func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src dump.Source, start report.Start) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -116,10 +118,28 @@ func serveCommand() *cli.Command {
 					}
 				}()
 			}
+			go logState(ctx, srv, cfg.Logger)
 			err = srv.Serve(ctx, ln)
 			cfg.Logger.Info("agent stopped")
 			return err
 		},
+	}
+}
+
+// logState logs what the agent holds on every SIGUSR1, for an operator (or
+// a benchmark) to watch it without stopping it.
+func logState(ctx context.Context, srv *probe.Server, log *slog.Logger) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-usr1:
+			st := srv.Stats()
+			log.Info("agent state", "goroutines", runtime.NumGoroutine(), "conns", st.Conns, "preauth", st.PreAuth, "sessions", st.Sessions)
+		}
 	}
 }
 
