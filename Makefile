@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin
 
-.PHONY: all build man test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched bench-quic vm-box vm-up vm-test vm-shape vm-down bench-monitor
+.PHONY: all build man test demo generate vmlinux check-generate lint clean bench-capacity bench-echo bench-tcp bench-sched bench-quic vm-box vm-up vm-test vm-shape vm-down bench-monitor bench-load
 
 all: build
 

@@ -115,7 +115,7 @@ func (c *Client) Capacity(ctx context.Context, cfg CapacityConfig) (*CapacityRes
 	if cfg.Size < hdr+collector.ProbeHeaderLen+minPhaseOneSize/10 || cfg.Size > 65535 {
 		return nil, fmt.Errorf("packet size %d: want %d..65535 IP bytes", cfg.Size, hdr+collector.ProbeHeaderLen+60)
 	}
-	uc, err := collector.DialUDP(ctx, agent)
+	uc, err := c.dialUDP(ctx, agent, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -179,15 +179,10 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 	}
 }
 
+// dialUDP opens the session's socket from the control connection's
+// address, the one the agent answers.
 func (c *Client) dialUDP(ctx context.Context, agent netip.AddrPort, localPort uint16) (*collector.Conn, error) {
-	if localPort == 0 {
-		return collector.DialUDP(ctx, agent)
-	}
-	any := netip.IPv4Unspecified()
-	if !agent.Addr().Is4() {
-		any = netip.IPv6Unspecified()
-	}
-	return collector.DialUDPFrom(ctx, netip.AddrPortFrom(any, localPort), agent)
+	return collector.DialUDPFrom(ctx, netip.AddrPortFrom(c.LocalAddr(), localPort), agent)
 }
 
 // echoSender sends the probes of one session.

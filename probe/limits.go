@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"time"
 )
 
@@ -136,7 +137,31 @@ func (s *Server) closeSession(src netip.Addr) {
 	if s.sessions[src]--; s.sessions[src] <= 0 {
 		delete(s.sessions, src)
 	}
+	idle := len(s.sessions) == 0
 	s.mu.Unlock()
+	if idle {
+		s.releaseWhenIdle()
+	}
+}
+
+// idleRelease is how long the agent waits, once no session runs, before it
+// hands the memory its sessions used back to the system: Go keeps a freed
+// heap for reuse, and an agent idles for hours between bursts.
+const idleRelease = 2 * time.Second
+
+func (s *Server) releaseWhenIdle() {
+	if !s.releasing.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(idleRelease, func() {
+		s.releasing.Store(false)
+		s.mu.Lock()
+		idle := len(s.sessions) == 0
+		s.mu.Unlock()
+		if idle {
+			debug.FreeOSMemory()
+		}
+	})
 }
 
 // refuse tells a connection refused at accept why, in plain text (it has

@@ -382,3 +382,29 @@ func TestSockOptAllowList(t *testing.T) {
 		t.Fatalf("widening one option widened others: %v", err)
 	}
 }
+
+// A client connected from one of several addresses sends its session's
+// packets and streams from that address, the one the agent answers.
+func TestSessionsFromTheControlAddress(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	c, err := dialFrom(t, addr, "127.0.0.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Echo(context.Background(), EchoParams{Count: 20, Size: 64, Interval: time.Millisecond}, EchoOptions{Wait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Records {
+		if r.Replies != 1 {
+			t.Fatalf("echo probe %d: %d replies", r.Seq, r.Replies)
+		}
+	}
+	tr, err := c.TCP(context.Background(), tcpParams(2, "forward", 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.Agent.Streams[0].Received + tr.Agent.Streams[1].Received; got != 1<<20 {
+		t.Fatalf("tcp: %d bytes arrived", got)
+	}
+}

@@ -67,6 +67,7 @@ type Server struct {
 	exclusive atomic.Bool  // an exclusive test holds the agent
 	quic      quicTLS      // the certificate of control connections and QUIC sessions
 	refusing  atomic.Int64 // connections being told why they were refused
+	releasing atomic.Bool  // a return of memory to the system is due
 	sockOpts  sockOptPolicy
 
 	mu        sync.Mutex

@@ -49,7 +49,10 @@ func (c *Client) TCP(ctx context.Context, p TCPParams) (*TCPResult, error) {
 	}()
 	var g errgroup.Group
 	g.SetLimit(maxDialing)
-	d := net.Dialer{Control: setSockOpts(p.SockOpts), Timeout: c.cfg.Timeout}
+	// From the control connection's address: the agent takes streams from
+	// it alone.
+	d := net.Dialer{Control: setSockOpts(p.SockOpts), Timeout: c.cfg.Timeout,
+		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.LocalAddr(), 0))}
 	for i := range conns {
 		g.Go(func() error {
 			nc, err := d.DialContext(ctx, "tcp", agent.String())
