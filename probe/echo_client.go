@@ -104,7 +104,7 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 	for i := range recs {
 		recs[i].Seq, recs[i].Size = uint32(i), p.Size
 	}
-	rx := &echoReceiver{conn: uc, session: op.Session, recs: recs, pending: p.Count}
+	rx := &echoReceiver{conn: uc, session: op.Session, recs: recs, pending: p.Count, size: p.Size}
 	recvDone := make(chan struct{})
 	go func() {
 		defer close(recvDone)
@@ -260,6 +260,7 @@ func (s *echoSender) onTx(key uint32, st dump.Stamps) {
 type echoReceiver struct {
 	conn    *collector.Conn
 	session uint32
+	size    int // of the probes, and so of their replies
 	recs    []dump.EchoRecord
 	pending int    // probes still without a reply
 	order   uint32 // replies so far
@@ -272,9 +273,10 @@ type echoReceiver struct {
 // run records replies until every probe has one, or the socket's read
 // deadline passes (see finish).
 func (r *echoReceiver) run() {
+	// A byte more than a reply, so that a longer one shows as corrupt.
 	bufs := make([][]byte, collector.MaxBatch)
 	for i := range bufs {
-		bufs[i] = make([]byte, 65536)
+		bufs[i] = make([]byte, r.size+1)
 	}
 	in := make([]collector.Datagram, collector.MaxBatch)
 	for r.pending > 0 {

@@ -49,7 +49,8 @@ type loadClient struct {
 }
 
 func (b *bench) load(ctx context.Context, d time.Duration) result {
-	ctx, cancel := context.WithTimeout(ctx, d)
+	// New sessions start until d has passed; those running then finish.
+	stop, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var clients []loadClient
 	n := 0
@@ -93,7 +94,7 @@ func (b *bench) load(ctx context.Context, d time.Duration) result {
 	add(tcpClients, 250*time.Millisecond, tcp("forward"))
 	add(mixEach, 500*time.Millisecond, func(ctx context.Context, c *probe.Client) error {
 		res, err := c.Capacity(ctx, probe.CapacityConfig{Quick: true})
-		if err == nil && len(res.Trains) == 0 && ctx.Err() == nil {
+		if err == nil && len(res.Trains) == 0 {
 			err = errors.New("capacity: no train measured")
 		}
 		return err
@@ -127,7 +128,7 @@ func (b *bench) load(ctx context.Context, d time.Duration) result {
 			// handshakes at once would pass --max-preauth.
 			time.Sleep(time.Duration(i) * clientStagger)
 			defer wg.Done()
-			good, done := b.loop(ctx, lc, func(err error) {
+			good, done := b.loop(ctx, stop, lc, func(err error) {
 				mu.Lock()
 				errs[explain(err)]++
 				mu.Unlock()
@@ -145,8 +146,8 @@ func (b *bench) load(ctx context.Context, d time.Duration) result {
 }
 
 // loop runs lc's sessions on one connection (a new one after an error)
-// until ctx ends; good: none failed.
-func (b *bench) loop(ctx context.Context, lc loadClient, fail func(error)) (good bool, done int) {
+// until stop ends; good: none failed.
+func (b *bench) loop(ctx, stop context.Context, lc loadClient, fail func(error)) (good bool, done int) {
 	good = true
 	var c *probe.Client
 	defer func() {
@@ -154,23 +155,18 @@ func (b *bench) loop(ctx context.Context, lc loadClient, fail func(error)) (good
 			c.Close()
 		}
 	}()
-	for ctx.Err() == nil {
+	for stop.Err() == nil {
 		if c == nil {
 			var err error
 			if c, err = probe.Dial(ctx, b.agent.addr.String(), b.clientConfig(lc.src)); err != nil {
-				if ctx.Err() == nil {
-					good = false
-					fail(err)
-					time.Sleep(time.Second)
-				}
+				good = false
+				fail(err)
+				time.Sleep(time.Second)
 				c = nil
 				continue
 			}
 		}
 		err := lc.session(ctx, c)
-		if ctx.Err() != nil {
-			break // cut short by the row's end, not a failure
-		}
 		if err != nil {
 			good = false
 			fail(err)
@@ -180,7 +176,7 @@ func (b *bench) loop(ctx context.Context, lc loadClient, fail func(error)) (good
 		}
 		done++
 		select {
-		case <-ctx.Done():
+		case <-stop.Done():
 		case <-time.After(lc.pause):
 		}
 	}
