@@ -71,7 +71,9 @@ func (b *bench) load(ctx context.Context, d time.Duration) result {
 					return nil
 				}
 			}
-			return fmt.Errorf("none of %d probes answered", len(res.Records))
+			pt := res.Point
+			return fmt.Errorf("none of %d probes answered (agent ignored %d, rate-limited %d, socket drops: agent %d, client %d)",
+				len(res.Records), res.AgentIgnored, pt.AgentLimited, pt.AgentSocketDrops, pt.ClientSocketDrops)
 		}
 	}
 	tcp := func(dir string) func(context.Context, *probe.Client) error {
