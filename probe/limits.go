@@ -44,7 +44,7 @@ func DefaultConnLimits() ConnLimits {
 		MaxConnsPerSource:    16,
 		MaxPreAuth:           64,
 		PreAuthFrame:         4 << 10,
-		HandshakeTimeout:     5 * time.Second,
+		HandshakeTimeout:     10 * time.Second,
 		IdleTimeout:          2 * time.Minute,
 		MaxSessionsPerSource: 8,
 		SessionStartTimeout:  15 * time.Second,

@@ -210,6 +210,9 @@ func (s *Server) handle(ctx context.Context, raw net.Conn, src netip.Addr) {
 			return
 		}
 		log.Info("handshake refused", "err", err)
+		if isTimeout(err) {
+			err = refusal(codeTimeout, "handshake not done within %v (serve --handshake-timeout)", lim.HandshakeTimeout)
+		}
 		if fc != nil {
 			s.tell(fc, err)
 		}
@@ -314,6 +317,8 @@ func (s *Server) tell(fc *frameConn, err error) error {
 		e = &Error{Code: "oversize", Message: err.Error()}
 	case errors.Is(err, errMalformed):
 		e = &Error{Code: "malformed", Message: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded):
+		e = &Error{Code: codeInternal, Message: err.Error()}
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {

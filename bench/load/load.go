@@ -62,7 +62,7 @@ func (b *bench) load(ctx context.Context, d time.Duration) result {
 	}
 	echo := func(p probe.EchoParams) func(context.Context, *probe.Client) error {
 		return func(ctx context.Context, c *probe.Client) error {
-			res, err := c.Echo(ctx, p, probe.EchoOptions{Wait: 500 * time.Millisecond})
+			res, err := c.Echo(ctx, p, probe.EchoOptions{Wait: 2 * time.Second}) // measure's default
 			if err != nil {
 				return err
 			}
