@@ -87,12 +87,12 @@ func (b *bench) burst(ctx context.Context) result {
 			}
 			defer c.Close()
 			start := time.Now()
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			c.SetReadDeadline(time.Now().Add(15 * time.Second)) // past the agent's 10 s handshake timeout
 			m, err := readFrame(c)
 			switch {
 			case err == nil && m.Error != nil:
 				note(explain(m.Error))
-			case errors.Is(err, io.EOF) && time.Since(start) > 4*time.Second:
+			case errors.Is(err, io.EOF) && time.Since(start) > 9*time.Second:
 				note("closed by the agent at its --handshake-timeout")
 			case errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET):
 				note("closed at once: more than 32 refusals at a time are not told why")

@@ -36,8 +36,15 @@ func runClient(args []string) {
 	case "echo":
 		_, err = c.Echo(ctx, probe.EchoParams{Count: 1_000_000, Size: 64, Interval: 100 * time.Microsecond}, probe.EchoOptions{Wait: time.Second})
 	case "capacity":
-		for err == nil {
-			_, err = c.Capacity(ctx, probe.CapacityConfig{})
+		// A run may fail on a loaded host; the next keeps a session open
+		// until the kill.
+		for {
+			if _, err = c.Capacity(ctx, probe.CapacityConfig{}); err != nil {
+				c.Close()
+				if c, err = probe.Dial(ctx, addr, probe.ClientConfig{Key: key}); err != nil {
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
 		}
 	case "tcp":
 		_, err = c.TCP(ctx, probe.TCPParams{Streams: 4, Direction: "bidir", Duration: time.Minute, WriteSize: 64 << 10, Interval: 50 * time.Millisecond})

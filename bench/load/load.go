@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/probe"
 )
 
@@ -29,8 +30,15 @@ const unexplainedPrefix = "unexplained: "
 
 var limitFlag = regexp.MustCompile(`\(serve (--[a-z-]+)\)`)
 
+// errLate marks a session whose replies all came after the client stopped
+// waiting: a host too loaded for the client's wait, not an agent's fault.
+var errLate = errors.New("late")
+
 // explain names the limit an error comes from, or marks it unexplained.
 func explain(err error) string {
+	if errors.Is(err, errLate) {
+		return "replies after the client's 200 ms idle wait on a loaded host (the agent answered, late)"
+	}
 	if m := limitFlag.FindStringSubmatch(err.Error()); m != nil {
 		return "refused by the agent's " + m[1]
 	}
@@ -66,12 +74,22 @@ func (b *bench) load(ctx context.Context, d time.Duration) result {
 			if err != nil {
 				return err
 			}
+			answered := 0
 			for _, r := range res.Records {
 				if r.Replies > 0 {
 					return nil
 				}
+				if r.AgentRx != (dump.Stamps{}) {
+					answered++
+				}
 			}
 			pt := res.Point
+			if answered > 0 {
+				// The client stops waiting 200 ms after its last probe
+				// when no reply came: the agent was late, not silent.
+				return fmt.Errorf("%w: the agent answered %d of %d probes after the client's 200 ms idle wait (agent socket drops %d)",
+					errLate, answered, len(res.Records), pt.AgentSocketDrops)
+			}
 			return fmt.Errorf("none of %d probes answered (agent ignored %d, rate-limited %d, socket drops: agent %d, client %d)",
 				len(res.Records), res.AgentIgnored, pt.AgentLimited, pt.AgentSocketDrops, pt.ClientSocketDrops)
 		}
