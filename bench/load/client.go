@@ -39,11 +39,16 @@ func runClient(args []string) {
 		// A run may fail on a loaded host; the next keeps a session open
 		// until the kill.
 		for {
+			if c == nil {
+				if c, err = probe.Dial(ctx, addr, probe.ClientConfig{Key: key}); err != nil {
+					c = nil
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+			}
 			if _, err = c.Capacity(ctx, probe.CapacityConfig{}); err != nil {
 				c.Close()
-				if c, err = probe.Dial(ctx, addr, probe.ClientConfig{Key: key}); err != nil {
-					time.Sleep(100 * time.Millisecond)
-				}
+				c = nil
 			}
 		}
 	case "tcp":
