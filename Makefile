@@ -88,3 +88,8 @@ vm-shape:
 
 vm-down:
 	./vm/down.sh
+
+# The load and fault benchmark: one agent under many clients, killed clients
+# and attacks; its RSS, descriptors and goroutines per row (root).
+bench-load: build
+	$(GO) run ./bench/load
