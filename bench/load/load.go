@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,10 @@ const unexplainedPrefix = "unexplained: "
 
 var limitFlag = regexp.MustCompile(`\(serve (--[a-z-]+)\)`)
 
+// lossyPath is how a capacity run ends when the path drops train packets
+// too often to measure.
+const lossyPath = "the path is too lossy for packet trains"
+
 // errLate marks a session whose replies all came after the client stopped
 // waiting: a host too loaded for the client's wait, not an agent's fault.
 var errLate = errors.New("late")
@@ -38,6 +43,9 @@ var errLate = errors.New("late")
 func explain(err error) string {
 	if errors.Is(err, errLate) {
 		return "replies after the client's 200 ms idle wait on a loaded host (the agent answered, late)"
+	}
+	if strings.Contains(err.Error(), lossyPath) {
+		return "capacity: the loaded loopback lost packets of 30 trains in a row (the client's verdict on the path, not a refusal)"
 	}
 	if m := limitFlag.FindStringSubmatch(err.Error()); m != nil {
 		return "refused by the agent's " + m[1]
