@@ -141,6 +141,18 @@ func (a *agent) count(s string) int {
 	return n
 }
 
+// first is the first logged line that contains s.
+func (a *agent) first(s string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, l := range a.lines {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	return ""
+}
+
 func (a *agent) lastLines(n int) string {
 	a.mu.Lock()
 	defer a.mu.Unlock()

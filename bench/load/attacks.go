@@ -285,7 +285,7 @@ func (b *bench) hugeArray(ctx context.Context) result {
 	}
 	switch {
 	case !b.agent.alive():
-		errs["after authentication: the agent died ("+strings.TrimSpace(b.agent.lastLines(1))+"); the decoder's bound on declared lengths is another branch's fix"]++
+		errs["after authentication: the agent died ("+b.agent.first("fatal error")+"); the decoder's bound on declared lengths is another branch's fix"]++
 		res.failed = true
 	case err == nil && m.Error != nil:
 		errs["after authentication: refused: "+m.Error.Message]++
