@@ -19,12 +19,12 @@ const runFinishWait = 30 * time.Second
 // serveRun runs one command for the client: see the exchange in run.go.
 func (s *Server) serveRun(ctx context.Context, conn net.Conn, fc *frameConn, p RunParams) error {
 	if !s.cfg.AllowRun {
-		return refusal("forbidden", "this agent does not run commands: start it with probe serve --allow-run --key-file FILE")
+		return refusal(codeForbidden, "this agent does not run commands: start it with probe serve --allow-run --key-file FILE")
 	}
 	if len(s.cfg.Key) == 0 {
 		// The handshake authenticated no one: running commands for
 		// anyone who connects is never on.
-		return refusal("forbidden", "this agent runs commands only for clients with its key, and has none: give it --key-file")
+		return refusal(codeForbidden, "this agent runs commands only for clients with its key, and has none: give it --key-file")
 	}
 	if err := p.Check(); err != nil {
 		return refusal("bad-request", "%v", err)

@@ -339,18 +339,18 @@ func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *O
 	}
 	defer s.closeSession(src)
 	if s.exclusive.Load() {
-		return refusal("busy", "agent busy: an exclusive test is running; try again when it ends")
+		return refusal(codeBusy, "agent busy: an exclusive test is running; try again when it ends")
 	}
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
 	if n > int64(s.cfg.Limits.MaxSessions) {
-		return refusal("busy", "agent busy: %d sessions running, limit %d", n-1, s.cfg.Limits.MaxSessions)
+		return refusal(codeBusy, "agent busy: %d sessions running, limit %d", n-1, s.cfg.Limits.MaxSessions)
 	}
 	if (o.TCP != nil && o.TCP.Exclusive) || (o.QUIC != nil && o.QUIC.Exclusive) {
 		// Only an otherwise idle agent takes an exclusive test, and it
 		// refuses everyone else while it runs.
 		if n > 1 || !s.exclusive.CompareAndSwap(false, true) {
-			return refusal("busy", "agent busy: --exclusive needs an idle agent, and %d other sessions are running", n-1)
+			return refusal(codeBusy, "agent busy: --exclusive needs an idle agent, and %d other sessions are running", n-1)
 		}
 		defer s.exclusive.Store(false)
 	}
