@@ -18,6 +18,7 @@ import (
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
+	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -164,6 +165,11 @@ func TestProtocolFaults(t *testing.T) {
 			fc.write(&Message{Hello: &Hello{Version: ProtocolVersion + 1}})
 		}, "version", "version mismatch"},
 		{"no hello", func(_ net.Conn, fc *frameConn) { fc.write(&Message{Finish: &Finish{}}) }, "protocol", "expected hello"},
+		// What a client of protocol 2 sends first, nonce and all.
+		{"protocol 2 client", func(c net.Conn, _ *frameConn) {
+			body, _ := msgpack.Marshal(map[string]any{"hello": map[string]any{"version": 2, "client": "probe", "nonce": bytes.Repeat([]byte{7}, 32)}})
+			c.Write(frame(body))
+		}, "version", "agent speaks protocol 3, client 2"},
 		{"pre-auth frame over the limit", func(c net.Conn, _ *frameConn) {
 			c.Write(binary.BigEndian.AppendUint32(nil, 4097))
 		}, "oversize", "limit 4096"},
