@@ -35,6 +35,9 @@ type ConnLimits struct {
 	// SessionStartTimeout ends a session whose client has not started it
 	// (no probe, no stream, no start) this long after it opened.
 	SessionStartTimeout time.Duration
+	// WriteTimeout bounds every write of a control frame: a client that
+	// stops reading loses its connection instead of holding a session.
+	WriteTimeout time.Duration
 }
 
 // DefaultConnLimits are what an agent allows unless told otherwise.
@@ -48,6 +51,7 @@ func DefaultConnLimits() ConnLimits {
 		IdleTimeout:          2 * time.Minute,
 		MaxSessionsPerSource: 8,
 		SessionStartTimeout:  15 * time.Second,
+		WriteTimeout:         30 * time.Second,
 	}
 }
 
@@ -71,6 +75,20 @@ func (l *ConnLimits) fill() {
 	setD(&l.HandshakeTimeout, d.HandshakeTimeout)
 	setD(&l.IdleTimeout, d.IdleTimeout)
 	setD(&l.SessionStartTimeout, d.SessionStartTimeout)
+	setD(&l.WriteTimeout, d.WriteTimeout)
+}
+
+// writeDeadline sets a deadline before every write, so that a peer that
+// stops reading cannot block the agent's writer for ever; reads pass
+// through.
+type writeDeadline struct {
+	net.Conn
+	d time.Duration
+}
+
+func (w writeDeadline) Write(b []byte) (int, error) {
+	w.Conn.SetWriteDeadline(time.Now().Add(w.d))
+	return w.Conn.Write(b)
 }
 
 // maxRefusing bounds the connections being told why they were refused;

@@ -408,3 +408,23 @@ func TestSessionsFromTheControlAddress(t *testing.T) {
 		t.Fatalf("tcp: %d bytes arrived", got)
 	}
 }
+
+// A peer that stops reading cannot block the agent's frame writer: every
+// write of a control frame has its deadline (the agent wraps each
+// authenticated connection so).
+func TestStalledReaderWriteTimesOut(t *testing.T) {
+	agentEnd, clientEnd := net.Pipe() // no buffer: a write waits for a read
+	defer clientEnd.Close()
+	defer agentEnd.Close()
+	fc := newFrameConn(writeDeadline{Conn: agentEnd, d: 200 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- fc.write(&Message{Done: &Done{}}) }()
+	select {
+	case err := <-done:
+		if !isTimeout(err) {
+			t.Fatalf("write to a peer that does not read: %v, want a timeout", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a write to a peer that does not read still blocks after 3 s")
+	}
+}

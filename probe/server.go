@@ -289,7 +289,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn) (net.Conn, *frameC
 		}
 		return nil, nil, err
 	}
-	fc := newFrameConn(tc)
+	fc := newFrameConn(writeDeadline{Conn: tc, d: s.cfg.Conn.WriteTimeout})
 	fc.limit = pfc.limit
 	m, err = readHandshake(fc)
 	if err != nil {
