@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -426,5 +427,26 @@ func TestStalledReaderWriteTimesOut(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("a write to a peer that does not read still blocks after 3 s")
+	}
+}
+
+// Opening an echo session for the most packets the agent allows costs it
+// what the probes that come need, not the count's worth up front (88 MB
+// for a million before).
+func TestEchoSessionCostsWhatComes(t *testing.T) {
+	_, addr := startAgent(t, ServerConfig{})
+	c, err := dialFrom(t, addr, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	c.fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: DefaultLimits().MaxPackets, Size: 64}}})
+	if _, err := c.expect("opened"); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&m1)
+	if d := m1.TotalAlloc - m0.TotalAlloc; d > 4<<20 {
+		t.Fatalf("opening a session of %d packets allocated %d MB", DefaultLimits().MaxPackets, d>>20)
 	}
 }
