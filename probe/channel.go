@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 
+	"github.com/probe-dev/probe/internal/mpcheck"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -196,6 +197,11 @@ func readHandshake(fc *frameConn) (*Message, error) {
 	body := make([]byte, n)
 	if _, err := io.ReadFull(fc.r, body); err != nil {
 		return nil, fmt.Errorf("%w: body cut short: %w", errMalformed, err)
+	}
+	// Declared lengths (a MAC's, a skipped array's) are checked against the
+	// body before the library allocates them.
+	if err := mpcheck.Valid(body); err != nil {
+		return nil, fmt.Errorf("%w: %w", errMalformed, err)
 	}
 	var h handshakeFrame
 	if err := msgpack.Unmarshal(body, &h); err != nil {

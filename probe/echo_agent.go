@@ -145,6 +145,9 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 // grow with the probes that come, not with the count the client asked for.
 const initialRecs = 4096
 
+// minEchoBuffer is the least an echo session's receive buffers hold.
+const minEchoBuffer = 2048
+
 // agentEcho answers one session's probes.
 type agentEcho struct {
 	id    uint32
@@ -204,12 +207,13 @@ func (e *agentEcho) accept(h collector.ProbeHeader, ok bool, d *collector.Datagr
 
 // run answers in batches: recvmmsg, check, sendmmsg of the replies.
 func (e *agentEcho) run() {
-	// A byte more than a probe, so that a longer datagram shows as one;
-	// 64 KiB buffers cost every session 4 MiB, which 64 echo sessions at
-	// once spent in zeroing and collecting instead of answering.
+	// A probe's size, and a frame's at least (a longer datagram is still
+	// answered at its length): 64 KiB buffers cost every session 4 MiB,
+	// which 64 echo sessions at once spent in zeroing and collecting
+	// instead of answering.
 	bufs := make([][]byte, collector.MaxBatch)
 	for i := range bufs {
-		bufs[i] = make([]byte, e.size+1)
+		bufs[i] = make([]byte, max(e.size+1, minEchoBuffer))
 	}
 	in := make([]collector.Datagram, collector.MaxBatch)
 	out := make([][]byte, 0, collector.MaxBatch)

@@ -95,11 +95,11 @@ func TestEchoDropsReplays(t *testing.T) {
 func TestEchoAnswersOnlyItsPort(t *testing.T) {
 	_, addr := startAgent(t, ServerConfig{})
 	c, fc := rawConn(t, addr)
-	cl := &Client{cfg: ClientConfig{Timeout: 5 * time.Second}, conn: c, fc: fc}
-	if err := cl.handshake(); err != nil {
+	cl := &Client{cfg: ClientConfig{Timeout: 5 * time.Second}, conn: c, fc: fc, host: "127.0.0.1"}
+	if err := cl.handshake(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: 10, Size: 64}}})
+	cl.fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: 10, Size: 64}}})
 	m, err := cl.expect("opened")
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +137,7 @@ func TestEchoAnswersOnlyItsPort(t *testing.T) {
 	if n := try(client, 2, 100); n != 100 {
 		t.Fatalf("the client's probe 2 got %d bytes back for 100 (the other port's took its place?)", n)
 	}
-	fc.write(&Message{Finish: &Finish{}})
+	cl.fc.write(&Message{Finish: &Finish{}})
 	for {
 		m, err := cl.fc.read()
 		if err != nil {
@@ -157,16 +157,16 @@ func TestEchoAnswersOnlyItsPort(t *testing.T) {
 func TestEchoOpenAllocatesByProbes(t *testing.T) {
 	_, addr := startAgent(t, ServerConfig{})
 	c, fc := rawConn(t, addr)
-	cl := &Client{cfg: ClientConfig{Timeout: 5 * time.Second}, conn: c, fc: fc}
-	if err := cl.handshake(); err != nil {
+	cl := &Client{cfg: ClientConfig{Timeout: 5 * time.Second}, conn: c, fc: fc, host: "127.0.0.1"}
+	if err := cl.handshake(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	got := allocated(func() {
-		fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: DefaultLimits().MaxPackets, Size: 64}}})
+		cl.fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: DefaultLimits().MaxPackets, Size: 64}}})
 		if _, err := cl.expect("opened"); err != nil {
 			t.Fatal(err)
 		}
-		fc.write(&Message{Finish: &Finish{}})
+		cl.fc.write(&Message{Finish: &Finish{}})
 		if _, err := cl.expect("done"); err != nil {
 			t.Fatal(err)
 		}

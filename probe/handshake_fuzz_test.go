@@ -17,7 +17,7 @@ func fuzzAgent(f *testing.F, key []byte) string {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s := NewServer(ServerConfig{Key: key, HandshakeTimeout: 2 * time.Second,
+	s := NewServer(ServerConfig{Key: key, Conn: ConnLimits{HandshakeTimeout: 2 * time.Second},
 		Limits: Limits{MaxPackets: 1000, MaxDuration: 2 * time.Second, MaxBytes: 1 << 20}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
