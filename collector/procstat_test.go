@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -176,8 +175,11 @@ func TestProcStatMemory(t *testing.T) {
 		d := float64(c.after) - float64(c.before)
 		rel := d/touchBytes - 1
 		t.Logf("256 MiB touch: %s delta %.1f MB = %+.2f %%", c.name, d/1e6, 100*rel)
-		if math.Abs(rel) > 0.02 {
-			t.Errorf("%s grew by %.0f bytes, want %d ± 2 %%", c.name, d, touchBytes)
+		// Touching 256 MiB also maps its page tables (0.5 MiB) and may grow
+		// the helper's runtime: RSS grows by at least the touched bytes less
+		// 2 %, and by at most 3 % more.
+		if rel < -0.02 || rel > 0.03 {
+			t.Errorf("%s grew by %.0f bytes, want %d −2 %% … +3 %%", c.name, d, touchBytes)
 		}
 	}
 	if after.PeakRSS < after.RSS {

@@ -248,8 +248,12 @@ func TestSchedWatchOnCPU(t *testing.T) {
 	}
 	t.Logf("500 ms burn: burning thread on-CPU %v (its own clock %s ns), process on-CPU %v; whole run, start-up included: rusage %v, /proc utime+stime %v; switches %d voluntary, %d involuntary",
 		thread.OnCPU, out["thread_cpu_ns"], got.OnCPU, rusageCPU, procCPU, got.Voluntary, got.Involuntary)
-	if !within(thread.OnCPU, want, 0.02) {
-		t.Errorf("burning thread on-CPU %v, want %v ± 2%%", thread.OnCPU, want)
+	// The thread's clock is read as its burn ends; the tracer counts on
+	// until the thread's last switch-out (Go parks a spinning thread a few
+	// ms later), so the figure may exceed the burn a little but never fall
+	// short of it.
+	if thread.OnCPU < want*98/100 || thread.OnCPU > want*105/100 {
+		t.Errorf("burning thread on-CPU %v, want %v −2 %% … +5 %%", thread.OnCPU, want)
 	}
 	// The process also ran the Go runtime's other threads and its exit:
 	// at least the burn, at most what the kernel charged the whole run.

@@ -128,8 +128,10 @@ func TestIngressSpacingAcrossTBF(t *testing.T) {
 	}
 	t.Logf("gap: want %.1f µs, mean %.1f µs, median %.1f µs, min %.1f, max %.1f, %d/%d within ±60 µs",
 		want/1e3, mean/1e3, median/1e3, sorted[0]/1e3, sorted[len(sorted)-1]/1e3, within, len(gaps))
-	if math.Abs(median-want)/want > 0.01 {
-		t.Errorf("median gap %.1f µs, want %.1f µs ± 1 %%", median/1e3, want/1e3)
+	// A late tbf timer only ever widens gaps (see TestShapedRate):
+	// at most 1 % narrower, up to 8 % wider on a busy VM.
+	if rel := (median - want) / want; rel < -0.01 || rel > 0.08 {
+		t.Errorf("median gap %.1f µs, want %.1f µs −1 %% … +8 %%", median/1e3, want/1e3)
 	}
 	if within < len(gaps)*3/4 {
 		t.Errorf("only %d of %d gaps within ±60 µs of %.1f µs", within, len(gaps), want/1e3)
