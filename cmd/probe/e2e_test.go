@@ -335,12 +335,12 @@ func TestCapacityAcrossTestbed(t *testing.T) {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
 	m := decode[report.CapacityDoc](t, out).Result
-	truth := rate * 1500 / 1514 / 1e6
+	lo, hi := linkTruth(t, tb, rate)
 	est := m.EstimateBps / 1e6
-	t.Logf("estimate %.3f Mbit/s (truth %.3f, %+.2f %%), sustained %v, verdict %v, %v s, source %v",
-		est, truth, 100*(est-truth)/truth, m.SustainedBps, m.Verdict, m.DurationS, m.TSSource)
-	if math.Abs(est-truth)/truth > 0.02 || m.TSSource != "ebpf" {
-		t.Fatalf("estimate %.3f Mbit/s from %v, want %.3f ± 2 %% from ebpf", est, m.TSSource, truth)
+	t.Logf("estimate %.3f Mbit/s (truth [%.3f, %.3f]), sustained %v, verdict %v, %v s, source %v",
+		est, lo/1e6, hi/1e6, m.SustainedBps, m.Verdict, m.DurationS, m.TSSource)
+	if est < 0.98*lo/1e6 || est > 1.02*hi/1e6 || m.TSSource != "ebpf" {
+		t.Fatalf("estimate %.3f Mbit/s from %v, want [%.3f, %.3f] ± 2 %% from ebpf", est, m.TSSource, lo/1e6, hi/1e6)
 	}
 	if d := m.DurationS; d > 20 {
 		t.Fatalf("took %.1f s, want ≤ 20 s", d)
@@ -629,14 +629,16 @@ func TestTCPAcrossTestbed(t *testing.T) {
 	// Ethernet, IP and TCP (with timestamps) headers; pure ACKs do not come
 	// this way, the handshake's few packets are in the tolerance.
 	wire := float64(rxBytes - 66*rxPackets)
-	truth := 20e6 * 1448 / 1514
+	lo, hi := linkTruth(t, tb, 20e6)
+	lo, hi = lo*1448/1500, hi*1448/1500 // TCP payload of a full-size IP packet
+	truth := hi
 	t.Logf("sent %.0f B, received %.0f B, on the wire %.0f B of payload (%+.3f %%); %.3f Mbit/s, link goodput %.3f (%+.2f %%)",
 		sent, got, wire, 100*(wire-got)/got, rate/1e6, truth/1e6, 100*(rate-truth)/truth)
 	if sent != got || math.Abs(wire-got)/got > 0.01 {
 		t.Fatalf("sent %.0f, received %.0f, payload on the wire %.0f", sent, got, wire)
 	}
-	if math.Abs(rate-truth)/truth > 0.05 {
-		t.Fatalf("%.3f Mbit/s, want %.3f ± 5 %%", rate/1e6, truth/1e6)
+	if rate < 0.95*lo || rate > 1.05*hi {
+		t.Fatalf("%.3f Mbit/s, want [%.3f, %.3f] ± 5 %%", rate/1e6, lo/1e6, hi/1e6)
 	}
 }
 
@@ -720,4 +722,18 @@ func TestWatchOneThreadPeak(t *testing.T) {
 			t.Errorf("%v: peak %.1f %% (%s), want at most %.1f %%; exit %v", tc.args, peak, s.CPUSource, limit, doc.Exit)
 		}
 	}
+}
+
+// linkTruth is the IP-layer rate a testbed link shaped to rate carries: from
+// what a backlogged flood realizes (tbf's timer wakes late, which only lowers
+// the rate, by 4–10 % on this kind of VM) to the configured rate of 1514-byte
+// frames.
+func linkTruth(t *testing.T, tb *testbed.Testbed, rate float64) (lo, hi float64) {
+	t.Helper()
+	hi = rate * 1500 / 1514
+	realized, err := tb.RealizedRate(rate, time.Second)
+	if err != nil {
+		t.Fatalf("realized rate: %v", err)
+	}
+	return min(realized, hi), hi
 }
