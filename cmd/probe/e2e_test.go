@@ -337,8 +337,12 @@ func TestCapacityAcrossTestbed(t *testing.T) {
 	m := decode[report.CapacityDoc](t, out).Result
 	lo, hi := linkTruth(t, tb, rate)
 	est := m.EstimateBps / 1e6
-	t.Logf("estimate %.3f Mbit/s (truth [%.3f, %.3f]), sustained %v, verdict %v, %v s, source %v",
-		est, lo/1e6, hi/1e6, m.SustainedBps, m.Verdict, m.DurationS, m.TSSource)
+	sustained := 0.0
+	if m.SustainedBps != nil {
+		sustained = *m.SustainedBps / 1e6
+	}
+	t.Logf("estimate %.3f Mbit/s (truth [%.3f, %.3f]), sustained %.3f, verdict %v, %v s, source %v",
+		est, lo/1e6, hi/1e6, sustained, m.Verdict, m.DurationS, m.TSSource)
 	if est < 0.98*lo/1e6 || est > 1.02*hi/1e6 || m.TSSource != "ebpf" {
 		t.Fatalf("estimate %.3f Mbit/s from %v, want [%.3f, %.3f] ± 2 %% from ebpf", est, m.TSSource, lo/1e6, hi/1e6)
 	}
