@@ -7,12 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/probe-dev/probe/internal/yamlline"
 )
 
 // Config is a monitor's configuration file.
@@ -114,24 +115,13 @@ const (
 // DefaultPeriods are the aggregation periods of a type the config leaves alone.
 var DefaultPeriods = []time.Duration{5 * time.Minute, time.Hour, 24 * time.Hour}
 
-// ConfigError is a configuration problem at one line.
-type ConfigError struct {
-	File string
-	Line int
-	Msg  string
-}
+// ConfigError is a config problem at one line.
+type ConfigError = yamlline.Error
 
-func (e *ConfigError) Error() string {
-	f := e.File
-	if f == "" {
-		f = "config"
-	}
-	return fmt.Sprintf("%s:%d: %s", f, e.Line, e.Msg)
-}
+// yl makes config errors that name their line.
+var yl = yamlline.Reader{Doc: "config"}
 
-func errAt(n *yaml.Node, format string, args ...any) error {
-	return &ConfigError{Line: n.Line, Msg: fmt.Sprintf(format, args...)}
-}
+func errAt(n *yaml.Node, format string, args ...any) error { return yl.At(n, format, args...) }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
@@ -154,13 +144,13 @@ func LoadConfig(path string) (*Config, error) {
 func ParseConfig(data []byte, dir string) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, yamlError(err)
+		return nil, yl.FromParser(err)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return nil, &ConfigError{Line: 1, Msg: "empty config"}
+		return nil, &ConfigError{Doc: "config", Line: 1, Msg: "empty config"}
 	}
 	root := doc.Content[0]
-	f, err := fields(root, "name", "archive", "listen", "web", "aggregate_every", "key_file", "agents", "types", "tests", "modules")
+	f, err := yl.Fields(root, "name", "archive", "listen", "web", "aggregate_every", "key_file", "agents", "types", "tests", "modules")
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +162,7 @@ func ParseConfig(data []byte, dir string) (*Config, error) {
 		}
 	}
 	if v := f["archive"]; v != nil {
-		s, err := str(v)
+		s, err := yl.Str(v)
 		if err != nil {
 			return nil, err
 		}
@@ -183,7 +173,7 @@ func ParseConfig(data []byte, dir string) (*Config, error) {
 		if v == nil {
 			continue
 		}
-		s, err := str(v)
+		s, err := yl.Str(v)
 		if err != nil {
 			return nil, err
 		}
@@ -257,16 +247,16 @@ func (c *Config) parseAgents(v *yaml.Node, dir string, key []byte) error {
 		}
 		ag := &Agent{Name: n, Key: key}
 		if a.Kind == yaml.ScalarNode {
-			ag.Address, err = str(a)
+			ag.Address, err = yl.Str(a)
 		} else {
 			var f map[string]*yaml.Node
-			if f, err = fields(a, "address", "key_file"); err != nil {
+			if f, err = yl.Fields(a, "address", "key_file"); err != nil {
 				return err
 			}
 			if f["address"] == nil {
 				return errAt(a, "agent %q has no address", n)
 			}
-			if ag.Address, err = str(f["address"]); err == nil && f["key_file"] != nil {
+			if ag.Address, err = yl.Str(f["address"]); err == nil && f["key_file"] != nil {
 				ag.Key, err = keyFile(f["key_file"], dir)
 			}
 		}
@@ -291,7 +281,7 @@ func (c *Config) parseTypes(v *yaml.Node) error {
 		if err != nil {
 			return errAt(k, "%v", err)
 		}
-		f, err := fields(r, "aggregate", "keep_raw")
+		f, err := yl.Fields(r, "aggregate", "keep_raw")
 		if err != nil {
 			return err
 		}
@@ -339,7 +329,7 @@ func (c *Config) parseTests(v *yaml.Node) error {
 	}
 	seen := map[string]bool{}
 	for _, tn := range v.Content {
-		f, err := fields(tn, "name", "type", "class", "from", "to", "schedule", "params", "timeout")
+		f, err := yl.Fields(tn, "name", "type", "class", "from", "to", "schedule", "params", "timeout")
 		if err != nil {
 			return err
 		}
@@ -405,7 +395,7 @@ func (c *Config) parseModules(v *yaml.Node, dir string, key []byte) error {
 		if c.Modules[n] != nil {
 			return errAt(k, "module %q given twice", n)
 		}
-		f, err := fields(mn, "type", "class", "params", "timeout", "any_target", "key_file")
+		f, err := yl.Fields(mn, "type", "class", "params", "timeout", "any_target", "key_file")
 		if err != nil {
 			return err
 		}
@@ -468,24 +458,24 @@ func parseParams(t TestType, v *yaml.Node) (Params, error) {
 	p := defaultParams()
 	if v == nil {
 		if t == TypeLink {
-			return p, &ConfigError{Msg: "a link test needs params: {interface: NAME}"}
+			return p, &ConfigError{Doc: "config", Msg: "a link test needs params: {interface: NAME}"}
 		}
 		return p, nil
 	}
-	f, err := fields(v, paramKeys[t]...)
+	f, err := yl.Fields(v, paramKeys[t]...)
 	if err != nil {
 		return p, err
 	}
 	for k, n := range f {
 		switch k {
 		case "count":
-			p.Count, err = positive(n, 100_000)
+			p.Count, err = yl.Positive(n, 100_000)
 		case "size":
-			if p.Size, err = positive(n, 65507); err == nil && p.Size < 32 {
+			if p.Size, err = yl.Positive(n, 65507); err == nil && p.Size < 32 {
 				err = errAt(n, "size %d: an echo probe needs at least 32 bytes", p.Size)
 			}
 		case "streams":
-			p.Streams, err = positive(n, 1024)
+			p.Streams, err = yl.Positive(n, 1024)
 		case "interval":
 			p.Interval, err = duration(n)
 		case "wait", "duration", "period":
@@ -506,7 +496,7 @@ func parseParams(t TestType, v *yaml.Node) (Params, error) {
 		case "reverse":
 			p.Reverse, err = boolean(n)
 		case "interface":
-			p.Iface, err = str(n)
+			p.Iface, err = yl.Str(n)
 		}
 		if err != nil {
 			return p, err
@@ -539,7 +529,7 @@ func (p Params) timeout(t TestType) time.Duration {
 
 func parseSchedule(v *yaml.Node) (Schedule, error) {
 	var s Schedule
-	f, err := fields(v, "interval", "slip", "sliprand", "start", "until", "max_runs")
+	f, err := yl.Fields(v, "interval", "slip", "sliprand", "start", "until", "max_runs")
 	if err != nil {
 		return s, err
 	}
@@ -586,7 +576,7 @@ func parseSchedule(v *yaml.Node) (Schedule, error) {
 		return s, errAt(f["until"], "until %v is not after start %v", s.Until, s.Start)
 	}
 	if n := f["max_runs"]; n != nil {
-		if s.MaxRuns, err = positive(n, 1<<30); err != nil {
+		if s.MaxRuns, err = yl.Positive(n, 1<<30); err != nil {
 			return s, err
 		}
 	}
@@ -594,59 +584,12 @@ func parseSchedule(v *yaml.Node) (Schedule, error) {
 }
 
 // fields reads a mapping whose keys must be among allowed, each once.
-func fields(n *yaml.Node, allowed ...string) (map[string]*yaml.Node, error) {
-	if n.Kind != yaml.MappingNode {
-		return nil, errAt(n, "want a mapping with keys among %s", strings.Join(allowed, ", "))
-	}
-	out := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i]
-		if !slices.Contains(allowed, k.Value) {
-			return nil, errAt(k, "unknown key %q: want one of %s", k.Value, strings.Join(allowed, ", "))
-		}
-		if out[k.Value] != nil {
-			return nil, errAt(k, "key %q given twice", k.Value)
-		}
-		out[k.Value] = n.Content[i+1]
-	}
-	return out, nil
-}
-
-// yamlError turns the parser's "yaml: line 3: ..." into a ConfigError.
-func yamlError(err error) error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 1
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if n, tail, ok := strings.Cut(rest, ": "); ok {
-			if l, err := strconv.Atoi(n); err == nil {
-				line, msg = l, tail
-			}
-		}
-	}
-	return &ConfigError{Line: line, Msg: msg}
-}
-
-func str(v *yaml.Node) (string, error) {
-	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" || v.Value == "" {
-		return "", errAt(v, "want a non-empty string")
-	}
-	return v.Value, nil
-}
-
 func name(v *yaml.Node) (string, error) {
-	s, err := str(v)
+	s, err := yl.Str(v)
 	if err == nil && !nameRE.MatchString(s) {
 		err = errAt(v, "name %q: want 1 to 64 letters, digits, '.', '-' or '_'", s)
 	}
 	return s, err
-}
-
-func positive(v *yaml.Node, maxv int) (int, error) {
-	n, err := strconv.Atoi(v.Value)
-	if v.Kind != yaml.ScalarNode || err != nil || n < 1 || n > maxv {
-		return 0, errAt(v, "want a whole number from 1 to %d, not %q", maxv, v.Value)
-	}
-	return n, nil
 }
 
 func boolean(v *yaml.Node) (bool, error) {
@@ -679,7 +622,7 @@ func duration(v *yaml.Node) (time.Duration, error) {
 
 // keyFile reads a pre-shared key file as probe serve's --key-file does.
 func keyFile(v *yaml.Node, dir string) ([]byte, error) {
-	s, err := str(v)
+	s, err := yl.Str(v)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/probe-dev/probe/probe"
 	"github.com/probe-dev/probe/testbed"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/probe-dev/probe/internal/yamlline"
 )
 
 // Scenario is one `probe run` test (docs/scenarios.md): a server and clients on testbed hosts
@@ -63,24 +65,13 @@ const (
 	DefaultServerWarmup = 500 * time.Millisecond
 )
 
-// ParseError is a scenario file problem at one line.
-type ParseError struct {
-	File string // "" in Parse; Load fills it in
-	Line int
-	Msg  string
-}
+// ParseError is a scenario problem at one line.
+type ParseError = yamlline.Error
 
-func (e *ParseError) Error() string {
-	f := e.File
-	if f == "" {
-		f = "scenario"
-	}
-	return fmt.Sprintf("%s:%d: %s", f, e.Line, e.Msg)
-}
+// yl makes scenario errors that name their line.
+var yl = yamlline.Reader{Doc: "scenario"}
 
-func errAt(n *yaml.Node, format string, args ...any) error {
-	return &ParseError{Line: n.Line, Msg: fmt.Sprintf(format, args...)}
-}
+func errAt(n *yaml.Node, format string, args ...any) error { return yl.At(n, format, args...) }
 
 var testNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
@@ -102,10 +93,10 @@ func Load(path string) (*Scenario, error) {
 func Parse(data []byte, dir string) (*Scenario, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, yamlError(err)
+		return nil, yl.FromParser(err)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return nil, &ParseError{Line: 1, Msg: "empty scenario"}
+		return nil, &ParseError{Doc: "scenario", Line: 1, Msg: "empty scenario"}
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
@@ -124,7 +115,7 @@ func Parse(data []byte, dir string) (*Scenario, error) {
 		var err error
 		switch k.Value {
 		case "test_name":
-			if s.TestName, err = str(v); err == nil && !testNameRE.MatchString(s.TestName) {
+			if s.TestName, err = yl.Str(v); err == nil && !testNameRE.MatchString(s.TestName) {
 				err = errAt(v, "test_name %q: want 1 to 64 letters, digits, '.', '-' or '_' (it names folders)", s.TestName)
 			}
 		case "server_host":
@@ -132,9 +123,9 @@ func Parse(data []byte, dir string) (*Scenario, error) {
 		case "client_hosts":
 			s.ClientHosts, err = hostList(v)
 		case "clients_per_host":
-			s.ClientsPerHost, err = positive(v, 1000)
+			s.ClientsPerHost, err = yl.Positive(v, 1000)
 		case "iterations":
-			s.Iterations, err = positive(v, 100000)
+			s.Iterations, err = yl.Positive(v, 100000)
 		case "pause_between":
 			s.PauseBetween, err = duration(v)
 		case "server_warmup":
@@ -142,7 +133,7 @@ func Parse(data []byte, dir string) (*Scenario, error) {
 		case "max_test_duration":
 			s.MaxTestDuration, err = duration(v)
 		case "server_binary", "client_binary":
-			_, err = str(v) // resolved below, once the hosts are known
+			_, err = yl.Str(v) // resolved below, once the hosts are known
 		case "server_args":
 			s.ServerArgs, err = strList(v)
 		case "client_args":
@@ -152,7 +143,7 @@ func Parse(data []byte, dir string) (*Scenario, error) {
 		case "hosts":
 			s.Hosts, err = remoteHosts(v)
 		case "key_file":
-			if s.KeyFile, err = str(v); err == nil {
+			if s.KeyFile, err = yl.Str(v); err == nil {
 				if !filepath.IsAbs(s.KeyFile) {
 					s.KeyFile = filepath.Join(dir, s.KeyFile)
 				}
@@ -246,7 +237,7 @@ func remoteHosts(v *yaml.Node) (map[string]string, error) {
 		if _, dup := hs[name]; dup {
 			return nil, errAt(k, "host %q given twice", name)
 		}
-		addr, err := str(a)
+		addr, err := yl.Str(a)
 		if err != nil {
 			return nil, err
 		}
@@ -266,7 +257,7 @@ func remoteHosts(v *yaml.Node) (map[string]string, error) {
 // remoteBinary takes a binary that an agent runs: as written, absolute or a bare
 // name for the agent's PATH, since this machine's folders mean nothing there.
 func remoteBinary(v *yaml.Node) (string, error) {
-	name, err := str(v)
+	name, err := yl.Str(v)
 	if err != nil {
 		return "", err
 	}
@@ -276,29 +267,8 @@ func remoteBinary(v *yaml.Node) (string, error) {
 	return name, nil
 }
 
-// yamlError turns the parser's "yaml: line 3: ..." into a ParseError.
-func yamlError(err error) error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 1
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if n, tail, ok := strings.Cut(rest, ": "); ok {
-			if l, err := strconv.Atoi(n); err == nil {
-				line, msg = l, tail
-			}
-		}
-	}
-	return &ParseError{Line: line, Msg: msg}
-}
-
-func str(v *yaml.Node) (string, error) {
-	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" || v.Value == "" {
-		return "", errAt(v, "want a non-empty string")
-	}
-	return v.Value, nil
-}
-
 func hostName(v *yaml.Node) (string, error) {
-	h, err := str(v)
+	h, err := yl.Str(v)
 	if err != nil {
 		return "", err
 	}
@@ -342,14 +312,6 @@ func strList(v *yaml.Node) ([]string, error) {
 	return out, nil
 }
 
-func positive(v *yaml.Node, maxv int) (int, error) {
-	n, err := strconv.Atoi(v.Value)
-	if v.Kind != yaml.ScalarNode || err != nil || n < 1 || n > maxv {
-		return 0, errAt(v, "want a whole number from 1 to %d, not %q", maxv, v.Value)
-	}
-	return n, nil
-}
-
 func duration(v *yaml.Node) (time.Duration, error) {
 	if v.Kind == yaml.ScalarNode && v.Value == "0" {
 		return 0, nil
@@ -363,7 +325,7 @@ func duration(v *yaml.Node) (time.Duration, error) {
 
 // binary resolves a program path and checks that it is an executable file.
 func binary(v *yaml.Node, dir string) (string, error) {
-	name, err := str(v)
+	name, err := yl.Str(v)
 	if err != nil {
 		return "", err
 	}
