@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/probe"
 	"golang.org/x/sys/unix"
 )
@@ -34,7 +35,7 @@ func newProgress() *progress {
 				p.mu.Lock()
 				l := p.last
 				p.mu.Unlock()
-				fmt.Fprintf(os.Stderr, "%.0f%%,%s,%.2f\n", 100*l.Fraction, l.Phase, l.Estimate/1e6)
+				fmt.Fprintf(os.Stderr, "%.0f%%,%s,%.2f\n", 100*l.Fraction, phaseName(l.Phase), l.Estimate/1e6)
 			case <-p.done:
 				return
 			}
@@ -51,7 +52,7 @@ func (p *progress) update(pr probe.Progress) {
 		const width = 30
 		n := int(pr.Fraction * width)
 		fmt.Fprintf(os.Stderr, "\r[%s%s] %3.0f%% %-11s %8.2f Mbit/s", strings.Repeat("=", n), strings.Repeat(" ", width-n),
-			100*pr.Fraction, pr.Phase, pr.Estimate/1e6)
+			100*pr.Fraction, phaseName(pr.Phase), pr.Estimate/1e6)
 	}
 }
 
@@ -97,4 +98,12 @@ func timedProgress(what string, total time.Duration) (stop func()) {
 			<-finished
 		})
 	}
+}
+
+// phaseName says "starting" before the first batch has reported a phase.
+func phaseName(p dump.Phase) string {
+	if p == 0 {
+		return "starting"
+	}
+	return p.String()
 }
