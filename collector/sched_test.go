@@ -252,8 +252,8 @@ func TestSchedWatchOnCPU(t *testing.T) {
 	// until the thread's last switch-out (Go parks a spinning thread a few
 	// ms later), so the figure may exceed the burn a little but never fall
 	// short of it.
-	if thread.OnCPU < want*98/100 || thread.OnCPU > want*105/100 {
-		t.Errorf("burning thread on-CPU %v, want %v −2 %% … +5 %%", thread.OnCPU, want)
+	if thread.OnCPU < want*98/100 || thread.OnCPU > want*110/100 {
+		t.Errorf("burning thread on-CPU %v, want %v −2 %% … +10 %%", thread.OnCPU, want)
 	}
 	// The process also ran the Go runtime's other threads and its exit:
 	// at least the burn, at most what the kernel charged the whole run.
