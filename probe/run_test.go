@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,7 +51,10 @@ func runAgent(t *testing.T) string {
 	return addr
 }
 
-func runRemote(t *testing.T, addr string, p RunParams, stopAfter time.Duration) *RunResult {
+// runRemote runs p on the agent and waits for its result. With a ready file,
+// it stops the command once the command has created that file: a fixed delay
+// loses the race with a shell that has not yet set its trap on a loaded host.
+func runRemote(t *testing.T, addr string, p RunParams, ready string) *RunResult {
 	t.Helper()
 	ctx := context.Background()
 	c, err := Dial(ctx, addr, ClientConfig{Key: runKey})
@@ -62,11 +66,20 @@ func runRemote(t *testing.T, addr string, p RunParams, stopAfter time.Duration) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stopAfter > 0 {
-		select {
-		case <-r.Exited():
-			t.Fatal("the command ended before it was stopped")
-		case <-time.After(stopAfter):
+	if ready != "" {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := os.Stat(ready); err == nil {
+				break
+			}
+			select {
+			case <-r.Exited():
+				t.Fatal("the command ended before it was stopped")
+			case <-time.After(10 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not created within 10 s", ready)
+			}
 		}
 		r.Stop()
 	}
@@ -80,7 +93,7 @@ func runRemote(t *testing.T, addr string, p RunParams, stopAfter time.Duration) 
 func TestRunSession(t *testing.T) {
 	addr := runAgent(t)
 	res := runRemote(t, addr, RunParams{Path: "sh", Args: []string{"-c",
-		`echo out; echo err >&2; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exit 3`}, Name: "burn"}, 0)
+		`echo out; echo err >&2; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exit 3`}, Name: "burn"}, "")
 	if res.ExitCode != 3 || string(res.Stdout) != "out\n" || string(res.Stderr) != "err\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", res.ExitCode, res.Stdout, res.Stderr)
 	}
@@ -101,15 +114,17 @@ func TestRunSession(t *testing.T) {
 func TestRunSessionStop(t *testing.T) {
 	addr := runAgent(t)
 	// SIGINT ends it cleanly.
+	ready := filepath.Join(t.TempDir(), "ready")
 	res := runRemote(t, addr, RunParams{Path: "sh", Args: []string{"-c",
-		`trap 'echo bye; exit 0' INT; while :; do sleep 0.01; done`}}, 300*time.Millisecond)
+		`trap 'echo bye; exit 0' INT; touch "$0"; while :; do sleep 0.01; done`, ready}}, ready)
 	if res.ExitCode != 0 || string(res.Stdout) != "bye\n" {
 		t.Fatalf("after SIGINT: exit %d, stdout %q, stderr %q", res.ExitCode, res.Stdout, res.Stderr)
 	}
 	// SIGKILL once the grace period is over.
 	start := time.Now()
-	res = runRemote(t, addr, RunParams{Path: "sh", Args: []string{"-c", `trap '' INT; sleep 100`}, Grace: 200 * time.Millisecond}, 300*time.Millisecond)
-	if res.ExitCode != 128+int(syscall.SIGKILL) || time.Since(start) > 5*time.Second {
+	ready = filepath.Join(t.TempDir(), "ready")
+	res = runRemote(t, addr, RunParams{Path: "sh", Args: []string{"-c", `trap '' INT; touch "$0"; sleep 100`, ready}, Grace: 200 * time.Millisecond}, ready)
+	if res.ExitCode != 128+int(syscall.SIGKILL) || time.Since(start) > 15*time.Second {
 		t.Fatalf("after SIGKILL: exit %d after %v", res.ExitCode, time.Since(start))
 	}
 }
@@ -117,7 +132,7 @@ func TestRunSessionStop(t *testing.T) {
 func TestRunSessionOutputBound(t *testing.T) {
 	addr := runAgent(t)
 	const n = 3_000_000
-	res := runRemote(t, addr, RunParams{Path: "sh", Args: []string{"-c", `head -c 3000000 /dev/zero | tr '\0' a; echo -n z`}}, 0)
+	res := runRemote(t, addr, RunParams{Path: "sh", Args: []string{"-c", `head -c 3000000 /dev/zero | tr '\0' a; echo -n z`}}, "")
 	if len(res.Stdout) != MaxRunOutput || res.StdoutDropped != n+1-MaxRunOutput {
 		t.Fatalf("kept %d bytes, dropped %d; want %d and %d", len(res.Stdout), res.StdoutDropped, MaxRunOutput, n+1-MaxRunOutput)
 	}
@@ -196,7 +211,7 @@ func TestRunSessionsConcurrentCPU(t *testing.T) {
 			if i == 0 {
 				p = burner
 			}
-			results[i] = runRemote(t, addr, p, 0)
+			results[i] = runRemote(t, addr, p, "")
 			done <- i
 		}()
 	}
