@@ -120,11 +120,11 @@ func measureCapacity(ctx context.Context, cl *probe.Client, p Params) (map[strin
 	return map[string]float64{"capacity": est.Estimate, "sustained": est.Sustained}, nil
 }
 
-func direction(reverse bool) string {
+func direction(reverse bool) probe.Direction {
 	if reverse {
-		return "reverse"
+		return probe.DirReverse
 	}
-	return "forward"
+	return probe.DirForward
 }
 
 func measureTCP(ctx context.Context, cl *probe.Client, p Params) (map[string]float64, error) {

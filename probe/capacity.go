@@ -9,6 +9,7 @@ import (
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // maxBatchPackets bounds the packets of one SendTrains or Collect, so that
@@ -64,31 +65,31 @@ func (e *capacityEnd) close() {
 	e.undo()
 }
 
-func (s *Server) checkTrains(specs []TrainSpec, hdr int, total *int) error {
+func (s *Server) checkTrains(specs []wire.TrainSpec, hdr int, total *int) error {
 	l := s.cfg.Limits
 	n := 0
 	var last time.Duration
 	for _, sp := range specs {
 		switch {
 		case sp.N < 2 || sp.N > MaxTrainLen:
-			return refusal("limit", "train of %d packets outside 2..%d", sp.N, MaxTrainLen)
+			return refusal(wire.CodeLimit, "train of %d packets outside 2..%d", sp.N, MaxTrainLen)
 		case sp.Size < hdr+collector.ProbeHeaderLen || sp.Size > l.MaxPacketSize+hdr:
-			return refusal("limit", "packet size %d outside %d..%d IP bytes", sp.Size, hdr+collector.ProbeHeaderLen, l.MaxPacketSize+hdr)
+			return refusal(wire.CodeLimit, "packet size %d outside %d..%d IP bytes", sp.Size, hdr+collector.ProbeHeaderLen, l.MaxPacketSize+hdr)
 		case sp.At < 0 || sp.At > l.MaxDuration:
-			return refusal("limit", "train start %v outside the session's %v", sp.At, l.MaxDuration)
+			return refusal(wire.CodeLimit, "train start %v outside the session's %v", sp.At, l.MaxDuration)
 		}
 		n += sp.N
 		last = max(last, sp.At)
 	}
 	if n > maxBatchPackets {
-		return refusal("limit", "batch of %d packets, limit %d", n, maxBatchPackets)
+		return refusal(wire.CodeLimit, "batch of %d packets, limit %d", n, maxBatchPackets)
 	}
 	if *total+n > l.MaxPackets {
-		return refusal("limit", "session would exceed %d packets", l.MaxPackets)
+		return refusal(wire.CodeLimit, "session would exceed %d packets", l.MaxPackets)
 	}
 	// Trains go back to back, but on average the agent keeps to its rate.
 	if float64(n)/max(last.Seconds(), 0.01) > float64(l.MaxRate) {
-		return refusal("limit", "batch of %d packets in %v exceeds the agent's rate limit of %d packets/s", n, last, l.MaxRate)
+		return refusal(wire.CodeLimit, "batch of %d packets in %v exceeds the agent's rate limit of %d packets/s", n, last, l.MaxRate)
 	}
 	*total += n
 	return nil
@@ -96,7 +97,7 @@ func (s *Server) checkTrains(specs []TrainSpec, hdr int, total *int) error {
 
 // serveCapacity is the agent's half of a capacity session: it sends the
 // trains the client asks for and reports what it received of the client's.
-func (s *Server) serveCapacity(ctx context.Context, conn net.Conn, fc *frameConn, p CapacityParams) error {
+func (s *Server) serveCapacity(ctx context.Context, conn net.Conn, fc *wire.Conn, p wire.CapacityParams) error {
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	uc, err := collector.ListenUDP(ctx, netip.AddrPortFrom(local, 0))
@@ -118,7 +119,7 @@ func (s *Server) serveCapacity(ctx context.Context, conn net.Conn, fc *frameConn
 	if end.eBPFOn {
 		sources = append([]string{dump.SourceEBPF.String()}, sources...)
 	}
-	if err := fc.write(&Message{Opened: &Opened{Session: id, Port: port, Sources: sources}}); err != nil {
+	if err := fc.Write(&wire.Message{Opened: &wire.Opened{Session: id, Port: port, Sources: sources}}); err != nil {
 		return err
 	}
 	s.log.Info("capacity session", "client", peer.String(), "reverse", p.Reverse)
@@ -131,7 +132,7 @@ func (s *Server) serveCapacity(ctx context.Context, conn net.Conn, fc *frameConn
 	hdr := ipOverhead(local)
 	total := 0
 	for first := true; ; first = false {
-		m, err := fc.read()
+		m, err := fc.Read()
 		if err != nil {
 			if first && isTimeout(err) {
 				return s.notStarted("no request")
@@ -148,18 +149,18 @@ func (s *Server) serveCapacity(ctx context.Context, conn net.Conn, fc *frameConn
 			}
 			to := end.recv.peerAddr()
 			if !to.IsValid() {
-				return refusal("protocol", "no hello from the client yet: trains need its UDP address")
+				return refusal(wire.CodeProtocol, "no hello from the client yet: trains need its UDP address")
 			}
 			end.send.to = to
 			tx, err := end.send.send(ctx, m.SendTrains.Trains)
 			if err != nil {
 				return err
 			}
-			out := make([]SentTrain, len(m.SendTrains.Trains))
+			out := make([]wire.SentTrain, len(m.SendTrains.Trains))
 			for i, sp := range m.SendTrains.Trains {
-				out[i] = SentTrain{ID: sp.ID, Tx: tx[sp.ID]}
+				out[i] = wire.SentTrain{ID: sp.ID, Tx: tx[sp.ID]}
 			}
-			if err := fc.write(&Message{TrainsSent: &TrainsSent{Trains: out}}); err != nil {
+			if err := fc.Write(&wire.Message{TrainsSent: &wire.TrainsSent{Trains: out}}); err != nil {
 				return err
 			}
 		case m.Collect != nil:
@@ -170,13 +171,13 @@ func (s *Server) serveCapacity(ctx context.Context, conn net.Conn, fc *frameConn
 			if err != nil {
 				return err
 			}
-			if err := fc.write(&Message{TrainsReceived: &TrainsReceived{Trains: rx}}); err != nil {
+			if err := fc.Write(&wire.Message{TrainsReceived: &wire.TrainsReceived{Trains: rx}}); err != nil {
 				return err
 			}
 		case m.Finish != nil:
-			return fc.write(&Message{Done: &Done{Received: total}})
+			return fc.Write(&wire.Message{Done: &wire.Done{Received: total}})
 		default:
-			return fmt.Errorf("%w: unexpected %s in a capacity session", errMalformed, m.kind())
+			return fmt.Errorf("%w: unexpected %s in a capacity session", wire.ErrMalformed, m.Kind())
 		}
 	}
 }

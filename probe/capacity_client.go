@@ -11,6 +11,7 @@ import (
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/estimator"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // CapacityConfig configures a capacity measurement (docs/capacity.md).
@@ -103,7 +104,7 @@ func (c *Client) Capacity(ctx context.Context, cfg CapacityConfig) (*CapacityRes
 	case cfg.MaxTrain < 10 || cfg.MaxTrain > MaxTrainLen:
 		return nil, fmt.Errorf("longest train %d: want 10..%d", cfg.MaxTrain, MaxTrainLen)
 	}
-	if err := c.fc.write(&Message{Open: &Open{Mode: "capacity", Capacity: &CapacityParams{Reverse: cfg.Reverse}}}); err != nil {
+	if err := c.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeCapacity, Capacity: &wire.CapacityParams{Reverse: cfg.Reverse}}}); err != nil {
 		return nil, err
 	}
 	m, err := c.expect("opened")
@@ -141,7 +142,7 @@ func (c *Client) Capacity(ctx context.Context, cfg CapacityConfig) (*CapacityRes
 	// End the session whatever happened, so the agent frees it at once.
 	c.conn.SetDeadline(time.Now().Add(c.cfg.Timeout))
 	defer c.conn.SetDeadline(time.Time{})
-	if err := c.fc.write(&Message{Finish: &Finish{}}); err == nil {
+	if err := c.fc.Write(&wire.Message{Finish: &wire.Finish{}}); err == nil {
 		c.expect("done")
 	}
 	return d.res, runErr
@@ -179,7 +180,7 @@ func (d *capDriver) run(ctx context.Context) error {
 		reps = 2
 	}
 	d.begin(dump.PhasePrelim, w[dump.PhasePrelim], (11-prelimMinLen)*reps)
-	var plan []TrainSpec
+	var plan []wire.TrainSpec
 	for n := prelimMinLen; n <= min(10, maxLen); n++ {
 		plan = append(plan, d.repeat(reps, n, full)...)
 	}
@@ -258,10 +259,10 @@ func (d *capDriver) begin(p dump.Phase, weight float64, planned int) {
 }
 
 // repeat plans count trains of n packets of size bytes.
-func (d *capDriver) repeat(count, n, size int) []TrainSpec {
-	plan := make([]TrainSpec, count)
+func (d *capDriver) repeat(count, n, size int) []wire.TrainSpec {
+	plan := make([]wire.TrainSpec, count)
 	for i := range plan {
-		plan[i] = TrainSpec{N: n, Size: size}
+		plan[i] = wire.TrainSpec{N: n, Size: size}
 	}
 	return plan
 }
@@ -294,7 +295,7 @@ func (d *capDriver) findMaxLen(ctx context.Context) (int, error) {
 }
 
 // runPlan runs the plan in batches, retrying trains that lost packets.
-func (d *capDriver) runPlan(ctx context.Context, plan []TrainSpec) error {
+func (d *capDriver) runPlan(ctx context.Context, plan []wire.TrainSpec) error {
 	for len(plan) > 0 {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -304,10 +305,10 @@ func (d *capDriver) runPlan(ctx context.Context, plan []TrainSpec) error {
 		if err != nil {
 			return err
 		}
-		var retry []TrainSpec
+		var retry []wire.TrainSpec
 		for i, t := range trains {
 			if t.Received() < len(t.Tx) && d.phase != dump.PhaseMaxLen {
-				retry = append(retry, TrainSpec{N: plan[i].N, Size: plan[i].Size})
+				retry = append(retry, wire.TrainSpec{N: plan[i].N, Size: plan[i].Size})
 			}
 		}
 		plan = append(retry, plan[n:]...)
@@ -317,7 +318,7 @@ func (d *capDriver) runPlan(ctx context.Context, plan []TrainSpec) error {
 
 // batchLen is how many planned trains go in the next batch: at most
 // maxBatchPackets packets and about maxBatchTime of probing.
-func (d *capDriver) batchLen(plan []TrainSpec) int {
+func (d *capDriver) batchLen(plan []wire.TrainSpec) int {
 	pkts := 0
 	var t time.Duration
 	for i, sp := range plan {
@@ -333,7 +334,7 @@ func (d *capDriver) batchLen(plan []TrainSpec) int {
 // spacing is the time a train's bytes take at the probing budget: trains
 // follow each other no faster, so the average probing rate stays under
 // Budget × the estimate (docs/capacity.md).
-func (d *capDriver) spacing(sp TrainSpec) time.Duration {
+func (d *capDriver) spacing(sp wire.TrainSpec) time.Duration {
 	rate := d.rate
 	if rate <= 0 {
 		rate = 10e6 // before any estimate: a cautious guess
@@ -344,7 +345,7 @@ func (d *capDriver) spacing(sp TrainSpec) time.Duration {
 
 // batch sends specs (assigning IDs and start times), collects both ends'
 // timestamps, and records the trains.
-func (d *capDriver) batch(ctx context.Context, specs []TrainSpec) ([]dump.Train, error) {
+func (d *capDriver) batch(ctx context.Context, specs []wire.TrainSpec) ([]dump.Train, error) {
 	var at time.Duration
 	for i := range specs {
 		specs[i].ID, specs[i].At = d.nextID, at
@@ -356,7 +357,7 @@ func (d *capDriver) batch(ctx context.Context, specs []TrainSpec) ([]dump.Train,
 	wait := min(max(3*drain, 20*time.Millisecond), 2*time.Second)
 
 	var tx map[uint32][]dump.Stamps
-	var rx []RecvTrain
+	var rx []wire.RecvTrain
 	c := d.c
 	c.conn.SetDeadline(time.Now().Add(at + wait + c.cfg.Timeout))
 	defer c.conn.SetDeadline(time.Time{})
@@ -365,7 +366,7 @@ func (d *capDriver) batch(ctx context.Context, specs []TrainSpec) ([]dump.Train,
 		if tx, err = d.end.send.send(ctx, specs); err != nil && ctx.Err() == nil {
 			return nil, err
 		}
-		if err := c.fc.write(&Message{Collect: &Collect{Trains: specs, Wait: wait}}); err != nil {
+		if err := c.fc.Write(&wire.Message{Collect: &wire.Collect{Trains: specs, Wait: wait}}); err != nil {
 			return nil, err
 		}
 		m, err := c.expect("trains_received")
@@ -374,7 +375,7 @@ func (d *capDriver) batch(ctx context.Context, specs []TrainSpec) ([]dump.Train,
 		}
 		rx = m.TrainsReceived.Trains
 	} else {
-		if err := c.fc.write(&Message{SendTrains: &SendTrains{Trains: specs}}); err != nil {
+		if err := c.fc.Write(&wire.Message{SendTrains: &wire.SendTrains{Trains: specs}}); err != nil {
 			return nil, err
 		}
 		m, err := c.expect("trains_sent")
@@ -469,9 +470,9 @@ func phaseOneSizeSteps(lo, hi, count int) []int {
 
 // interleave turns runs of per repeated specs into rounds that visit each
 // run once.
-func interleave(plan []TrainSpec, per int) []TrainSpec {
+func interleave(plan []wire.TrainSpec, per int) []wire.TrainSpec {
 	runs := len(plan) / per
-	out := make([]TrainSpec, 0, len(plan))
+	out := make([]wire.TrainSpec, 0, len(plan))
 	for r := range per {
 		for k := range runs {
 			out = append(out, plan[k*per+r])

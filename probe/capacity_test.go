@@ -8,6 +8,7 @@ import (
 
 	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/estimator"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // A quick capacity run over loopback, both ways: every phase's trains come
@@ -62,7 +63,7 @@ func TestCapacityRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		if err := c.fc.write(&Message{Open: &Open{Mode: "capacity", Capacity: &CapacityParams{}}}); err != nil {
+		if err := c.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeCapacity, Capacity: &wire.CapacityParams{}}}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := c.expect("opened"); err != nil {
@@ -71,19 +72,19 @@ func TestCapacityRefusals(t *testing.T) {
 		return c, nil
 	}
 	cases := []struct {
-		specs []TrainSpec
+		specs []wire.TrainSpec
 		want  string
 	}{
-		{[]TrainSpec{{ID: 1, N: 10, Size: 1500}}, "no hello"},
-		{[]TrainSpec{{ID: 1, N: MaxTrainLen + 1, Size: 1500}}, "train of 101 packets"},
-		{[]TrainSpec{{ID: 1, N: 10, Size: 20}}, "packet size 20"},
-		{[]TrainSpec{{ID: 1, N: 10, Size: 1500, At: -time.Second}}, "train start"},
-		{[]TrainSpec{{ID: 1, N: 100, Size: 1500}, {ID: 2, N: 100, Size: 1500}, {ID: 3, N: 100, Size: 1500},
+		{[]wire.TrainSpec{{ID: 1, N: 10, Size: 1500}}, "no hello"},
+		{[]wire.TrainSpec{{ID: 1, N: MaxTrainLen + 1, Size: 1500}}, "train of 101 packets"},
+		{[]wire.TrainSpec{{ID: 1, N: 10, Size: 20}}, "packet size 20"},
+		{[]wire.TrainSpec{{ID: 1, N: 10, Size: 1500, At: -time.Second}}, "train start"},
+		{[]wire.TrainSpec{{ID: 1, N: 100, Size: 1500}, {ID: 2, N: 100, Size: 1500}, {ID: 3, N: 100, Size: 1500},
 			{ID: 4, N: 100, Size: 1500}, {ID: 5, N: 100, Size: 1500, At: time.Second}, {ID: 6, N: 100, Size: 1500, At: time.Second}}, "exceed 500 packets"},
 	}
 	for _, tc := range cases {
 		c, _ := open()
-		c.fc.write(&Message{SendTrains: &SendTrains{Trains: tc.specs}})
+		c.fc.Write(&wire.Message{SendTrains: &wire.SendTrains{Trains: tc.specs}})
 		_, err := c.expect("trains_sent")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: err %v, want %q", tc.specs[0], err, tc.want)

@@ -6,14 +6,11 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 
-	"github.com/probe-dev/probe/internal/mpcheck"
-	"github.com/vmihailenco/msgpack/v5"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // The control channel: after the client's plain Hello (so that a client of
@@ -82,15 +79,15 @@ func (s *Server) agentTLS() (*tls.Config, error) {
 
 // secureAgent runs the agent's half of the switch to TLS on raw, whose
 // plain Hello fc has read, and returns the TLS connection.
-func (s *Server) secureAgent(ctx context.Context, raw net.Conn, fc *frameConn) (*tls.Conn, error) {
+func (s *Server) secureAgent(ctx context.Context, raw net.Conn, fc *wire.Conn) (*tls.Conn, error) {
 	conf, err := s.agentTLS()
 	if err != nil {
-		return nil, refusal(codeInternal, "%v", err)
+		return nil, refusal(wire.CodeInternal, "%v", err)
 	}
-	if err := fc.write(&Message{StartTLS: &StartTLS{Version: ProtocolVersion, Agent: "probe"}}); err != nil {
+	if err := fc.Write(&wire.Message{StartTLS: &wire.StartTLS{Version: wire.ProtocolVersion, Agent: "probe"}}); err != nil {
 		return nil, err
 	}
-	tc := tls.Server(bufferedConn{Conn: raw, r: fc.r}, conf)
+	tc := tls.Server(bufferedConn{Conn: raw, r: fc.Reader()}, conf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}
@@ -99,20 +96,20 @@ func (s *Server) secureAgent(ctx context.Context, raw net.Conn, fc *frameConn) (
 
 // authenticate checks the client's Auth on the TLS connection and returns
 // the Welcome that answers it.
-func (s *Server) authenticate(tc *tls.Conn, a *Auth) (*Welcome, error) {
-	w := &Welcome{Limits: s.cfg.Limits, Host: LocalHost(s.cfg.Stamper != nil)}
+func (s *Server) authenticate(tc *tls.Conn, a *wire.Auth) (*wire.Welcome, error) {
+	w := &wire.Welcome{Limits: s.cfg.Limits, Host: LocalHost(s.cfg.Stamper != nil)}
 	if len(s.cfg.Key) == 0 {
 		return w, nil
 	}
 	if len(a.MAC) == 0 {
-		return nil, refusal(codeAuth, "authentication required: this agent has a key, give it with --key-file")
+		return nil, refusal(wire.CodeAuth, "authentication required: this agent has a key, give it with --key-file")
 	}
 	secret, err := sessionSecret(tc.ConnectionState())
 	if err != nil {
-		return nil, refusal(codeInternal, "%v", err)
+		return nil, refusal(wire.CodeInternal, "%v", err)
 	}
 	if !hmac.Equal(a.MAC, clientProof(s.cfg.Key, secret)) {
-		return nil, refusal(codeAuth, "authentication failed: wrong key")
+		return nil, refusal(wire.CodeAuth, "authentication failed: wrong key")
 	}
 	w.MAC = agentProof(s.cfg.Key, secret)
 	return w, nil
@@ -153,7 +150,7 @@ func (c *Client) secureClient(ctx context.Context) (*tls.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(bufferedConn{Conn: c.conn, r: c.fc.r}, conf)
+	tc := tls.Client(bufferedConn{Conn: c.conn, r: c.fc.Reader()}, conf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		if f := check.failure(); f != nil {
 			return nil, f
@@ -174,41 +171,3 @@ func (c *Client) AgentFingerprint() []byte { return c.fingerprint }
 // key, or by its certificate (--pin or --ca); false with --insecure or on
 // first use.
 func (c *Client) Verified() bool { return c.verified }
-
-// handshakeFrame holds only the messages of the handshake: before a client
-// is authenticated the agent decodes nothing else, so that no other
-// message's decoder faces a stranger (other keys are skipped unread).
-type handshakeFrame struct {
-	Hello *Hello `msgpack:"hello,omitempty"`
-	Auth  *Auth  `msgpack:"auth,omitempty"`
-}
-
-// readHandshake reads one handshake frame, within fc's size limit; a frame
-// without a handshake message is a nil Message.
-func readHandshake(fc *frameConn) (*Message, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(fc.r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n > fc.limit {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d before authentication", errOversize, n, fc.limit)
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(fc.r, body); err != nil {
-		return nil, fmt.Errorf("%w: body cut short: %w", errMalformed, err)
-	}
-	// Declared lengths (a MAC's, a skipped array's) are checked against the
-	// body before the library allocates them.
-	if err := mpcheck.Valid(body); err != nil {
-		return nil, fmt.Errorf("%w: %w", errMalformed, err)
-	}
-	var h handshakeFrame
-	if err := msgpack.Unmarshal(body, &h); err != nil {
-		return nil, fmt.Errorf("%w: %w", errMalformed, err)
-	}
-	if h.Hello == nil && h.Auth == nil {
-		return nil, nil
-	}
-	return &Message{Hello: h.Hello, Auth: h.Auth}, nil
-}

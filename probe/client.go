@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // DefaultPort is the agent's control port.
@@ -42,7 +43,7 @@ type Client struct {
 	// probes to instead of the agent's.
 	relay  func(agent netip.AddrPort) netip.AddrPort
 	conn   net.Conn
-	fc     *frameConn
+	fc     *wire.Conn
 	limits Limits
 	agent  HostInfo
 	host   string // as the user named the agent, for TLS names
@@ -81,7 +82,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		conn.Close()
 		return nil, err
 	}
-	c := &Client{cfg: cfg, conn: conn, fc: newFrameConn(conn), hold: hold}
+	c := &Client{cfg: cfg, conn: conn, fc: wire.NewConn(conn), hold: hold}
 	c.host, _, _ = net.SplitHostPort(addr)
 	conn.SetDeadline(time.Now().Add(cfg.Timeout))
 	if err := c.handshake(ctx); err != nil {
@@ -95,7 +96,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 // handshake says Hello in plain text, switches to TLS on the agent's
 // StartTLS, and proves the key and checks the agent's proof over it.
 func (c *Client) handshake(ctx context.Context) error {
-	if err := c.fc.write(&Message{Hello: &Hello{Version: ProtocolVersion, Client: "probe"}}); err != nil {
+	if err := c.fc.Write(&wire.Message{Hello: &wire.Hello{Version: wire.ProtocolVersion, Client: "probe"}}); err != nil {
 		return err
 	}
 	if _, err := c.expect("start_tls"); err != nil {
@@ -105,12 +106,12 @@ func (c *Client) handshake(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.conn, c.fc = tc, newFrameConn(tc)
+	c.conn, c.fc = tc, wire.NewConn(tc)
 	cs := tc.ConnectionState()
 	c.fingerprint = CertFingerprint(cs.PeerCertificates[0].Raw)
 	t := c.cfg.Trust
 	c.verified = !t.Insecure && (t.Pin != nil || t.CA != nil)
-	auth := &Auth{}
+	auth := &wire.Auth{}
 	var secret []byte
 	if len(c.cfg.Key) > 0 {
 		if secret, err = sessionSecret(cs); err != nil {
@@ -118,13 +119,13 @@ func (c *Client) handshake(ctx context.Context) error {
 		}
 		auth.MAC = clientProof(c.cfg.Key, secret)
 	}
-	if err := c.fc.write(&Message{Auth: auth}); err != nil {
+	if err := c.fc.Write(&wire.Message{Auth: auth}); err != nil {
 		return err
 	}
 	m, err := c.expect("welcome")
 	if err != nil {
 		var e *Error
-		if errors.As(err, &e) && e.Code == codeAuth && len(c.cfg.Key) == 0 {
+		if errors.As(err, &e) && e.Code == wire.CodeAuth && len(c.cfg.Key) == 0 {
 			return errors.New("the agent requires a key: give it with --key-file")
 		}
 		return err
@@ -146,16 +147,16 @@ func (c *Client) handshake(ctx context.Context) error {
 
 // expect reads the next frame and returns it if it is of the wanted kind; an
 // Error frame from the agent becomes the returned error.
-func (c *Client) expect(kind string) (*Message, error) {
-	m, err := c.fc.read()
+func (c *Client) expect(kind string) (*wire.Message, error) {
+	m, err := c.fc.Read()
 	if err != nil {
 		return nil, err
 	}
 	if m.Error != nil {
 		return nil, fmt.Errorf("agent refused: %w", m.Error)
 	}
-	if m.kind() != kind {
-		return nil, fmt.Errorf("agent sent %s, expected %s", m.kind(), kind)
+	if m.Kind() != kind {
+		return nil, fmt.Errorf("agent sent %s, expected %s", m.Kind(), kind)
 	}
 	return m, nil
 }
@@ -164,7 +165,7 @@ func (c *Client) expect(kind string) (*Message, error) {
 // to the last, into one side: the first frame's totals with every frame's
 // streams. frame takes a frame's part of the side and its Last; streams
 // points at a side's streams.
-func agentSide[S, T any](c *Client, kind string, frame func(*Message) (S, bool), streams func(*S) *[]T) (S, error) {
+func agentSide[S, T any](c *Client, kind string, frame func(*wire.Message) (S, bool), streams func(*S) *[]T) (S, error) {
 	var side S
 	for {
 		m, err := c.expect(kind)

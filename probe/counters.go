@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // Counters sessions: the client asks for the agent's interface counters
@@ -17,37 +18,10 @@ import (
 // maxCounterIfaces bounds the interfaces in one answer, well under MaxFrame.
 const maxCounterIfaces = 1024
 
-// Counters is the agent's interface counters at Time.
-type Counters struct {
-	Time   time.Time   `msgpack:"time"`
-	Ifaces []IfCounter `msgpack:"ifaces"`
-}
-
-// IfCounter is one interface's cumulative counters (/proc/net/dev).
-type IfCounter struct {
-	Name      string `msgpack:"name"`
-	RxBytes   uint64 `msgpack:"rx_bytes"`
-	TxBytes   uint64 `msgpack:"tx_bytes"`
-	RxPackets uint64 `msgpack:"rx_packets"`
-	TxPackets uint64 `msgpack:"tx_packets"`
-	RxDrops   uint64 `msgpack:"rx_drops"`
-	TxDrops   uint64 `msgpack:"tx_drops"`
-}
-
-// Iface returns the counters of the interface called name.
-func (c *Counters) Iface(name string) (IfCounter, bool) {
-	for _, i := range c.Ifaces {
-		if i.Name == name {
-			return i, true
-		}
-	}
-	return IfCounter{}, false
-}
-
-func (s *Server) serveCounters(fc *frameConn) error {
+func (s *Server) serveCounters(fc *wire.Conn) error {
 	nd, err := collector.ReadNetDev()
 	if err != nil {
-		return refusal("internal", "interface counters: %v", err)
+		return refusal(wire.CodeInternal, "interface counters: %v", err)
 	}
 	out := &Counters{Time: time.Now()}
 	for name, st := range nd {
@@ -66,12 +40,12 @@ func (s *Server) serveCounters(fc *frameConn) error {
 	if len(out.Ifaces) > maxCounterIfaces {
 		out.Ifaces = out.Ifaces[:maxCounterIfaces]
 	}
-	return fc.write(&Message{Counters: out})
+	return fc.Write(&wire.Message{Counters: out})
 }
 
 // Counters reads the agent's interface counters.
 func (c *Client) Counters(ctx context.Context) (*Counters, error) {
-	if err := c.fc.write(&Message{Open: &Open{Mode: "counters"}}); err != nil {
+	if err := c.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeCounters}}); err != nil {
 		return nil, err
 	}
 	if dl, ok := ctx.Deadline(); ok {

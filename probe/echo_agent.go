@@ -11,6 +11,7 @@ import (
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // maxSocketBuffer bounds the socket buffers a client may ask the agent for.
@@ -20,17 +21,17 @@ func (s *Server) checkEcho(p EchoParams) error {
 	l := s.cfg.Limits
 	switch {
 	case p.Count < 1 || p.Count > l.MaxPackets:
-		return refusal("limit", "packet count %d outside 1..%d", p.Count, l.MaxPackets)
+		return refusal(wire.CodeLimit, "packet count %d outside 1..%d", p.Count, l.MaxPackets)
 	case p.Size < minEchoSize || p.Size > l.MaxPacketSize:
-		return refusal("limit", "packet size %d outside %d..%d bytes", p.Size, minEchoSize, l.MaxPacketSize)
+		return refusal(wire.CodeLimit, "packet size %d outside %d..%d bytes", p.Size, minEchoSize, l.MaxPacketSize)
 	case p.Interval < 0:
-		return refusal("bad-request", "negative interval %v", p.Interval)
+		return refusal(wire.CodeBadRequest, "negative interval %v", p.Interval)
 	case time.Duration(p.Count)*p.Interval > l.MaxDuration:
-		return refusal("limit", "%d packets every %v last longer than the agent's limit of %v", p.Count, p.Interval, l.MaxDuration)
+		return refusal(wire.CodeLimit, "%d packets every %v last longer than the agent's limit of %v", p.Count, p.Interval, l.MaxDuration)
 	case p.RcvBuf < 0 || p.RcvBuf > maxSocketBuffer || p.SndBuf < 0 || p.SndBuf > maxSocketBuffer:
-		return refusal("limit", "socket buffers %d/%d bytes outside 0..%d", p.RcvBuf, p.SndBuf, maxSocketBuffer)
+		return refusal(wire.CodeLimit, "socket buffers %d/%d bytes outside 0..%d", p.RcvBuf, p.SndBuf, maxSocketBuffer)
 	case p.DSCP < 0 || p.DSCP > 63 || p.TTL < 0 || p.TTL > 255:
-		return refusal("bad-request", "DSCP %d or TTL %d out of range", p.DSCP, p.TTL)
+		return refusal(wire.CodeBadRequest, "DSCP %d or TTL %d out of range", p.DSCP, p.TTL)
 	}
 	return nil
 }
@@ -38,7 +39,7 @@ func (s *Server) checkEcho(p EchoParams) error {
 // serveEcho is the agent's half of an echo session: it answers the client's
 // probes, one reply of the same length per probe, until the client says
 // Finish, then returns its timestamps.
-func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p EchoParams) error {
+func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *wire.Conn, p EchoParams) error {
 	if err := s.checkEcho(p); err != nil {
 		return err
 	}
@@ -50,7 +51,7 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	}
 	defer uc.Close()
 	if _, _, err := uc.Apply(collector.SocketOptions{RcvBuf: p.RcvBuf, SndBuf: p.SndBuf, DSCP: p.DSCP, TTL: p.TTL}); err != nil {
-		return refusal("bad-request", "%v", err)
+		return refusal(wire.CodeBadRequest, "%v", err)
 	}
 	id := newSessionID()
 	port := uc.LocalAddr().Port()
@@ -74,14 +75,14 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 			}
 		}
 	}
-	if err := fc.write(&Message{Opened: &Opened{Session: id, Port: port, Sources: sources}}); err != nil {
+	if err := fc.Write(&wire.Message{Opened: &wire.Opened{Session: id, Port: port, Sources: sources}}); err != nil {
 		return err
 	}
 
 	deadline := time.Now().Add(s.cfg.Limits.MaxDuration)
 	uc.SetReadDeadline(deadline)
 	e := &agentEcho{id: id, peer: peer, count: p.Count, size: p.Size, conn: uc, rate: newBucket(s.cfg.Limits.MaxRate),
-		recs: make([]AgentStamp, 0, min(p.Count, initialRecs)), seen: make([]uint64, (p.Count+63)/64)}
+		recs: make([]wire.AgentStamp, 0, min(p.Count, initialRecs)), seen: make([]uint64, (p.Count+63)/64)}
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)
@@ -96,7 +97,7 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 			conn.SetReadDeadline(time.Now())
 		}
 	})
-	m, err := fc.read()
+	m, err := fc.Read()
 	idle.Stop()
 	uc.SetReadDeadline(time.Now()) // ends the loop
 	<-loopDone
@@ -108,7 +109,7 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 		return err
 	}
 	if m.Finish == nil {
-		return fmt.Errorf("%w: expected finish, got %s", errMalformed, m.kind())
+		return fmt.Errorf("%w: expected finish, got %s", wire.ErrMalformed, m.Kind())
 	}
 
 	if err := drainTx(uc, len(e.recs), e.onTx); err != nil {
@@ -133,11 +134,11 @@ func (s *Server) serveEcho(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	ebpf.mu.Unlock()
 	for start := 0; start < len(e.recs); start += stampBatch {
 		batch := e.recs[start:min(start+stampBatch, len(e.recs))]
-		if err := fc.write(&Message{Stamps: &Stamps{Records: batch}}); err != nil {
+		if err := fc.Write(&wire.Message{Stamps: &wire.Stamps{Records: batch}}); err != nil {
 			return err
 		}
 	}
-	return fc.write(&Message{Done: &Done{Received: len(e.recs), Ignored: e.ignored, Limited: e.limited, SocketDrops: drops,
+	return fc.Write(&wire.Message{Done: &wire.Done{Received: len(e.recs), Ignored: e.ignored, Limited: e.limited, SocketDrops: drops,
 		Corrupted: e.corrupted, Duplicates: e.duplicates}})
 }
 
@@ -160,8 +161,8 @@ type agentEcho struct {
 	// the control connection's address and carry the session's ID, a random
 	// 32-bit number only the control connection told.
 	client     netip.AddrPort
-	seen       []uint64     // sequence numbers answered, a bit each
-	recs       []AgentStamp // one per reply sent, in order: index == transmit key
+	seen       []uint64          // sequence numbers answered, a bit each
+	recs       []wire.AgentStamp // one per reply sent, in order: index == transmit key
 	ignored    int
 	limited    int // of ignored, probes over the rate limit
 	duplicates int // of ignored, probes whose sequence number was answered already
@@ -247,7 +248,7 @@ func (e *agentEcho) run() {
 				pkt[13] |= flagCorrupt
 				e.corrupted++
 			}
-			e.recs = append(e.recs, AgentStamp{Seq: h.Seq, Rx: d.Stamps, Order: uint32(len(e.recs) + 1)})
+			e.recs = append(e.recs, wire.AgentStamp{Seq: h.Seq, Rx: d.Stamps, Order: uint32(len(e.recs) + 1)})
 			out = append(out, pkt)
 		}
 		if len(out) == 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/estimator"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // replayRelay forwards UDP between a client and the agent, and sends every
@@ -99,7 +100,7 @@ func TestEchoAnswersOnlyItsPort(t *testing.T) {
 	if err := cl.handshake(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	cl.fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: 10, Size: 64}}})
+	cl.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeEcho, Echo: &EchoParams{Count: 10, Size: 64}}})
 	m, err := cl.expect("opened")
 	if err != nil {
 		t.Fatal(err)
@@ -137,9 +138,9 @@ func TestEchoAnswersOnlyItsPort(t *testing.T) {
 	if n := try(client, 2, 100); n != 100 {
 		t.Fatalf("the client's probe 2 got %d bytes back for 100 (the other port's took its place?)", n)
 	}
-	cl.fc.write(&Message{Finish: &Finish{}})
+	cl.fc.Write(&wire.Message{Finish: &wire.Finish{}})
 	for {
-		m, err := cl.fc.read()
+		m, err := cl.fc.Read()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,11 +163,11 @@ func TestEchoOpenAllocatesByProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := allocated(func() {
-		cl.fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: DefaultLimits().MaxPackets, Size: 64}}})
+		cl.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeEcho, Echo: &EchoParams{Count: DefaultLimits().MaxPackets, Size: 64}}})
 		if _, err := cl.expect("opened"); err != nil {
 			t.Fatal(err)
 		}
-		cl.fc.write(&Message{Finish: &Finish{}})
+		cl.fc.Write(&wire.Message{Finish: &wire.Finish{}})
 		if _, err := cl.expect("done"); err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // EchoResult is what an echo session measured, before any statistics.
@@ -47,7 +48,7 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 	if p.Size < minEchoSize {
 		return nil, fmt.Errorf("echo payload of %d bytes: the probe header and checksum need %d", p.Size, minEchoSize)
 	}
-	if err := c.fc.write(&Message{Open: &Open{Mode: "echo", Echo: &p}}); err != nil {
+	if err := c.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeEcho, Echo: &p}}); err != nil {
 		return nil, err
 	}
 	m, err := c.expect("opened")
@@ -148,11 +149,11 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 	// nothing measured is lost on Ctrl-C.
 	c.conn.SetDeadline(time.Now().Add(c.cfg.Timeout))
 	defer c.conn.SetDeadline(time.Time{})
-	if err := c.fc.write(&Message{Finish: &Finish{}}); err != nil {
+	if err := c.fc.Write(&wire.Message{Finish: &wire.Finish{}}); err != nil {
 		return nil, err
 	}
 	for {
-		m, err := c.fc.read()
+		m, err := c.fc.Read()
 		if err != nil {
 			return nil, fmt.Errorf("read agent records: %w", err)
 		}
@@ -174,7 +175,7 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		case m.Error != nil:
 			return nil, fmt.Errorf("agent: %w", m.Error)
 		default:
-			return nil, fmt.Errorf("agent sent %s during results", m.kind())
+			return nil, fmt.Errorf("agent sent %s during results", m.Kind())
 		}
 	}
 }

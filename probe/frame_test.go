@@ -3,99 +3,25 @@ package probe
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"net"
-	"os"
-	"reflect"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files")
-
-// goldenFrames are fixed messages whose encoding is pinned in testdata: a
-// change breaks agents and clients of other releases, so it needs a
-// ProtocolVersion bump.
-func goldenFrames() []*Message {
-	return []*Message{
-		{Hello: &Hello{Version: ProtocolVersion, Client: "probe"}},
-		{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: 100, Size: 64, Interval: 10 * time.Millisecond}}},
-		{Stamps: &Stamps{Records: []AgentStamp{{Seq: 3, Rx: dump.Stamps{1, 2, 3, 0}, Tx: dump.Stamps{4, 5, 6, 0}}}}},
-		{Error: &Error{Code: "auth", Message: "authentication failed: wrong key"}},
-	}
-}
-
-func encodeFrames(t testing.TB, ms []*Message) []byte {
+func encodeFrames(t testing.TB, ms []*wire.Message) []byte {
 	var b bytes.Buffer
-	fc := newFrameConn(&b)
+	fc := wire.NewConn(&b)
 	for _, m := range ms {
-		if err := fc.write(m); err != nil {
+		if err := fc.Write(m); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return b.Bytes()
-}
-
-func TestGoldenFrames(t *testing.T) {
-	data := encodeFrames(t, goldenFrames())
-	const golden = "testdata/frames-v1.bin"
-	if *update {
-		os.WriteFile(golden, data, 0o644)
-	}
-	g, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (go test -update creates it)", err)
-	}
-	if !bytes.Equal(g, data) {
-		t.Fatal("frame encoding changed: bump ProtocolVersion if intended, then -update")
-	}
-	fc := newFrameConn(bytes.NewBuffer(g))
-	for i, want := range goldenFrames() {
-		got, err := fc.read()
-		if err != nil {
-			t.Fatalf("frame %d: %v", i, err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("frame %d: got %+v want %+v", i, got, want)
-		}
-	}
-}
-
-// FuzzFrame: no input crashes the frame reader or makes it allocate more
-// than a bounded multiple of its size, and what it accepts re-encodes to an
-// equal message.
-func FuzzFrame(f *testing.F) {
-	for _, m := range goldenFrames() {
-		f.Add(encodeFrames(f, []*Message{m}))
-	}
-	f.Add(stampsFrame(0xffffffff))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var m *Message
-		var err error
-		got := allocated(func() {
-			fc := newFrameConn(bytes.NewBuffer(b))
-			fc.limit = MaxFrame // as a client's, after the handshake
-			m, err = fc.read()
-		})
-		if got > frameAllocBound(len(b)) {
-			t.Fatalf("%d bytes allocated for a %d-byte frame", got, len(b))
-		}
-		if err != nil {
-			return
-		}
-		again, err := newFrameConn(bytes.NewBuffer(encodeFrames(t, []*Message{m}))).read()
-		if err != nil || again.kind() != m.kind() {
-			t.Fatalf("re-encoding %s: %v", m.kind(), err)
-		}
-	})
 }
 
 // stampsFrame is a control frame whose stamps message declares n records
@@ -113,82 +39,6 @@ func allocated(fn func()) uint64 {
 	fn()
 	runtime.ReadMemStats(&m1)
 	return m1.TotalAlloc - m0.TotalAlloc
-}
-
-// frameAllocBound is what reading a frame may allocate: the reader's
-// buffers, and a fixed multiple of the frame for what it decodes to (a
-// one-byte empty map becomes an 80-byte record, allocated twice).
-func frameAllocBound(n int) uint64 { return 64<<10 + 192*uint64(n) }
-
-// TestHostileLengths: lengths a frame declares but does not hold are
-// refused before anything is allocated for them.
-func TestHostileLengths(t *testing.T) {
-	frames := map[string][]byte{
-		"records 2^32-1": stampsFrame(0xffffffff),
-		"records 10^5":   stampsFrame(100_000),
-		"records 10^7":   stampsFrame(10_000_000),
-	}
-	for _, b := range [][]byte{
-		{0xdf, 0xff, 0xff, 0xff, 0xff, 0xa5, 'h', 'e', 'l', 'l', 'o'},                                                 // map32
-		{0x81, 0xa5, 'h', 'e', 'l', 'l', 'o', 0x81, 0xa6, 'c', 'l', 'i', 'e', 'n', 't', 0xdb, 0xff, 0xff, 0xff, 0xf0}, // str32
-		{0x81, 0xa5, 'h', 'e', 'l', 'l', 'o', 0x81, 0xa5, 'n', 'o', 'n', 'c', 'e', 0xc6, 0x7f, 0xff, 0xff, 0xff},      // bin32
-	} {
-		frames[fmt.Sprintf("% x", b[:1])] = append([]byte{0, 0, 0, byte(len(b))}, b...)
-	}
-	for name, b := range frames {
-		var err error
-		got := allocated(func() { _, err = newFrameConn(bytes.NewBuffer(b)).read() })
-		if !errors.Is(err, errMalformed) {
-			t.Errorf("%s: %v, want a malformed frame", name, err)
-		}
-		if got > frameAllocBound(len(b)) {
-			t.Errorf("%s: %d bytes allocated for a %d-byte frame, bound %d", name, got, len(b), frameAllocBound(len(b)))
-		}
-	}
-}
-
-// TestFrameLimits: frames are small until the handshake ends, and from
-// clients after it.
-func TestFrameLimits(t *testing.T) {
-	var agent, client bytes.Buffer
-	a, c := newFrameConn(&agent), newFrameConn(&client)
-	big := &Message{Hello: &Hello{Client: string(make([]byte, maxHandshakeFrame))}}
-	a.write(big)
-	if _, err := newFrameConn(&agent).read(); !errors.Is(err, errOversize) {
-		t.Fatalf("a %d-byte hello: %v, want oversize", maxHandshakeFrame, err)
-	}
-	a.write(&Message{Welcome: &Welcome{}})
-	c.write(&Message{Welcome: &Welcome{}})
-	if _, err := c.read(); err != nil {
-		t.Fatal(err)
-	}
-	if a.limit != maxClientFrame || c.limit != MaxFrame {
-		t.Fatalf("after the welcome: agent reads up to %d, client %d", a.limit, c.limit)
-	}
-}
-
-// TestFrameAllocBound: a full-size frame of the smallest records there are
-// (empty maps, one byte each) stays within the bound.
-func TestFrameAllocBound(t *testing.T) {
-	n := MaxFrame - 32
-	body := append([]byte{0x81, 0xa6, 's', 't', 'a', 'm', 'p', 's', 0x81, 0xa7, 'r', 'e', 'c', 'o', 'r', 'd', 's', 0xdd, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)},
-		bytes.Repeat([]byte{0x80}, n)...)
-	frame := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
-	frame = append(frame, body...)
-	var m *Message
-	var err error
-	got := allocated(func() {
-		fc := newFrameConn(bytes.NewBuffer(frame))
-		fc.limit = MaxFrame // as a client's, after the handshake
-		m, err = fc.read()
-	})
-	if err != nil || len(m.Stamps.Records) != n {
-		t.Fatalf("read: %v", err)
-	}
-	t.Logf("%d bytes allocated for a %d-byte frame (%.1f per byte)", got, len(frame), float64(got)/float64(len(frame)))
-	if got > frameAllocBound(len(frame)) {
-		t.Fatalf("%d bytes allocated for a %d-byte frame, bound %d", got, len(frame), frameAllocBound(len(frame)))
-	}
 }
 
 // A hostile agent cannot kill its client the same way: the client reads
@@ -218,19 +68,5 @@ func TestClientRefusesHostileAgent(t *testing.T) {
 	}
 	if got > 4<<20 {
 		t.Fatalf("the client allocated %d bytes for a 26-byte frame", got)
-	}
-}
-
-// A length header alone does not make the reader allocate what it declares:
-// the body's buffer grows as its bytes arrive (found by FuzzFrame).
-func TestFrameHeaderAlone(t *testing.T) {
-	var err error
-	got := allocated(func() {
-		fc := newFrameConn(bytes.NewBuffer(binary.BigEndian.AppendUint32(nil, MaxFrame)))
-		fc.limit = MaxFrame
-		_, err = fc.read()
-	})
-	if !errors.Is(err, errMalformed) || got > frameAllocBound(4) {
-		t.Fatalf("a 4-byte header of %d: %v, %d bytes allocated", MaxFrame, err, got)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // fuzzAgent runs an agent with small limits on loopback for the fuzzer.
@@ -29,19 +31,19 @@ func fuzzAgent(f *testing.F, key []byte) string {
 // handshakeSeeds are well-formed openings: hello, auth, then each kind of
 // session, so that the fuzzer starts past the handshake.
 func handshakeSeeds(f *testing.F) [][]byte {
-	open := func(o *Open) []byte {
-		return encodeFrames(f, []*Message{hello(), {Auth: &Auth{}}, {Open: o}, {Finish: &Finish{}}})
+	open := func(o *wire.Open) []byte {
+		return encodeFrames(f, []*wire.Message{hello(), {Auth: &wire.Auth{}}, {Open: o}, {Finish: &wire.Finish{}}})
 	}
 	return [][]byte{
-		encodeFrames(f, []*Message{hello()}),
-		encodeFrames(f, []*Message{hello(), {Auth: &Auth{}}}),
-		open(&Open{Mode: "echo", Echo: &EchoParams{Count: 10, Size: 64}}),
-		open(&Open{Mode: "capacity", Capacity: &CapacityParams{}}),
-		encodeFrames(f, []*Message{hello(), {Auth: &Auth{}}, {Open: &Open{Mode: "capacity", Capacity: &CapacityParams{}}},
-			{Collect: &Collect{Trains: []TrainSpec{{ID: 1, N: 2, Size: 100}}}}, {Finish: &Finish{}}}),
-		open(&Open{Mode: "tcp", TCP: &TCPParams{}}),
-		open(&Open{Mode: "quic", QUIC: &QUICParams{}}),
-		open(&Open{Mode: "run", Run: &RunParams{Path: "true"}}),
+		encodeFrames(f, []*wire.Message{hello()}),
+		encodeFrames(f, []*wire.Message{hello(), {Auth: &wire.Auth{}}}),
+		open(&wire.Open{Mode: wire.ModeEcho, Echo: &EchoParams{Count: 10, Size: 64}}),
+		open(&wire.Open{Mode: wire.ModeCapacity, Capacity: &wire.CapacityParams{}}),
+		encodeFrames(f, []*wire.Message{hello(), {Auth: &wire.Auth{}}, {Open: &wire.Open{Mode: wire.ModeCapacity, Capacity: &wire.CapacityParams{}}},
+			{Collect: &wire.Collect{Trains: []wire.TrainSpec{{ID: 1, N: 2, Size: 100}}}}, {Finish: &wire.Finish{}}}),
+		open(&wire.Open{Mode: wire.ModeTCP, TCP: &TCPParams{}}),
+		open(&wire.Open{Mode: wire.ModeQUIC, QUIC: &QUICParams{}}),
+		open(&wire.Open{Mode: wire.ModeRun, Run: &RunParams{Path: "true"}}),
 		stampsFrame(0xffffffff),
 	}
 }

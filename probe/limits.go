@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"time"
+
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // ConnLimits bound what control connections may take of the agent, before
@@ -107,12 +109,12 @@ func (s *Server) admit(src netip.Addr) *Error {
 	defer s.mu.Unlock()
 	switch {
 	case len(s.conns) >= l.MaxConns:
-		return refusal(codeBusy, "agent busy: %d control connections open, limit %d (serve --max-conns)", len(s.conns), l.MaxConns)
+		return refusal(wire.CodeBusy, "agent busy: %d control connections open, limit %d (serve --max-conns)", len(s.conns), l.MaxConns)
 	case s.perSource[src] >= l.MaxConnsPerSource:
-		return refusal(codeBusy, "agent busy: %d control connections open from %v, limit %d per address (serve --max-conns-per-source)",
+		return refusal(wire.CodeBusy, "agent busy: %d control connections open from %v, limit %d per address (serve --max-conns-per-source)",
 			s.perSource[src], src, l.MaxConnsPerSource)
 	case s.preAuth >= l.MaxPreAuth:
-		return refusal(codeBusy, "agent busy: %d connections in their handshake, limit %d (serve --max-preauth)", s.preAuth, l.MaxPreAuth)
+		return refusal(wire.CodeBusy, "agent busy: %d connections in their handshake, limit %d (serve --max-preauth)", s.preAuth, l.MaxPreAuth)
 	}
 	s.perSource[src]++
 	s.preAuth++
@@ -143,7 +145,7 @@ func (s *Server) openSession(src netip.Addr) *Error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sessions[src] >= l.MaxSessionsPerSource {
-		return refusal(codeBusy, "agent busy: %d sessions running for %v, limit %d per address (serve --max-sessions-per-client)",
+		return refusal(wire.CodeBusy, "agent busy: %d sessions running for %v, limit %d per address (serve --max-sessions-per-client)",
 			s.sessions[src], src, l.MaxSessionsPerSource)
 	}
 	s.sessions[src]++
@@ -196,8 +198,8 @@ func (s *Server) refuse(conn net.Conn, e *Error) {
 		defer s.refusing.Add(-1)
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(refusalLinger))
-		fc := newFrameConn(conn)
-		if fc.write(&Message{Error: e}) != nil {
+		fc := wire.NewConn(conn)
+		if fc.Write(&wire.Message{Error: e}) != nil {
 			return
 		}
 		if tc, ok := conn.(*net.TCPConn); ok {
@@ -215,13 +217,13 @@ type sessionEnd struct{ e *Error }
 func (s *sessionEnd) Error() string { return s.e.Message }
 func (s *sessionEnd) Unwrap() error { return s.e }
 
-func endSession(code, format string, args ...any) error {
+func endSession(code wire.Code, format string, args ...any) error {
 	return &sessionEnd{refusal(code, format, args...)}
 }
 
 // notStarted ends a session whose client did not start it in time.
 func (s *Server) notStarted(what string) error {
-	return endSession(codeIdle, "%s within %v of opening the session: the agent ended it (serve --session-start-timeout)",
+	return endSession(wire.CodeIdle, "%s within %v of opening the session: the agent ended it (serve --session-start-timeout)",
 		what, s.cfg.Conn.SessionStartTimeout)
 }
 

@@ -11,10 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/qlog"
 	"github.com/quic-go/quic-go/qlogwriter"
+
+	"github.com/probe-dev/probe/collector/dump"
 )
 
 // QUIC tests (docs/quic.md): bulk transfers over 1..N streams of one quic-go
@@ -39,80 +41,6 @@ const (
 	perfErrLimit quic.StreamErrorCode = 1 // the request passes the agent's byte limit
 )
 
-// QUICParams describe a QUIC test.
-type QUICParams struct {
-	Streams int `msgpack:"streams"`
-	// Direction is "forward" (the client uploads), "reverse" (it
-	// downloads) or "bidir" (an upload and a download stream per index,
-	// at once: a perf stream carries its upload before its response).
-	Direction string        `msgpack:"direction"`
-	Duration  time.Duration `msgpack:"duration"` // of the data phase; ignored with Bytes
-	Bytes     int64         `msgpack:"bytes"`    // per direction, split over the streams; 0: Duration
-	WriteSize int           `msgpack:"write_size"`
-	Interval  time.Duration `msgpack:"interval"` // sampling
-	// Pings datagrams are echoed before the data phase, one every
-	// PingEvery, which goes on during it; PingEvery 0: no datagrams.
-	Pings     int           `msgpack:"pings"`
-	PingEvery time.Duration `msgpack:"ping_every"`
-	Exclusive bool          `msgpack:"exclusive,omitempty"`
-}
-
-func (p QUICParams) uploads() bool   { return p.Direction != "reverse" }
-func (p QUICParams) downloads() bool { return p.Direction != "forward" }
-
-// total is what the test asks of the agent's byte limit: Bytes each way.
-func (p QUICParams) total() int64 {
-	if p.Direction == "bidir" {
-		return 2 * p.Bytes
-	}
-	return p.Bytes
-}
-
-// Check validates p; the error is one line for the user.
-func (p QUICParams) Check() error {
-	switch {
-	case p.Streams < 1 || p.Streams > MaxStreams:
-		return fmt.Errorf("%d streams: want 1..%d", p.Streams, MaxStreams)
-	case p.Direction != "forward" && p.Direction != "reverse" && p.Direction != "bidir":
-		return fmt.Errorf("direction %q: want forward, reverse or bidir", p.Direction)
-	case p.Bytes < 0 || (p.Bytes == 0 && p.Duration <= 0):
-		return errors.New("a QUIC test needs a duration or a byte count")
-	case p.WriteSize < 1 || p.WriteSize > 16<<20:
-		return fmt.Errorf("write size %d: want 1..%d bytes", p.WriteSize, 16<<20)
-	case p.Interval < 10*time.Millisecond:
-		return fmt.Errorf("sampling interval %v: want at least 10ms", p.Interval)
-	case p.Pings < 0 || p.Pings > 100_000:
-		return fmt.Errorf("%d pings: want 0..100000", p.Pings)
-	case p.PingEvery < 0 || (p.PingEvery > 0 && p.PingEvery < time.Millisecond):
-		return fmt.Errorf("ping interval %v: want 0 (none) or at least 1ms", p.PingEvery)
-	}
-	return nil
-}
-
-// QUICStart tells the agent that the client's connection is up and its
-// streams are about to open; the agent answers, and the data phase starts.
-type QUICStart struct{}
-
-// QUICReport carries (part of) the agent's side at the end of a test.
-type QUICReport struct {
-	Side QUICSide `msgpack:"side"`
-	Last bool     `msgpack:"last"`
-}
-
-// QUICSide is one side's account of a QUIC test.
-type QUICSide struct {
-	Streams []dump.QUICStream     `msgpack:"streams"`
-	Conn    []dump.QUICConnSample `msgpack:"conn"`
-	// UserCPU and SysCPU are the whole process's, as TCPSide's.
-	UserCPU     time.Duration `msgpack:"user_cpu"`
-	SysCPU      time.Duration `msgpack:"sys_cpu"`
-	CPUSessions int           `msgpack:"cpu_sessions"`
-	Elapsed     time.Duration `msgpack:"elapsed"`
-	GSO         bool          `msgpack:"gso"` // quic-go sends with UDP GSO
-	Buffers     UDPBuffers    `msgpack:"buffers"`
-	Warnings    []string      `msgpack:"warnings,omitempty"`
-}
-
 // quicBatches splits a side into report frames under the frame limit.
 func quicBatches(side QUICSide) []QUICSide {
 	var out []QUICSide
@@ -121,7 +49,7 @@ func quicBatches(side QUICSide) []QUICSide {
 	size := 160 * len(side.Conn)
 	for _, s := range side.Streams {
 		n := 128 + 32*len(s.Samples) // encoded sizes, generously
-		if size+n > MaxFrame/2 && len(cur.Streams) > 0 {
+		if size+n > wire.MaxFrame/2 && len(cur.Streams) > 0 {
 			out = append(out, cur)
 			cur = QUICSide{}
 			size = 0

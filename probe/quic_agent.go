@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/probe-dev/probe/probe/internal/wire"
 	"github.com/quic-go/quic-go"
 )
 
@@ -47,26 +48,26 @@ func (a *quicAgent) take(n uint64) bool {
 }
 
 // serveQUIC is the agent's half of a QUIC test.
-func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p QUICParams) error {
+func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *wire.Conn, p QUICParams) error {
 	if err := p.Check(); err != nil {
-		return refusal("bad-request", "%v", err)
+		return refusal(wire.CodeBadRequest, "%v", err)
 	}
 	lim := s.cfg.Limits
 	if p.Duration > lim.MaxDuration {
-		return refusal("limit", "duration %v over the agent's limit of %v", p.Duration, lim.MaxDuration)
+		return refusal(wire.CodeLimit, "duration %v over the agent's limit of %v", p.Duration, lim.MaxDuration)
 	}
-	if p.total() > lim.MaxBytes {
-		return refusal("limit", "%d bytes over the agent's limit of %d bytes per session", p.total(), lim.MaxBytes)
+	if p.Total() > lim.MaxBytes {
+		return refusal(wire.CodeLimit, "%d bytes over the agent's limit of %d bytes per session", p.Total(), lim.MaxBytes)
 	}
 	tlsConf, sum, err := s.quic.get(s.cfg.QUICCert)
 	if err != nil {
-		return refusal("internal", "%v", err)
+		return refusal(wire.CodeInternal, "%v", err)
 	}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	udp, bufs, warns, err := listenQUICUDP(netip.AddrPortFrom(local, 0))
 	if err != nil {
-		return refusal("internal", "%v", err)
+		return refusal(wire.CodeInternal, "%v", err)
 	}
 	// quic-go's Transport leaves a socket it was given open.
 	defer udp.Close()
@@ -92,11 +93,11 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	defer tr.Close()
 	ln, err := tr.ListenEarly(tlsConf, quicConfig())
 	if err != nil {
-		return refusal("internal", "listen for QUIC: %v", err)
+		return refusal(wire.CodeInternal, "listen for QUIC: %v", err)
 	}
 	defer ln.Close()
 	id := newSessionID()
-	if err := fc.write(&Message{Opened: &Opened{Session: id, Port: uint16(udp.LocalAddr().(*net.UDPAddr).Port), CertSHA256: sum}}); err != nil {
+	if err := fc.Write(&wire.Message{Opened: &wire.Opened{Session: id, Port: uint16(udp.LocalAddr().(*net.UDPAddr).Port), CertSHA256: sum}}); err != nil {
 		return err
 	}
 	var accepting sync.WaitGroup
@@ -120,7 +121,7 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	// The client connects (twice, for handshake timings), then says start,
 	// or Finish if it gave up (a handshake failed).
 	conn.SetReadDeadline(time.Now().Add(s.cfg.Conn.SessionStartTimeout))
-	m, err := fc.read()
+	m, err := fc.Read()
 	conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		if isTimeout(err) {
@@ -132,7 +133,7 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p 
 		return nil
 	}
 	if m.QUICStart == nil {
-		return fmt.Errorf("%w: expected quic start, got %s", errMalformed, m.kind())
+		return fmt.Errorf("%w: expected quic start, got %s", wire.ErrMalformed, m.Kind())
 	}
 	run := newQUICRun(p.Interval)
 	a.mu.Lock()
@@ -150,7 +151,7 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	// Whatever ends the session, the sampler stops and lets go of the
 	// connection.
 	defer run.halt()
-	if err := fc.write(&Message{QUICStart: &QUICStart{}}); err != nil {
+	if err := fc.Write(&wire.Message{QUICStart: &wire.QUICStart{}}); err != nil {
 		return err
 	}
 
@@ -158,16 +159,16 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	// have ended by then, or end a moment later (a STOP_SENDING on its way).
 	finished := make(chan error, 1)
 	go func() {
-		m, err := fc.read()
+		m, err := fc.Read()
 		if err == nil && m.Finish == nil {
-			err = fmt.Errorf("%w: expected finish, got %s", errMalformed, m.kind())
+			err = fmt.Errorf("%w: expected finish, got %s", wire.ErrMalformed, m.Kind())
 		}
 		finished <- err
 	}()
 	select {
 	case err = <-finished:
 	case <-sctx.Done():
-		err = endSession(codeLimit, "session passed the agent's duration limit of %v", lim.MaxDuration)
+		err = endSession(wire.CodeLimit, "session passed the agent's duration limit of %v", lim.MaxDuration)
 	}
 	if err != nil {
 		return err
@@ -184,7 +185,7 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *frameConn, p 
 	side.Buffers, side.Warnings = bufs, warns
 	batches := quicBatches(side)
 	for i, b := range batches {
-		if err := fc.write(&Message{QUICReport: &QUICReport{Side: b, Last: i == len(batches)-1}}); err != nil {
+		if err := fc.Write(&wire.Message{QUICReport: &wire.QUICReport{Side: b, Last: i == len(batches)-1}}); err != nil {
 			return err
 		}
 	}

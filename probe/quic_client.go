@@ -11,9 +11,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/probe-dev/probe/probe/internal/wire"
+	"github.com/quic-go/quic-go"
+
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
-	"github.com/quic-go/quic-go"
 )
 
 // QUICResult is what both sides saw of a QUIC test.
@@ -43,7 +45,7 @@ func (c *Client) QUIC(ctx context.Context, p QUICParams, trust QUICTrust) (*QUIC
 	if err := p.Check(); err != nil {
 		return nil, err
 	}
-	if err := c.fc.write(&Message{Open: &Open{Mode: "quic", QUIC: &p}}); err != nil {
+	if err := c.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeQUIC, QUIC: &p}}); err != nil {
 		return nil, err
 	}
 	m, err := c.expect("opened")
@@ -57,11 +59,11 @@ func (c *Client) QUIC(ctx context.Context, p QUICParams, trust QUICTrust) (*QUIC
 	return res, nil
 }
 
-func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust, o *Opened) (*QUICResult, error) {
+func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust, o *wire.Opened) (*QUICResult, error) {
 	// Until the data phase starts, a failure ends the session with Finish
 	// and leaves the control connection usable.
 	abort := func(err error) (*QUICResult, error) {
-		c.fc.write(&Message{Finish: &Finish{}})
+		c.fc.Write(&wire.Message{Finish: &wire.Finish{}})
 		return nil, err
 	}
 	agent := netip.AddrPortFrom(c.AgentAddr(), o.Port)
@@ -90,7 +92,7 @@ func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust,
 		pg.every(pctx, p.Pings, p.PingEvery)
 	}
 
-	if err := c.fc.write(&Message{QUICStart: &QUICStart{}}); err != nil {
+	if err := c.fc.Write(&wire.Message{QUICStart: &wire.QUICStart{}}); err != nil {
 		return nil, err
 	}
 	c.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
@@ -119,10 +121,10 @@ func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust,
 	// The agent's account comes after Finish, whatever ctx says.
 	c.conn.SetDeadline(time.Now().Add(c.cfg.Timeout + 10*time.Second))
 	defer c.conn.SetDeadline(time.Time{})
-	if err := c.fc.write(&Message{Finish: &Finish{}}); err != nil {
+	if err := c.fc.Write(&wire.Message{Finish: &wire.Finish{}}); err != nil {
 		return nil, err
 	}
-	res.Agent, err = agentSide(c, "quic_report", func(m *Message) (QUICSide, bool) { return m.QUICReport.Side, m.QUICReport.Last },
+	res.Agent, err = agentSide(c, "quic_report", func(m *wire.Message) (QUICSide, bool) { return m.QUICReport.Side, m.QUICReport.Last },
 		func(s *QUICSide) *[]dump.QUICStream { return &s.Streams })
 	if err != nil {
 		return nil, err
@@ -301,7 +303,7 @@ func quicData(ctx context.Context, p QUICParams, qc *quic.Conn, m *connMetrics, 
 			n += uint64(p.Bytes) % uint64(p.Streams) // the remainder rides on the last stream
 		}
 		for _, up := range []bool{true, false} {
-			if (up && !p.uploads()) || (!up && !p.downloads()) {
+			if (up && !p.Uploads()) || (!up && !p.Downloads()) {
 				continue
 			}
 			s, err := qc.OpenStreamSync(ctx)

@@ -36,9 +36,9 @@ func TestPerfQUICBytes(t *testing.T) {
 	s, addr := startPerf(t, ServerConfig{})
 	sum, _ := s.QUICFingerprint()
 	for _, tc := range []struct {
-		dir     string
+		dir     Direction
 		streams int
-	}{{"forward", 1}, {"reverse", 1}, {"reverse", 3}, {"bidir", 2}, {"forward", 5}} {
+	}{{DirForward, 1}, {DirReverse, 1}, {DirReverse, 3}, {DirBidir, 2}, {DirForward, 5}} {
 		const total = 6<<20 + 7
 		p := quicParams(tc.streams, tc.dir, total)
 		res, err := PerfQUIC(context.Background(), PerfConfig{Server: addr, Params: p, Trust: QUICTrust{Pin: sum}})
@@ -63,17 +63,17 @@ func TestPerfQUICBytes(t *testing.T) {
 			}
 		}
 		wantUp, wantDown := uint64(0), uint64(0)
-		if tc.dir != "reverse" {
+		if tc.dir != DirReverse {
 			wantUp = total
 		}
-		if tc.dir != "forward" {
+		if tc.dir != DirForward {
 			wantDown = total
 		}
 		if up != wantUp || down != wantDown {
 			t.Errorf("%s -P %d: %d bytes up, %d down; want %d and %d", tc.dir, tc.streams, up, down, wantUp, wantDown)
 		}
 		want := tc.streams
-		if tc.dir == "bidir" {
+		if tc.dir == DirBidir {
 			want *= 2
 		}
 		if len(res.Client.Streams) != want {
@@ -96,7 +96,7 @@ func TestPerfQUICBytes(t *testing.T) {
 // server (its close says so), the download with STOP_SENDING.
 func TestPerfQUICByTime(t *testing.T) {
 	_, addr := startPerf(t, ServerConfig{})
-	p := quicParams(2, "bidir", 0)
+	p := quicParams(2, DirBidir, 0)
 	p.Duration = 300 * time.Millisecond
 	res, err := PerfQUIC(context.Background(), PerfConfig{Server: addr, Params: p, Trust: QUICTrust{Insecure: true}})
 	if err != nil {
@@ -121,7 +121,7 @@ func TestPerfQUICCertificates(t *testing.T) {
 	leaf := issue(t, caCert, caKey)
 	_, addr := startPerf(t, ServerConfig{QUICCert: &leaf})
 	_, _, otherPool := testCA(t)
-	p := quicParams(1, "reverse", 1000)
+	p := quicParams(1, DirReverse, 1000)
 	run := func(tr QUICTrust) (*QUICResult, error) {
 		return PerfQUIC(context.Background(), PerfConfig{Server: addr, Params: p, Trust: tr, Timeout: 3 * time.Second})
 	}
@@ -159,7 +159,7 @@ func TestPerfQUICCertificates(t *testing.T) {
 
 // A perf server address without a port, or on no host, is one clear line.
 func TestPerfQUICAddress(t *testing.T) {
-	p := quicParams(1, "reverse", 1000)
+	p := quicParams(1, DirReverse, 1000)
 	for addr, want := range map[string]string{"127.0.0.1": `perf server "127.0.0.1": want HOST:PORT`,
 		"no-such-host.invalid:4433": "unknown host no-such-host.invalid"} {
 		_, err := PerfQUIC(context.Background(), PerfConfig{Server: addr, Params: p, Trust: QUICTrust{Insecure: true}})

@@ -7,9 +7,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
-	"github.com/quic-go/quic-go"
 )
 
 // Datagram pings (RFC 9221) are probe's own, beside the perf protocol:

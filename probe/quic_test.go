@@ -21,11 +21,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 	"github.com/quic-go/quic-go"
+
+	"github.com/probe-dev/probe/collector/dump"
 )
 
-func quicParams(streams int, dir string, bytes int64) QUICParams {
+func quicParams(streams int, dir Direction, bytes int64) QUICParams {
 	return QUICParams{Streams: streams, Direction: dir, Bytes: bytes, WriteSize: 64 << 10, Interval: 20 * time.Millisecond,
 		Pings: 10, PingEvery: 2 * time.Millisecond}
 }
@@ -55,9 +57,9 @@ func byID(side QUICSide) map[int64]dump.QUICStream {
 func TestQUICByteAccounting(t *testing.T) {
 	_, addr := startAgent(t, ServerConfig{})
 	for _, tc := range []struct {
-		dir     string
+		dir     Direction
 		streams int
-	}{{"forward", 1}, {"reverse", 1}, {"bidir", 3}, {"reverse", 64}} {
+	}{{DirForward, 1}, {DirReverse, 1}, {DirBidir, 3}, {DirReverse, 64}} {
 		c := dialAgent(t, addr)
 		const total = 24<<20 + 5 // not a multiple of the streams: the remainder must arrive too
 		p := quicParams(tc.streams, tc.dir, total)
@@ -65,10 +67,10 @@ func TestQUICByteAccounting(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s -P %d: %v", tc.dir, tc.streams, err)
 		}
-		name := func(s string) string { return tc.dir + " " + s }
+		name := func(s string) string { return string(tc.dir) + " " + s }
 		agent := byID(res.Agent)
 		want := tc.streams
-		if tc.dir == "bidir" {
+		if tc.dir == DirBidir {
 			want *= 2
 		}
 		if len(res.Client.Streams) != want || len(res.Agent.Streams) != want {
@@ -99,10 +101,10 @@ func TestQUICByteAccounting(t *testing.T) {
 				down += cs.Received
 			}
 		}
-		if p.uploads() && up != total {
+		if p.Uploads() && up != total {
 			t.Errorf("%s: %d bytes up, want %d", tc.dir, up, total)
 		}
-		if p.downloads() && down != total {
+		if p.Downloads() && down != total {
 			t.Errorf("%s: %d bytes down, want %d", tc.dir, down, total)
 		}
 		if len(res.Client.Conn) == 0 || len(res.Agent.Conn) == 0 || res.Client.Conn[len(res.Client.Conn)-1].PacketsSent == 0 {
@@ -132,7 +134,7 @@ func TestQUICByteAccounting(t *testing.T) {
 func TestQUICByTime(t *testing.T) {
 	_, addr := startAgent(t, ServerConfig{})
 	c := dialAgent(t, addr)
-	p := quicParams(2, "bidir", 0)
+	p := quicParams(2, DirBidir, 0)
 	p.Duration = 300 * time.Millisecond
 	res, err := c.QUIC(context.Background(), p, QUICTrust{})
 	if err != nil {
@@ -162,16 +164,16 @@ func TestQUICLimit(t *testing.T) {
 	if c.Limits().MaxBytes != 1<<20 {
 		t.Fatalf("welcome limits %+v", c.Limits())
 	}
-	_, err := c.QUIC(context.Background(), quicParams(1, "reverse", 2<<20), QUICTrust{})
+	_, err := c.QUIC(context.Background(), quicParams(1, DirReverse, 2<<20), QUICTrust{})
 	if err == nil || !strings.Contains(err.Error(), "2097152 bytes over the agent's limit of 1048576 bytes per session") {
 		t.Fatalf("over the limit: %v", err)
 	}
-	if _, err := c.QUIC(context.Background(), quicParams(1, "bidir", 256<<10), QUICTrust{}); err != nil {
+	if _, err := c.QUIC(context.Background(), quicParams(1, DirBidir, 256<<10), QUICTrust{}); err != nil {
 		t.Fatalf("within the limit, after a refusal: %v", err)
 	}
 
 	// A bare perf client (as the draft has it) in a session of its own.
-	if err := c.fc.write(&Message{Open: &Open{Mode: "quic", QUIC: &QUICParams{Streams: 1, Direction: "reverse", Bytes: 1,
+	if err := c.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeQUIC, QUIC: &QUICParams{Streams: 1, Direction: DirReverse, Bytes: 1,
 		WriteSize: 1000, Interval: time.Second}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +181,7 @@ func TestQUICLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.fc.write(&Message{Finish: &Finish{}})
+	defer c.fc.Write(&wire.Message{Finish: &wire.Finish{}})
 	qc := perfDial(t, c, m.Opened)
 	s, err := qc.OpenStreamSync(context.Background())
 	if err != nil {
@@ -209,7 +211,7 @@ func TestQUICLimit(t *testing.T) {
 
 // perfDial connects to a session's QUIC port as a plain perf client,
 // pinning the announced certificate.
-func perfDial(t *testing.T, c *Client, o *Opened) *quic.Conn {
+func perfDial(t *testing.T, c *Client, o *wire.Opened) *quic.Conn {
 	t.Helper()
 	conf, err := clientTLS(QUICTrust{}, c.host, o.CertSHA256, &certCheck{})
 	if err != nil {
@@ -233,7 +235,7 @@ func TestQUICCertificates(t *testing.T) {
 	leaf := issue(t, caCert, caKey)
 	_, addr := startAgent(t, ServerConfig{QUICCert: &leaf})
 	c := dialAgent(t, addr)
-	p := quicParams(1, "reverse", 1000)
+	p := quicParams(1, DirReverse, 1000)
 
 	wrong := make([]byte, 32)
 	_, err := c.QUIC(context.Background(), p, QUICTrust{Pin: wrong})
@@ -291,7 +293,7 @@ func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey) tls.Cert
 }
 
 func TestQUICParamsCheck(t *testing.T) {
-	good := quicParams(1, "forward", 1000)
+	good := quicParams(1, DirForward, 1000)
 	for _, tc := range []struct {
 		mod  func(*QUICParams)
 		want string
@@ -326,10 +328,10 @@ func TestFingerprintRoundTrip(t *testing.T) {
 }
 
 func TestUDPBufferWarnings(t *testing.T) {
-	if w := (UDPBuffers{Rcv: 14 << 20, Snd: 14 << 20}).warnings(); len(w) != 0 {
+	if w := bufferWarnings(UDPBuffers{Rcv: 14 << 20, Snd: 14 << 20}); len(w) != 0 {
 		t.Fatalf("large buffers: %q", w)
 	}
-	w := (UDPBuffers{Rcv: 416 << 10, Snd: 14 << 20}).warnings()
+	w := bufferWarnings(UDPBuffers{Rcv: 416 << 10, Snd: 14 << 20})
 	if len(w) != 1 || !strings.Contains(w[0], "UDP receive buffer is 416 KiB") || !strings.Contains(w[0], "sysctl -w net.core.rmem_max=7340032") {
 		t.Fatalf("small receive buffer: %q", w)
 	}

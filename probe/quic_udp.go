@@ -12,13 +12,6 @@ import (
 // desiredBufferSize on Linux); smaller ones drop bursts at high rates.
 const quicBufferSize = 7 << 20
 
-// UDPBuffers are a QUIC socket's buffer sizes as the kernel reports them
-// (twice what was set, for its bookkeeping).
-type UDPBuffers struct {
-	Rcv int `msgpack:"rcv" json:"rcv"`
-	Snd int `msgpack:"snd" json:"snd"`
-}
-
 // listenQUICUDP opens the UDP socket of a QUIC endpoint and raises its
 // buffers as quic-go would, so that a shortfall becomes our one warning
 // (quic-go then finds them large enough and stays quiet); the warning says
@@ -44,23 +37,7 @@ func listenQUICUDP(addr netip.AddrPort) (*net.UDPConn, UDPBuffers, []string, err
 		b.Rcv, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
 		b.Snd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
 	})
-	return c, b, b.warnings(), nil
-}
-
-// warnings say which buffer the system kept below what quic-go wants, and
-// how to lift the limit.
-func (b UDPBuffers) warnings() []string {
-	var warn []string
-	// The kernel reports twice what it was given; so does quic-go's check.
-	if b.Rcv < quicBufferSize {
-		warn = append(warn, fmt.Sprintf("UDP receive buffer is %d KiB (as the kernel counts it), quic-go wants %d KiB: the system limit stops it "+
-			"(run as root, or sysctl -w net.core.rmem_max=%d); QUIC may drop packets at high rates", b.Rcv>>10, quicBufferSize>>10, quicBufferSize))
-	}
-	if b.Snd < quicBufferSize {
-		warn = append(warn, fmt.Sprintf("UDP send buffer is %d KiB (as the kernel counts it), quic-go wants %d KiB: the system limit stops it "+
-			"(run as root, or sysctl -w net.core.wmem_max=%d)", b.Snd>>10, quicBufferSize>>10, quicBufferSize))
-	}
-	return warn
+	return c, b, bufferWarnings(b), nil
 }
 
 // ListenQUIC opens a UDP socket for ServePerf on addr (host:port), its
@@ -73,4 +50,20 @@ func ListenQUIC(addr string) (*net.UDPConn, []string, error) {
 	}
 	c, _, warn, err := listenQUICUDP(ua.AddrPort())
 	return c, warn, err
+}
+
+// warnings say which buffer the system kept below what quic-go wants, and
+// how to lift the limit.
+func bufferWarnings(b UDPBuffers) []string {
+	var warn []string
+	// The kernel reports twice what it was given; so does quic-go's check.
+	if b.Rcv < quicBufferSize {
+		warn = append(warn, fmt.Sprintf("UDP receive buffer is %d KiB (as the kernel counts it), quic-go wants %d KiB: the system limit stops it "+
+			"(run as root, or sysctl -w net.core.rmem_max=%d); QUIC may drop packets at high rates", b.Rcv>>10, quicBufferSize>>10, quicBufferSize))
+	}
+	if b.Snd < quicBufferSize {
+		warn = append(warn, fmt.Sprintf("UDP send buffer is %d KiB (as the kernel counts it), quic-go wants %d KiB: the system limit stops it "+
+			"(run as root, or sysctl -w net.core.wmem_max=%d)", b.Snd>>10, quicBufferSize>>10, quicBufferSize))
+	}
+	return warn
 }

@@ -6,10 +6,12 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/probe-dev/probe/probe/internal/wire"
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/resources"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // runFinishWait bounds how long the agent waits for the client's Finish once
@@ -17,21 +19,21 @@ import (
 const runFinishWait = 30 * time.Second
 
 // serveRun runs one command for the client: see the exchange in run.go.
-func (s *Server) serveRun(ctx context.Context, conn net.Conn, fc *frameConn, p RunParams) error {
+func (s *Server) serveRun(ctx context.Context, conn net.Conn, fc *wire.Conn, p RunParams) error {
 	if !s.cfg.AllowRun {
-		return refusal(codeForbidden, "this agent does not run commands: start it with probe serve --allow-run --key-file FILE")
+		return refusal(wire.CodeForbidden, "this agent does not run commands: start it with probe serve --allow-run --key-file FILE")
 	}
 	if len(s.cfg.Key) == 0 {
 		// The handshake authenticated no one: running commands for
 		// anyone who connects is never on.
-		return refusal(codeForbidden, "this agent runs commands only for clients with its key, and has none: give it --key-file")
+		return refusal(wire.CodeForbidden, "this agent runs commands only for clients with its key, and has none: give it --key-file")
 	}
 	if err := p.Check(); err != nil {
-		return refusal("bad-request", "%v", err)
+		return refusal(wire.CodeBadRequest, "%v", err)
 	}
 	path, err := exec.LookPath(p.Path)
 	if err != nil {
-		return refusal("bad-request", "run: %v", err)
+		return refusal(wire.CodeBadRequest, "run: %v", err)
 	}
 	sched, release := s.acquireSched()
 	defer release()
@@ -50,24 +52,24 @@ func (s *Server) serveRun(ctx context.Context, conn net.Conn, fc *frameConn, p R
 	// the watch, which other sessions share.
 	proc, err := resources.Start(cmd, resources.Config{Name: name, Interval: p.Interval, Sched: sched, Group: true})
 	if err != nil {
-		return refusal("run-failed", "start %s: %v", path, err)
+		return refusal(wire.CodeRunFailed, "start %s: %v", path, err)
 	}
-	grace := p.grace()
+	grace := p.GraceOrDefault()
 	defer func() {
 		// Whatever ended the session, the command does not outlive it.
 		proc.Stop(grace)
 		proc.Wait()
 	}()
 	s.log.Info("run", "pid", proc.PID(), "path", path, "args", p.Args)
-	if err := fc.write(&Message{Opened: &Opened{PID: proc.PID()}}); err != nil {
+	if err := fc.Write(&wire.Message{Opened: &wire.Opened{PID: proc.PID()}}); err != nil {
 		return err
 	}
 
 	finish := make(chan error, 1)
 	go func() {
-		m, err := fc.read()
+		m, err := fc.Read()
 		if err == nil && m.Finish == nil {
-			err = refusal("protocol", "unexpected %s message in a run session", m.kind())
+			err = refusal(wire.CodeProtocol, "unexpected %s message in a run session", m.Kind())
 		}
 		finish <- err
 	}()
@@ -92,7 +94,7 @@ func (s *Server) serveRun(ctx context.Context, conn net.Conn, fc *frameConn, p R
 	if finErr != nil {
 		return finErr // the client is gone or broke the protocol
 	}
-	if err := fc.write(&Message{RunExited: &RunExited{ExitCode: code}}); err != nil {
+	if err := fc.Write(&wire.Message{RunExited: &wire.RunExited{ExitCode: code}}); err != nil {
 		return err
 	}
 	if !finished {
@@ -107,20 +109,20 @@ func (s *Server) serveRun(ctx context.Context, conn net.Conn, fc *frameConn, p R
 
 // sendRunReport sends the output and the samples in frames of at most about
 // runChunk bytes each, the last one with the totals.
-func sendRunReport(fc *frameConn, series dump.ResourceSeries, code int, stdout, stderr *tailBuffer) error {
+func sendRunReport(fc *wire.Conn, series dump.ResourceSeries, code int, stdout, stderr *tailBuffer) error {
 	out, outDropped := stdout.Bytes()
 	errb, errDropped := stderr.Bytes()
 	for len(out) > 0 || len(errb) > 0 {
-		r := &RunReport{}
+		r := &wire.RunReport{}
 		k := min(len(out), runChunk)
 		r.Stdout, out = out[:k], out[k:]
 		k = min(len(errb), runChunk-k)
 		r.Stderr, errb = errb[:k], errb[k:]
-		if err := fc.write(&Message{RunReport: r}); err != nil {
+		if err := fc.Write(&wire.Message{RunReport: r}); err != nil {
 			return err
 		}
 	}
-	r := &RunReport{}
+	r := &wire.RunReport{}
 	size := 0
 	for _, smp := range series.Samples {
 		b, err := msgpack.Marshal(&smp)
@@ -128,16 +130,16 @@ func sendRunReport(fc *frameConn, series dump.ResourceSeries, code int, stdout, 
 			return err
 		}
 		if size+len(b) > runChunk && len(r.Samples) > 0 {
-			if err := fc.write(&Message{RunReport: r}); err != nil {
+			if err := fc.Write(&wire.Message{RunReport: r}); err != nil {
 				return err
 			}
-			r, size = &RunReport{}, 0
+			r, size = &wire.RunReport{}, 0
 		}
 		r.Samples = append(r.Samples, smp)
 		size += len(b)
 	}
 	r.Last, r.ExitCode, r.StdoutDropped, r.StderrDropped = true, code, outDropped, errDropped
-	return fc.write(&Message{RunReport: r})
+	return fc.Write(&wire.Message{RunReport: r})
 }
 
 // acquireSched returns the agent's scheduler watch, loading it for the

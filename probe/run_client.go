@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // RunResult is what an agent returns of a command it ran.
@@ -39,7 +40,7 @@ func (c *Client) Run(ctx context.Context, p RunParams) (*RemoteProcess, error) {
 	if err := p.Check(); err != nil {
 		return nil, err
 	}
-	if err := c.fc.write(&Message{Open: &Open{Mode: "run", Run: &p}}); err != nil {
+	if err := c.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeRun, Run: &p}}); err != nil {
 		return nil, err
 	}
 	if dl, ok := ctx.Deadline(); ok {
@@ -52,7 +53,7 @@ func (c *Client) Run(ctx context.Context, p RunParams) (*RemoteProcess, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", p.Path, err)
 	}
-	r := &RemoteProcess{c: c, pid: m.Opened.PID, grace: p.grace(), exited: make(chan struct{}), done: make(chan struct{})}
+	r := &RemoteProcess{c: c, pid: m.Opened.PID, grace: p.GraceOrDefault(), exited: make(chan struct{}), done: make(chan struct{})}
 	r.res.Series = dump.ResourceSeries{Name: p.Name, PID: r.pid}
 	if r.res.Series.Name == "" {
 		r.res.Series.Name = p.Path
@@ -74,7 +75,7 @@ func (r *RemoteProcess) Stop() {
 		// The command's end and the report follow within the grace
 		// period; a dead agent must not hold the caller forever.
 		r.c.conn.SetReadDeadline(time.Now().Add(r.grace + r.c.cfg.Timeout + 5*time.Second))
-		if err := r.c.fc.write(&Message{Finish: &Finish{}}); err != nil {
+		if err := r.c.fc.Write(&wire.Message{Finish: &wire.Finish{}}); err != nil {
 			r.c.conn.Close() // read ends with an error
 		}
 	})
@@ -96,7 +97,7 @@ func (r *RemoteProcess) read() {
 		close(r.done)
 	}()
 	for {
-		m, err := r.c.fc.read()
+		m, err := r.c.fc.Read()
 		if err != nil {
 			r.err = fmt.Errorf("run session: %w", err)
 			return
@@ -123,7 +124,7 @@ func (r *RemoteProcess) read() {
 				return
 			}
 		default:
-			r.err = errors.New("run session: agent sent " + m.kind() + " out of turn")
+			r.err = errors.New("run session: agent sent " + m.Kind() + " out of turn")
 			return
 		}
 	}

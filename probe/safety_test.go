@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 var safetyKey = []byte("0123456789abcdef0123456789abcdef")
@@ -68,11 +70,11 @@ func startRelay(t *testing.T, addr string) *relay {
 }
 
 // inject writes a frame into the agent-bound stream.
-func (r *relay) inject(m *Message) error {
+func (r *relay) inject(m *wire.Message) error {
 	<-r.ready
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return newFrameConn(r.toAgent).write(m)
+	return wire.NewConn(r.toAgent).Write(m)
 }
 
 // A relay that forwards a genuine client's handshake and then injects a
@@ -87,7 +89,7 @@ func TestRelayCannotInject(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	r.inject(&Message{Open: &Open{Mode: "run", Run: &RunParams{Path: "sh", Args: []string{"-c", "touch " + marker}}}})
+	r.inject(&wire.Message{Open: &wire.Open{Mode: wire.ModeRun, Run: &RunParams{Path: "sh", Args: []string{"-c", "touch " + marker}}}})
 	time.Sleep(time.Second)
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("the injected run session ran its command")
@@ -270,8 +272,8 @@ func TestConnectionLimits(t *testing.T) {
 	t.Run("sessions per client", func(t *testing.T) {
 		_, addr := startAgent(t, ServerConfig{Conn: ConnLimits{MaxSessionsPerSource: 1}})
 		a, _ := dialFrom(t, addr, "127.0.0.1")
-		raw := &Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: 10, Size: 64}}}
-		a.fc.write(raw)
+		raw := &wire.Message{Open: &wire.Open{Mode: wire.ModeEcho, Echo: &EchoParams{Count: 10, Size: 64}}}
+		a.fc.Write(raw)
 		if _, err := a.expect("opened"); err != nil {
 			t.Fatal(err)
 		}
@@ -291,19 +293,19 @@ func TestConnectionLimits(t *testing.T) {
 // mode, and says why.
 func TestUnstartedSessionsExpire(t *testing.T) {
 	s, addr := startAgent(t, ServerConfig{Conn: ConnLimits{SessionStartTimeout: 300 * time.Millisecond}})
-	for _, o := range []*Open{
-		{Mode: "echo", Echo: &EchoParams{Count: 10, Size: 64}},
-		{Mode: "capacity", Capacity: &CapacityParams{}},
-		{Mode: "tcp", TCP: &TCPParams{Streams: 1, Direction: "forward", Duration: time.Second, WriteSize: 1024, Interval: time.Second}},
-		{Mode: "quic", QUIC: &QUICParams{Streams: 1, Direction: "forward", Duration: time.Second, WriteSize: 1024, Interval: time.Second}},
+	for _, o := range []*wire.Open{
+		{Mode: wire.ModeEcho, Echo: &EchoParams{Count: 10, Size: 64}},
+		{Mode: wire.ModeCapacity, Capacity: &wire.CapacityParams{}},
+		{Mode: wire.ModeTCP, TCP: &TCPParams{Streams: 1, Direction: DirForward, Duration: time.Second, WriteSize: 1024, Interval: time.Second}},
+		{Mode: wire.ModeQUIC, QUIC: &QUICParams{Streams: 1, Direction: DirForward, Duration: time.Second, WriteSize: 1024, Interval: time.Second}},
 	} {
-		t.Run(o.Mode, func(t *testing.T) {
+		t.Run(string(o.Mode), func(t *testing.T) {
 			c, err := dialFrom(t, addr, "127.0.0.1")
 			if err != nil {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			c.fc.write(&Message{Open: o})
+			c.fc.Write(&wire.Message{Open: o})
 			if _, err := c.expect("opened"); err != nil {
 				t.Fatal(err)
 			}
@@ -335,7 +337,7 @@ func TestSockOptAllowList(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		p := tcpParams(1, "forward", 1<<20)
+		p := tcpParams(1, DirForward, 1<<20)
 		p.SockOpts = opts
 		for _, o := range opts {
 			p.GetOpts = append(p.GetOpts, strings.Split(o, "=")[0])
@@ -379,7 +381,7 @@ func TestSockOptAllowList(t *testing.T) {
 		t.Fatalf("widened options read back %v", res.Agent.ReadBack)
 	}
 	var e *Error
-	if _, err := run(widened, "SO_PRIORITY=7"); !errors.As(err, &e) || e.Code != codeSockOpt {
+	if _, err := run(widened, "SO_PRIORITY=7"); !errors.As(err, &e) || e.Code != wire.CodeSockOpt {
 		t.Fatalf("widening one option widened others: %v", err)
 	}
 }
@@ -401,7 +403,7 @@ func TestSessionsFromTheControlAddress(t *testing.T) {
 			t.Fatalf("echo probe %d: %d replies", r.Seq, r.Replies)
 		}
 	}
-	tr, err := c.TCP(context.Background(), tcpParams(2, "forward", 1<<20))
+	tr, err := c.TCP(context.Background(), tcpParams(2, DirForward, 1<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,9 +419,9 @@ func TestStalledReaderWriteTimesOut(t *testing.T) {
 	agentEnd, clientEnd := net.Pipe() // no buffer: a write waits for a read
 	defer clientEnd.Close()
 	defer agentEnd.Close()
-	fc := newFrameConn(writeDeadline{Conn: agentEnd, d: 200 * time.Millisecond})
+	fc := wire.NewConn(writeDeadline{Conn: agentEnd, d: 200 * time.Millisecond})
 	done := make(chan error, 1)
-	go func() { done <- fc.write(&Message{Done: &Done{}}) }()
+	go func() { done <- fc.Write(&wire.Message{Done: &wire.Done{}}) }()
 	select {
 	case err := <-done:
 		if !isTimeout(err) {
@@ -441,7 +443,7 @@ func TestEchoSessionCostsWhatComes(t *testing.T) {
 	}
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	c.fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: DefaultLimits().MaxPackets, Size: 64}}})
+	c.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeEcho, Echo: &EchoParams{Count: DefaultLimits().MaxPackets, Size: 64}}})
 	if _, err := c.expect("opened"); err != nil {
 		t.Fatal(err)
 	}

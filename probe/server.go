@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // Stamper timestamps probe packets in the kernel; *collector.Timestamper is
@@ -205,13 +206,13 @@ func (s *Server) handle(ctx context.Context, raw net.Conn, src netip.Addr) {
 	conn, fc, err := s.handshake(ctx, raw)
 	s.authenticated()
 	if err != nil {
-		if errors.Is(err, io.EOF) && !errors.Is(err, errMalformed) {
+		if errors.Is(err, io.EOF) && !errors.Is(err, wire.ErrMalformed) {
 			log.Debug("connection closed before the handshake") // e.g. a port check
 			return
 		}
 		log.Info("handshake refused", "err", err)
 		if isTimeout(err) {
-			err = refusal(codeTimeout, "handshake not done within %v (serve --handshake-timeout)", lim.HandshakeTimeout)
+			err = refusal(wire.CodeTimeout, "handshake not done within %v (serve --handshake-timeout)", lim.HandshakeTimeout)
 		}
 		if fc != nil {
 			s.tell(fc, err)
@@ -221,7 +222,7 @@ func (s *Server) handle(ctx context.Context, raw net.Conn, src netip.Addr) {
 	raw.SetDeadline(time.Time{})
 	for {
 		conn.SetReadDeadline(time.Now().Add(lim.IdleTimeout))
-		m, err := fc.read()
+		m, err := fc.Read()
 		conn.SetReadDeadline(time.Time{})
 		if err != nil {
 			var ne net.Error
@@ -229,7 +230,7 @@ func (s *Server) handle(ctx context.Context, raw net.Conn, src netip.Addr) {
 			case errors.Is(err, io.EOF) || ctx.Err() != nil:
 			case errors.As(err, &ne) && ne.Timeout():
 				log.Info("idle connection closed", "after", lim.IdleTimeout)
-				s.tell(fc, refusal(codeIdle, "idle for %v without a session: the agent hangs up (serve --idle-timeout)", lim.IdleTimeout))
+				s.tell(fc, refusal(wire.CodeIdle, "idle for %v without a session: the agent hangs up (serve --idle-timeout)", lim.IdleTimeout))
 			default:
 				log.Info("control connection", "err", err)
 				s.tell(fc, err)
@@ -237,7 +238,7 @@ func (s *Server) handle(ctx context.Context, raw net.Conn, src netip.Addr) {
 			return
 		}
 		if m.Open == nil {
-			s.tell(fc, refusal(codeProtocol, "unexpected %s message outside a session", m.kind()))
+			s.tell(fc, refusal(wire.CodeProtocol, "unexpected %s message outside a session", m.Kind()))
 			return
 		}
 		err = s.session(ctx, conn, fc, m.Open, src)
@@ -265,19 +266,19 @@ func (s *Server) handle(ctx context.Context, raw net.Conn, src netip.Addr) {
 // handshake reads the plain Hello, switches to TLS and authenticates the
 // client. On error, fc is where to tell the client (nil: nowhere, as the
 // TLS handshake failed).
-func (s *Server) handshake(ctx context.Context, raw net.Conn) (net.Conn, *frameConn, error) {
-	pfc := newFrameConn(raw)
-	pfc.limit = uint32(s.cfg.Conn.PreAuthFrame)
-	m, err := readHandshake(pfc)
+func (s *Server) handshake(ctx context.Context, raw net.Conn) (net.Conn, *wire.Conn, error) {
+	pfc := wire.NewConn(raw)
+	pfc.Limit = uint32(s.cfg.Conn.PreAuthFrame)
+	m, err := pfc.ReadHandshake()
 	if err != nil {
 		return nil, pfc, err
 	}
 	if m == nil || m.Hello == nil {
-		return nil, pfc, refusal(codeProtocol, "expected hello")
+		return nil, pfc, refusal(wire.CodeProtocol, "expected hello")
 	}
-	if m.Hello.Version != ProtocolVersion {
-		return nil, pfc, refusal(codeVersion, "version mismatch: agent speaks protocol %d, client %d; use the same probe release on both ends",
-			ProtocolVersion, m.Hello.Version)
+	if m.Hello.Version != wire.ProtocolVersion {
+		return nil, pfc, refusal(wire.CodeVersion, "version mismatch: agent speaks protocol %d, client %d; use the same probe release on both ends",
+			wire.ProtocolVersion, m.Hello.Version)
 	}
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.Conn.HandshakeTimeout)
 	defer cancel()
@@ -289,49 +290,49 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn) (net.Conn, *frameC
 		}
 		return nil, nil, err
 	}
-	fc := newFrameConn(writeDeadline{Conn: tc, d: s.cfg.Conn.WriteTimeout})
-	fc.limit = pfc.limit
-	m, err = readHandshake(fc)
+	fc := wire.NewConn(writeDeadline{Conn: tc, d: s.cfg.Conn.WriteTimeout})
+	fc.Limit = pfc.Limit
+	m, err = fc.ReadHandshake()
 	if err != nil {
 		return nil, fc, err
 	}
 	if m == nil || m.Auth == nil {
-		return nil, fc, refusal(codeProtocol, "expected auth")
+		return nil, fc, refusal(wire.CodeProtocol, "expected auth")
 	}
 	w, err := s.authenticate(tc, m.Auth)
 	if err != nil {
 		return nil, fc, err
 	}
-	if err := fc.write(&Message{Welcome: w}); err != nil {
+	if err := fc.Write(&wire.Message{Welcome: w}); err != nil {
 		return nil, nil, err
 	}
 	return tc, fc, nil
 }
 
 // tell sends err to the client as an Error frame.
-func (s *Server) tell(fc *frameConn, err error) error {
+func (s *Server) tell(fc *wire.Conn, err error) error {
 	var e *Error
 	switch {
 	case errors.As(err, &e):
-	case errors.Is(err, errOversize):
-		e = &Error{Code: "oversize", Message: err.Error()}
-	case errors.Is(err, errMalformed):
-		e = &Error{Code: "malformed", Message: err.Error()}
+	case errors.Is(err, wire.ErrOversize):
+		e = &Error{Code: wire.CodeOversize, Message: err.Error()}
+	case errors.Is(err, wire.ErrMalformed):
+		e = &Error{Code: wire.CodeMalformed, Message: err.Error()}
 	case errors.Is(err, context.DeadlineExceeded):
-		e = &Error{Code: codeInternal, Message: err.Error()}
+		e = &Error{Code: wire.CodeInternal, Message: err.Error()}
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			e = &Error{Code: codeTimeout, Message: "control connection timed out"}
+			e = &Error{Code: wire.CodeTimeout, Message: "control connection timed out"}
 		} else {
-			e = &Error{Code: codeInternal, Message: err.Error()}
+			e = &Error{Code: wire.CodeInternal, Message: err.Error()}
 		}
 	}
-	return fc.write(&Message{Error: e})
+	return fc.Write(&wire.Message{Error: e})
 }
 
-func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *Open, src netip.Addr) error {
-	if o.Mode == "counters" {
+func (s *Server) session(ctx context.Context, conn net.Conn, fc *wire.Conn, o *wire.Open, src netip.Addr) error {
+	if o.Mode == wire.ModeCounters {
 		return s.serveCounters(fc) // no traffic: not a session an exclusive test refuses
 	}
 	if e := s.openSession(src); e != nil {
@@ -339,52 +340,52 @@ func (s *Server) session(ctx context.Context, conn net.Conn, fc *frameConn, o *O
 	}
 	defer s.closeSession(src)
 	if s.exclusive.Load() {
-		return refusal(codeBusy, "agent busy: an exclusive test is running; try again when it ends")
+		return refusal(wire.CodeBusy, "agent busy: an exclusive test is running; try again when it ends")
 	}
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
 	if n > int64(s.cfg.Limits.MaxSessions) {
-		return refusal(codeBusy, "agent busy: %d sessions running, limit %d", n-1, s.cfg.Limits.MaxSessions)
+		return refusal(wire.CodeBusy, "agent busy: %d sessions running, limit %d", n-1, s.cfg.Limits.MaxSessions)
 	}
 	if (o.TCP != nil && o.TCP.Exclusive) || (o.QUIC != nil && o.QUIC.Exclusive) {
 		// Only an otherwise idle agent takes an exclusive test, and it
 		// refuses everyone else while it runs.
 		if n > 1 || !s.exclusive.CompareAndSwap(false, true) {
-			return refusal(codeBusy, "agent busy: --exclusive needs an idle agent, and %d other sessions are running", n-1)
+			return refusal(wire.CodeBusy, "agent busy: --exclusive needs an idle agent, and %d other sessions are running", n-1)
 		}
 		defer s.exclusive.Store(false)
 	}
 	switch o.Mode {
-	case "echo":
+	case wire.ModeEcho:
 		if o.Echo == nil {
-			return refusal("bad-request", "echo session without parameters")
+			return refusal(wire.CodeBadRequest, "echo session without parameters")
 		}
 		return s.serveEcho(ctx, conn, fc, *o.Echo)
-	case "capacity":
+	case wire.ModeCapacity:
 		if o.Capacity == nil {
-			return refusal("bad-request", "capacity session without parameters")
+			return refusal(wire.CodeBadRequest, "capacity session without parameters")
 		}
 		return s.serveCapacity(ctx, conn, fc, *o.Capacity)
-	case "tcp":
+	case wire.ModeTCP:
 		if o.TCP == nil {
-			return refusal("bad-request", "tcp session without parameters")
+			return refusal(wire.CodeBadRequest, "tcp session without parameters")
 		}
 		return s.serveTCP(ctx, conn, fc, *o.TCP)
-	case "run":
+	case wire.ModeRun:
 		if o.Run == nil {
-			return refusal("bad-request", "run session without parameters")
+			return refusal(wire.CodeBadRequest, "run session without parameters")
 		}
 		return s.serveRun(ctx, conn, fc, *o.Run)
-	case "quic":
+	case wire.ModeQUIC:
 		if o.QUIC == nil {
-			return refusal("bad-request", "quic session without parameters")
+			return refusal(wire.CodeBadRequest, "quic session without parameters")
 		}
 		return s.serveQUIC(ctx, conn, fc, *o.QUIC)
 	}
-	return refusal("bad-request", "unknown mode %q", o.Mode)
+	return refusal(wire.CodeBadRequest, "unknown mode %q", o.Mode)
 }
 
 // refusal is an error the client is told about.
-func refusal(code, format string, args ...any) *Error {
+func refusal(code wire.Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }

@@ -16,10 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/probe-dev/probe/collector"
-	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/collector/dump"
 )
 
 // startAgent runs an agent on loopback for the test's lifetime.
@@ -85,7 +87,7 @@ func TestEchoOverLoopback(t *testing.T) {
 }
 
 // rawConn speaks frames by hand, to send what a client never would.
-func rawConn(t *testing.T, addr string) (net.Conn, *frameConn) {
+func rawConn(t *testing.T, addr string) (net.Conn, *wire.Conn) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -93,15 +95,15 @@ func rawConn(t *testing.T, addr string) (net.Conn, *frameConn) {
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	return c, newFrameConn(c)
+	return c, wire.NewConn(c)
 }
 
 // expectRefusal reads frames until an Error and checks its code, then that
 // the agent hung up.
-func expectRefusal(t *testing.T, c net.Conn, fc *frameConn, code, text string) {
+func expectRefusal(t *testing.T, c net.Conn, fc *wire.Conn, code Code, text string) {
 	t.Helper()
 	for {
-		m, err := fc.read()
+		m, err := fc.Read()
 		if err != nil {
 			t.Fatalf("want %s error, got %v", code, err)
 		}
@@ -113,29 +115,29 @@ func expectRefusal(t *testing.T, c net.Conn, fc *frameConn, code, text string) {
 		}
 		break
 	}
-	if _, err := fc.read(); !errors.Is(err, io.EOF) {
+	if _, err := fc.Read(); !errors.Is(err, io.EOF) {
 		t.Fatalf("agent kept the connection after a fault: %v", err)
 	}
 }
 
-func hello() *Message {
-	return &Message{Hello: &Hello{Version: ProtocolVersion}}
+func hello() *wire.Message {
+	return &wire.Message{Hello: &wire.Hello{Version: wire.ProtocolVersion}}
 }
 
 // secureRaw says hello and switches to TLS by hand, trusting any
 // certificate, and returns the frames inside TLS.
-func secureRaw(t *testing.T, addr string) (*tls.Conn, *frameConn) {
+func secureRaw(t *testing.T, addr string) (*tls.Conn, *wire.Conn) {
 	t.Helper()
 	c, fc := rawConn(t, addr)
-	fc.write(hello())
-	if m, err := fc.read(); err != nil || m.StartTLS == nil {
+	fc.Write(hello())
+	if m, err := fc.Read(); err != nil || m.StartTLS == nil {
 		t.Fatalf("want start_tls, got %v, %v", m, err)
 	}
-	tc := tls.Client(bufferedConn{Conn: c, r: fc.r}, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{controlALPN}})
+	tc := tls.Client(bufferedConn{Conn: c, r: fc.Reader()}, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{controlALPN}})
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	return tc, newFrameConn(tc)
+	return tc, wire.NewConn(tc)
 }
 
 func TestProtocolFaults(t *testing.T) {
@@ -146,42 +148,43 @@ func TestProtocolFaults(t *testing.T) {
 		return append(b, body...)
 	}
 	cases := []struct {
-		name       string
-		send       func(net.Conn, *frameConn)
-		code, text string
+		name string
+		send func(net.Conn, *wire.Conn)
+		code Code
+		text string
 	}{
-		{"malformed", func(c net.Conn, _ *frameConn) { c.Write(frame([]byte{0xc1, 0xff, 0x00})) }, "malformed", "malformed"},
-		{"empty message", func(c net.Conn, _ *frameConn) { c.Write(frame([]byte{0x80})) }, "protocol", "expected hello"},
+		{"malformed", func(c net.Conn, _ *wire.Conn) { c.Write(frame([]byte{0xc1, 0xff, 0x00})) }, CodeMalformed, "malformed"},
+		{"empty message", func(c net.Conn, _ *wire.Conn) { c.Write(frame([]byte{0x80})) }, CodeProtocol, "expected hello"},
 		// A 26-byte frame whose array header declares 2^32-1 records: before
 		// authentication only handshake messages are decoded, and this one
 		// is skipped, not allocated.
-		{"stamps before the handshake", func(c net.Conn, _ *frameConn) {
+		{"stamps before the handshake", func(c net.Conn, _ *wire.Conn) {
 			c.Write(frame([]byte{0x81, 0xa6, 's', 't', 'a', 'm', 'p', 's', 0x81, 0xa7, 'r', 'e', 'c', 'o', 'r', 'd', 's', 0xdd, 0xff, 0xff, 0xff, 0xff}))
-		}, "malformed", "malformed"},
-		{"oversize", func(c net.Conn, _ *frameConn) {
-			c.Write(binary.BigEndian.AppendUint32(nil, MaxFrame+1))
-		}, "oversize", "limit"},
-		{"version", func(_ net.Conn, fc *frameConn) {
-			fc.write(&Message{Hello: &Hello{Version: ProtocolVersion + 1}})
-		}, "version", "version mismatch"},
-		{"no hello", func(_ net.Conn, fc *frameConn) { fc.write(&Message{Finish: &Finish{}}) }, "protocol", "expected hello"},
+		}, CodeMalformed, "malformed"},
+		{"oversize", func(c net.Conn, _ *wire.Conn) {
+			c.Write(binary.BigEndian.AppendUint32(nil, wire.MaxFrame+1))
+		}, CodeOversize, "limit"},
+		{"version", func(_ net.Conn, fc *wire.Conn) {
+			fc.Write(&wire.Message{Hello: &wire.Hello{Version: wire.ProtocolVersion + 1}})
+		}, CodeVersion, "version mismatch"},
+		{"no hello", func(_ net.Conn, fc *wire.Conn) { fc.Write(&wire.Message{Finish: &wire.Finish{}}) }, CodeProtocol, "expected hello"},
 		// What a client of protocol 2 sends first, nonce and all.
-		{"protocol 2 client", func(c net.Conn, _ *frameConn) {
+		{"protocol 2 client", func(c net.Conn, _ *wire.Conn) {
 			body, _ := msgpack.Marshal(map[string]any{"hello": map[string]any{"version": 2, "client": "probe", "nonce": bytes.Repeat([]byte{7}, 32)}})
 			c.Write(frame(body))
-		}, "version", "agent speaks protocol 3, client 2"},
-		{"pre-auth frame over the limit", func(c net.Conn, _ *frameConn) {
+		}, CodeVersion, "agent speaks protocol 3, client 2"},
+		{"pre-auth frame over the limit", func(c net.Conn, _ *wire.Conn) {
 			c.Write(binary.BigEndian.AppendUint32(nil, 4097))
-		}, "oversize", "limit 4096"},
-		{"missing key", func(c net.Conn, _ *frameConn) {
+		}, CodeOversize, "limit 4096"},
+		{"missing key", func(c net.Conn, _ *wire.Conn) {
 			_, fc := secureRaw(t, addr)
-			fc.write(&Message{Auth: &Auth{}})
-			expectRefusal(t, c, fc, "auth", "authentication required")
+			fc.Write(&wire.Message{Auth: &wire.Auth{}})
+			expectRefusal(t, c, fc, CodeAuth, "authentication required")
 		}, "", ""},
-		{"wrong key", func(c net.Conn, _ *frameConn) {
+		{"wrong key", func(c net.Conn, _ *wire.Conn) {
 			_, fc := secureRaw(t, addr)
-			fc.write(&Message{Auth: &Auth{MAC: bytes.Repeat([]byte{1}, 32)}})
-			expectRefusal(t, c, fc, "auth", "wrong key")
+			fc.Write(&wire.Message{Auth: &wire.Auth{MAC: bytes.Repeat([]byte{1}, 32)}})
+			expectRefusal(t, c, fc, CodeAuth, "wrong key")
 		}, "", ""},
 	}
 	for _, tc := range cases {
@@ -242,7 +245,7 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &recorder{Conn: nc}
-	c := &Client{cfg: ClientConfig{Key: key, Timeout: 5 * time.Second}, conn: rec, fc: newFrameConn(rec), host: "127.0.0.1"}
+	c := &Client{cfg: ClientConfig{Key: key, Timeout: 5 * time.Second}, conn: rec, fc: wire.NewConn(rec), host: "127.0.0.1"}
 	if err := c.handshake(context.Background()); err != nil {
 		t.Fatalf("genuine handshake: %v", err)
 	}
@@ -252,10 +255,10 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 	// the agent hangs up without a word in the clear after StartTLS.
 	replay, fc := rawConn(t, addr)
 	replay.Write(rec.out.Bytes())
-	if m, err := fc.read(); err != nil || m.StartTLS == nil {
+	if m, err := fc.Read(); err != nil || m.StartTLS == nil {
 		t.Fatalf("want start_tls, got %v, %v", m, err)
 	}
-	rest, err := io.ReadAll(fc.r)
+	rest, err := io.ReadAll(fc.Reader())
 	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("the agent kept the replayed connection: %v", err)
 	}
@@ -327,7 +330,7 @@ func TestSessionAnswersOnlyItsClient(t *testing.T) {
 	if err := cl.handshake(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	cl.fc.write(&Message{Open: &Open{Mode: "echo", Echo: &EchoParams{Count: 10, Size: 64}}})
+	cl.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeEcho, Echo: &EchoParams{Count: 10, Size: 64}}})
 	m, err := cl.expect("opened")
 	if err != nil {
 		t.Fatal(err)

@@ -7,8 +7,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/probe/internal/wire"
 	"golang.org/x/sys/unix"
+
+	"github.com/probe-dev/probe/collector"
 )
 
 // SafeSockOpts are the socket options any client may have the agent set on
@@ -77,17 +79,17 @@ func (p sockOptPolicy) check(opts []string) error {
 	for _, s := range opts {
 		o, err := collector.ParseSockOpt(s)
 		if err != nil {
-			return refusal("bad-request", "%v", err)
+			return refusal(wire.CodeBadRequest, "%v", err)
 		}
 		if p.widened[optKey(o)] {
 			continue
 		}
 		if !safe(o) {
-			return refusal(codeSockOpt, "socket option %s is not allowed on this agent (its operator may allow it: serve --allow-sockopt %s)",
+			return refusal(wire.CodeSockOpt, "socket option %s is not allowed on this agent (its operator may allow it: serve --allow-sockopt %s)",
 				o.Name, o.Name)
 		}
 		if err := withinLimits(o); err != nil {
-			return refusal(codeSockOpt, "%v (its operator may allow it: serve --allow-sockopt %s)", err, o.Name)
+			return refusal(wire.CodeSockOpt, "%v (its operator may allow it: serve --allow-sockopt %s)", err, o.Name)
 		}
 	}
 	return nil

@@ -15,79 +15,11 @@ import (
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // TCP tests: N parallel streams between client and agent, one way or both,
 // each side sampling every stream's TCP_INFO as it goes (docs/tcp.md).
-
-// MaxStreams bounds a TCP test's parallel streams.
-const MaxStreams = 1024
-
-// TCPParams describe a TCP test.
-type TCPParams struct {
-	Streams   int           `msgpack:"streams"`
-	Direction string        `msgpack:"direction"` // "forward" (client sends), "reverse", "bidir"
-	Duration  time.Duration `msgpack:"duration"`  // of the data phase; ignored with Bytes
-	Bytes     int64         `msgpack:"bytes"`     // per direction, split over the streams; 0: Duration
-	WriteSize int           `msgpack:"write_size"`
-	Interval  time.Duration `msgpack:"interval"`           // TCP_INFO sampling
-	SockOpts  []string      `msgpack:"sockopts,omitempty"` // NAME=VALUE, set on both sides
-	GetOpts   []string      `msgpack:"getopts,omitempty"`  // read back on both sides
-	Exclusive bool          `msgpack:"exclusive,omitempty"`
-}
-
-// sends and receives say which way data flows for one side.
-func (p TCPParams) sends(client bool) bool {
-	return p.Direction == "bidir" || (p.Direction == "forward") == client
-}
-
-func (p TCPParams) receives(client bool) bool {
-	return p.Direction == "bidir" || (p.Direction == "forward") != client
-}
-
-// Check validates p; the error is one line for the user.
-func (p TCPParams) Check() error {
-	switch {
-	case p.Streams < 1 || p.Streams > MaxStreams:
-		return fmt.Errorf("%d streams: want 1..%d", p.Streams, MaxStreams)
-	case p.Direction != "forward" && p.Direction != "reverse" && p.Direction != "bidir":
-		return fmt.Errorf("direction %q: want forward, reverse or bidir", p.Direction)
-	case p.Bytes < 0 || (p.Bytes == 0 && p.Duration <= 0):
-		return errors.New("a TCP test needs a duration or a byte count")
-	case p.WriteSize < 1 || p.WriteSize > 16<<20:
-		return fmt.Errorf("write size %d: want 1..%d bytes", p.WriteSize, 16<<20)
-	case p.Interval < 10*time.Millisecond:
-		return fmt.Errorf("sampling interval %v: want at least 10ms", p.Interval)
-	}
-	for _, s := range p.SockOpts {
-		if _, err := collector.ParseSockOpt(s); err != nil {
-			return err
-		}
-	}
-	for _, s := range p.GetOpts {
-		if _, err := collector.LookupSockOpt(s); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// TCPStart tells the agent that every stream is connected; it answers once
-// it has them all, and both sides start.
-type TCPStart struct{}
-
-// TCPSide is one side's account of a TCP test.
-type TCPSide struct {
-	Streams []dump.TCPStream `msgpack:"streams"`
-	// UserCPU and SysCPU are the whole process's over the test: this
-	// session's alone only when CPUSessions is 1, else shared with the
-	// other sessions that ran meanwhile.
-	UserCPU     time.Duration     `msgpack:"user_cpu"`
-	SysCPU      time.Duration     `msgpack:"sys_cpu"`
-	CPUSessions int               `msgpack:"cpu_sessions"`        // the most tests this process ran at once over this one
-	ReadBack    map[string]string `msgpack:"read_back,omitempty"` // GetOpts, from the first stream
-	Elapsed     time.Duration     `msgpack:"elapsed"`
-}
 
 // streamHello starts every data connection: magic, session, stream index.
 const streamHelloLen = 12
@@ -191,7 +123,7 @@ func (r *tcpRun) run(ctx context.Context) TCPSide {
 	}
 	deadline := r.start.Add(r.p.Duration)
 	for i, c := range r.conns {
-		if r.p.sends(r.client) {
+		if r.p.Sends(r.client) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -202,7 +134,7 @@ func (r *tcpRun) run(ctx context.Context) TCPSide {
 				r.write(ctx, i, c, n, deadline)
 			}()
 		}
-		if r.p.receives(r.client) {
+		if r.p.Receives(r.client) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -315,7 +247,7 @@ func (r *tcpRun) sampleOnce(at func() time.Duration) {
 			continue // the socket is gone: its last sample stands
 		}
 		bytes := r.sent[i].Load()
-		if !r.p.sends(r.client) {
+		if !r.p.Sends(r.client) {
 			bytes = r.recvd[i].Load()
 		}
 		r.samples[i] = append(r.samples[i], collector.TCPSampleOf(info, at(), bytes))
@@ -329,7 +261,7 @@ func tcpBatches(side TCPSide) []TCPSide {
 	size := 0
 	for _, s := range side.Streams {
 		n := 256 + 320*len(s.Samples) // encoded sizes, generously
-		if size+n > MaxFrame/2 && len(cur.Streams) > 0 {
+		if size+n > wire.MaxFrame/2 && len(cur.Streams) > 0 {
 			out = append(out, cur)
 			cur = TCPSide{}
 			size = 0
@@ -340,26 +272,20 @@ func tcpBatches(side TCPSide) []TCPSide {
 	return append(out, cur)
 }
 
-// TCPReport carries (part of) the agent's side at the end of a test.
-type TCPReport struct {
-	Side TCPSide `msgpack:"side"`
-	Last bool    `msgpack:"last"`
-}
-
 // serveTCP is the agent's half of a TCP test.
-func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p TCPParams) error {
+func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *wire.Conn, p TCPParams) error {
 	if err := p.Check(); err != nil {
-		return refusal("bad-request", "%v", err)
+		return refusal(wire.CodeBadRequest, "%v", err)
 	}
 	if time.Duration(p.Duration) > s.cfg.Limits.MaxDuration {
-		return refusal("limit", "duration %v over the agent's limit of %v", p.Duration, s.cfg.Limits.MaxDuration)
+		return refusal(wire.CodeLimit, "duration %v over the agent's limit of %v", p.Duration, s.cfg.Limits.MaxDuration)
 	}
 	total := p.Bytes
-	if p.Direction == "bidir" {
+	if p.Direction == DirBidir {
 		total *= 2
 	}
 	if total > s.cfg.Limits.MaxBytes {
-		return refusal("limit", "%d bytes over the agent's limit of %d bytes per session", total, s.cfg.Limits.MaxBytes)
+		return refusal(wire.CodeLimit, "%d bytes over the agent's limit of %d bytes per session", total, s.cfg.Limits.MaxBytes)
 	}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
@@ -369,11 +295,11 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 	lc := net.ListenConfig{Control: setSockOpts(p.SockOpts)}
 	ln, err := lc.Listen(ctx, "tcp", netip.AddrPortFrom(local, 0).String())
 	if err != nil {
-		return refusal("bad-request", "listen with the socket options: %v", err)
+		return refusal(wire.CodeBadRequest, "listen with the socket options: %v", err)
 	}
 	defer ln.Close()
 	id := newSessionID()
-	if err := fc.write(&Message{Opened: &Opened{Session: id, Port: uint16(ln.Addr().(*net.TCPAddr).Port)}}); err != nil {
+	if err := fc.Write(&wire.Message{Opened: &wire.Opened{Session: id, Port: uint16(ln.Addr().(*net.TCPAddr).Port)}}); err != nil {
 		return err
 	}
 
@@ -382,7 +308,7 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 	accepted := make(chan error, 1)
 	go func() { accepted <- s.acceptStreams(ln.(*net.TCPListener), id, peer, p, conns) }()
 	conn.SetReadDeadline(time.Now().Add(s.cfg.Conn.SessionStartTimeout))
-	m, err := fc.read()
+	m, err := fc.Read()
 	conn.SetReadDeadline(time.Time{})
 	closeAll := func() {
 		for _, c := range conns {
@@ -403,7 +329,7 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 	if m.TCPStart == nil {
 		ln.Close()
 		<-accepted
-		return fmt.Errorf("%w: expected tcp start, got %s", errMalformed, m.kind())
+		return fmt.Errorf("%w: expected tcp start, got %s", wire.ErrMalformed, m.Kind())
 	}
 	select {
 	case err = <-accepted:
@@ -412,9 +338,9 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 		err = <-accepted
 	}
 	if err != nil {
-		return refusal("streams", "%v", err)
+		return refusal(wire.CodeStreams, "%v", err)
 	}
-	if err := fc.write(&Message{TCPStart: &TCPStart{}}); err != nil {
+	if err := fc.Write(&wire.Message{TCPStart: &wire.TCPStart{}}); err != nil {
 		return err
 	}
 
@@ -424,9 +350,9 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 	defer cancel()
 	finished := make(chan error, 1)
 	go func() {
-		m, err := fc.read()
+		m, err := fc.Read()
 		if err == nil && m.Finish == nil {
-			err = fmt.Errorf("%w: expected finish, got %s", errMalformed, m.kind())
+			err = fmt.Errorf("%w: expected finish, got %s", wire.ErrMalformed, m.Kind())
 		}
 		finished <- err
 		// The client is done (or gone): give data in flight a moment to
@@ -442,7 +368,7 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *frameConn, p T
 	}
 	batches := tcpBatches(side)
 	for i, b := range batches {
-		if err := fc.write(&Message{TCPReport: &TCPReport{Side: b, Last: i == len(batches)-1}}); err != nil {
+		if err := fc.Write(&wire.Message{TCPReport: &wire.TCPReport{Side: b, Last: i == len(batches)-1}}); err != nil {
 			return err
 		}
 	}

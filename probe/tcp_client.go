@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/probe-dev/probe/collector/dump"
 )
 
 // TCPResult is what both sides saw of a TCP test.
@@ -31,7 +33,7 @@ func (c *Client) TCP(ctx context.Context, p TCPParams) (*TCPResult, error) {
 	if err := p.Check(); err != nil {
 		return nil, err
 	}
-	if err := c.fc.write(&Message{Open: &Open{Mode: "tcp", TCP: &p}}); err != nil {
+	if err := c.fc.Write(&wire.Message{Open: &wire.Open{Mode: wire.ModeTCP, TCP: &p}}); err != nil {
 		return nil, err
 	}
 	m, err := c.expect("opened")
@@ -71,7 +73,7 @@ func (c *Client) TCP(ctx context.Context, p TCPParams) (*TCPResult, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if err := c.fc.write(&Message{TCPStart: &TCPStart{}}); err != nil {
+	if err := c.fc.Write(&wire.Message{TCPStart: &wire.TCPStart{}}); err != nil {
 		return nil, err
 	}
 	c.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
@@ -87,10 +89,10 @@ func (c *Client) TCP(ctx context.Context, p TCPParams) (*TCPResult, error) {
 	// The agent's account comes after Finish, whatever ctx says.
 	c.conn.SetDeadline(time.Now().Add(c.cfg.Timeout + 5*time.Second))
 	defer c.conn.SetDeadline(time.Time{})
-	if err := c.fc.write(&Message{Finish: &Finish{}}); err != nil {
+	if err := c.fc.Write(&wire.Message{Finish: &wire.Finish{}}); err != nil {
 		return nil, err
 	}
-	res.Agent, err = agentSide(c, "tcp_report", func(m *Message) (TCPSide, bool) { return m.TCPReport.Side, m.TCPReport.Last },
+	res.Agent, err = agentSide(c, "tcp_report", func(m *wire.Message) (TCPSide, bool) { return m.TCPReport.Side, m.TCPReport.Last },
 		func(s *TCPSide) *[]dump.TCPStream { return &s.Streams })
 	if err != nil {
 		return nil, err

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-func tcpParams(streams int, dir string, bytes int64) TCPParams {
+func tcpParams(streams int, dir Direction, bytes int64) TCPParams {
 	return TCPParams{Streams: streams, Direction: dir, Bytes: bytes, WriteSize: 64 << 10, Interval: 20 * time.Millisecond}
 }
 
@@ -15,7 +15,7 @@ func tcpParams(streams int, dir string, bytes int64) TCPParams {
 // stream was sampled.
 func TestTCPByteAccounting(t *testing.T) {
 	_, addr := startAgent(t, ServerConfig{})
-	for _, dir := range []string{"forward", "reverse", "bidir"} {
+	for _, dir := range []Direction{DirForward, DirReverse, DirBidir} {
 		c, err := Dial(context.Background(), addr, ClientConfig{})
 		if err != nil {
 			t.Fatal(err)
@@ -45,10 +45,10 @@ func TestTCPByteAccounting(t *testing.T) {
 				t.Errorf("%s %s: sent %d, received %d, want %d", dir, name, sent, got, total)
 			}
 		}
-		if p.sends(true) {
+		if p.Sends(true) {
 			check(res.Client, res.Agent, "client to agent")
 		}
-		if p.sends(false) {
+		if p.Sends(false) {
 			check(res.Agent, res.Client, "agent to client")
 		}
 		for _, side := range []TCPSide{res.Client, res.Agent} {
@@ -67,7 +67,7 @@ func TestTCPThousandStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	res, err := c.TCP(context.Background(), tcpParams(MaxStreams, "forward", 64<<20))
+	res, err := c.TCP(context.Background(), tcpParams(MaxStreams, DirForward, 64<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestTCPExclusive(t *testing.T) {
 	defer busy.Close()
 	done := make(chan error, 1)
 	go func() {
-		p := tcpParams(1, "forward", 0)
+		p := tcpParams(1, DirForward, 0)
 		p.Duration = time.Second
 		_, err := busy.TCP(context.Background(), p)
 		done <- err
@@ -104,7 +104,7 @@ func TestTCPExclusive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	p := tcpParams(1, "forward", 1<<20)
+	p := tcpParams(1, DirForward, 1<<20)
 	p.Exclusive = true
 	if _, err := c.TCP(context.Background(), p); err == nil || !strings.Contains(err.Error(), "--exclusive needs an idle agent") {
 		t.Fatalf("exclusive beside another test: %v", err)
@@ -118,7 +118,7 @@ func TestTCPExclusive(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	go func() {
-		p := tcpParams(1, "forward", 0)
+		p := tcpParams(1, DirForward, 0)
 		p.Duration, p.Exclusive = time.Second, true
 		_, err := c.TCP(context.Background(), p)
 		done <- err
@@ -133,7 +133,7 @@ func TestTCPExclusive(t *testing.T) {
 }
 
 func TestTCPParamsCheck(t *testing.T) {
-	good := tcpParams(1, "forward", 1000)
+	good := tcpParams(1, DirForward, 1000)
 	for _, tc := range []struct {
 		mod  func(*TCPParams)
 		want string
@@ -168,11 +168,11 @@ func TestTCPByteLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.TCP(context.Background(), tcpParams(2, "bidir", 3<<20)); err == nil ||
+	if _, err := c.TCP(context.Background(), tcpParams(2, DirBidir, 3<<20)); err == nil ||
 		!strings.Contains(err.Error(), "6291456 bytes over the agent's limit of 4194304 bytes per session") {
 		t.Fatalf("over the limit: %v", err)
 	}
-	p := tcpParams(2, "forward", 0)
+	p := tcpParams(2, DirForward, 0)
 	p.Duration = 5 * time.Second
 	res, err := c.TCP(context.Background(), p)
 	if err != nil {
@@ -205,7 +205,7 @@ func TestTCPCPUSessions(t *testing.T) {
 		}
 		defer c.Close()
 		// Long enough for the concurrent ones to overlap.
-		p := tcpParams(1, "forward", 0)
+		p := tcpParams(1, DirForward, 0)
 		p.Duration = 600 * time.Millisecond
 		res, err := c.TCP(context.Background(), p)
 		if err != nil {

@@ -6,8 +6,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/probe-dev/probe/collector"
 	"golang.org/x/sys/unix"
+
+	"github.com/probe-dev/probe/collector"
 )
 
 // spinBefore is how long before a scheduled send the sender stops sleeping

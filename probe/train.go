@@ -10,6 +10,7 @@ import (
 
 	"github.com/probe-dev/probe/collector"
 	"github.com/probe-dev/probe/collector/dump"
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // Both ends of a capacity session can send trains and receive them: the agent
@@ -18,14 +19,6 @@ import (
 
 // MaxTrainLen bounds a train's packets (docs/capacity.md: trains grow up to 50).
 const MaxTrainLen = 100
-
-// TrainSpec asks for one train.
-type TrainSpec struct {
-	ID   uint32        `msgpack:"id"`
-	N    int           `msgpack:"n"`    // packets
-	Size int           `msgpack:"size"` // IP bytes per packet, headers included
-	At   time.Duration `msgpack:"at"`   // when to send it, from the batch's start
-}
 
 // pktKey names packet index of train id.
 func pktKey(id uint32, index uint16) uint64 { return uint64(id)<<16 | uint64(index) }
@@ -109,7 +102,7 @@ func newTrainSender(conn *collector.Conn, to netip.AddrPort, session uint32, hdr
 
 // send sends the batch on its schedule and returns each train's transmit
 // timestamps, by train ID. Ending ctx stops it between trains.
-func (s *trainSender) send(ctx context.Context, specs []TrainSpec) (map[uint32][]dump.Stamps, error) {
+func (s *trainSender) send(ctx context.Context, specs []wire.TrainSpec) (map[uint32][]dump.Stamps, error) {
 	tx := make(map[uint32][]dump.Stamps, len(specs))
 	refs := make(map[uint32][2]uint32) // transmit key -> train, index
 	onTx := func(key uint32, st dump.Stamps) {
@@ -281,16 +274,9 @@ func (r *trainReceiver) peerAddr() netip.AddrPort {
 	return r.hello
 }
 
-// RecvTrain is what a receiver saw of one train.
-type RecvTrain struct {
-	ID   uint32        `msgpack:"id"`
-	Rx   []dump.Stamps `msgpack:"rx"` // by index; zero: lost
-	Dups int           `msgpack:"dups,omitempty"`
-}
-
 // collect waits until every packet of specs has arrived or wait has passed,
 // then hands over and forgets those trains.
-func (r *trainReceiver) collect(ctx context.Context, specs []TrainSpec, wait time.Duration) ([]RecvTrain, error) {
+func (r *trainReceiver) collect(ctx context.Context, specs []wire.TrainSpec, wait time.Duration) ([]wire.RecvTrain, error) {
 	deadline := time.Now().Add(wait)
 	for !r.complete(specs) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(time.Millisecond)
@@ -300,11 +286,11 @@ func (r *trainReceiver) collect(ctx context.Context, specs []TrainSpec, wait tim
 			return nil, err
 		}
 	}
-	out := make([]RecvTrain, len(specs))
+	out := make([]wire.RecvTrain, len(specs))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, sp := range specs {
-		out[i] = RecvTrain{ID: sp.ID, Rx: make([]dump.Stamps, sp.N)}
+		out[i] = wire.RecvTrain{ID: sp.ID, Rx: make([]dump.Stamps, sp.N)}
 		if t := r.trains[sp.ID]; t != nil {
 			copy(out[i].Rx, t.rx[:sp.N])
 			out[i].Dups = t.dups
@@ -319,7 +305,7 @@ func (r *trainReceiver) collect(ctx context.Context, specs []TrainSpec, wait tim
 	return out, nil
 }
 
-func (r *trainReceiver) complete(specs []TrainSpec) bool {
+func (r *trainReceiver) complete(specs []wire.TrainSpec) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, sp := range specs {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/probe-dev/probe/probe/internal/wire"
 )
 
 // vanishEnv makes the test binary a client that opens a session of a mode
@@ -29,19 +31,19 @@ func runVanishingClient() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	switch mode {
-	case "echo":
+	switch wire.Mode(mode) {
+	case wire.ModeEcho:
 		_, err = c.Echo(ctx, EchoParams{Count: 1_000_000, Size: 64, Interval: 100 * time.Microsecond}, EchoOptions{Wait: time.Second})
-	case "capacity":
+	case wire.ModeCapacity:
 		for err == nil {
 			_, err = c.Capacity(ctx, CapacityConfig{})
 		}
-	case "tcp":
-		_, err = c.TCP(ctx, TCPParams{Streams: 2, Direction: "bidir", Duration: time.Minute, WriteSize: 64 << 10, Interval: 50 * time.Millisecond})
-	case "quic":
-		_, err = c.QUIC(ctx, QUICParams{Streams: 2, Direction: "bidir", Duration: time.Minute, WriteSize: 64 << 10,
+	case wire.ModeTCP:
+		_, err = c.TCP(ctx, TCPParams{Streams: 2, Direction: DirBidir, Duration: time.Minute, WriteSize: 64 << 10, Interval: 50 * time.Millisecond})
+	case wire.ModeQUIC:
+		_, err = c.QUIC(ctx, QUICParams{Streams: 2, Direction: DirBidir, Duration: time.Minute, WriteSize: 64 << 10,
 			Interval: 50 * time.Millisecond, Pings: 5, PingEvery: 10 * time.Millisecond}, QUICTrust{})
-	case "run":
+	case wire.ModeRun:
 		var p *RemoteProcess
 		if p, err = c.Run(ctx, RunParams{Path: "sleep", Args: []string{"60"}}); err == nil {
 			_, err = p.Wait()

@@ -22,8 +22,33 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Frames by hand: a 4-byte big-endian length, then msgpack.
-func writeFrame(w io.Writer, m *probe.Message) error {
+// Frames by hand, as a stranger would write them: a 4-byte big-endian
+// length, then msgpack of one message. frame has only the messages the
+// bench sends or looks for; the decoder skips the rest of a message.
+type frame struct {
+	Hello    *hello       `msgpack:"hello,omitempty"`
+	StartTLS *struct{}    `msgpack:"start_tls,omitempty"`
+	Auth     *auth        `msgpack:"auth,omitempty"`
+	Welcome  *struct{}    `msgpack:"welcome,omitempty"`
+	Open     *open        `msgpack:"open,omitempty"`
+	Error    *probe.Error `msgpack:"error,omitempty"`
+}
+
+type hello struct {
+	Version int    `msgpack:"version"`
+	Client  string `msgpack:"client"`
+}
+
+type auth struct {
+	MAC []byte `msgpack:"mac"`
+}
+
+type open struct {
+	Mode probe.Mode       `msgpack:"mode"`
+	Run  *probe.RunParams `msgpack:"run,omitempty"`
+}
+
+func writeFrame(w io.Writer, m *frame) error {
 	body, err := msgpack.Marshal(m)
 	if err != nil {
 		return err
@@ -32,7 +57,7 @@ func writeFrame(w io.Writer, m *probe.Message) error {
 	return err
 }
 
-func readFrame(r io.Reader) (*probe.Message, error) {
+func readFrame(r io.Reader) (*frame, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
@@ -41,7 +66,7 @@ func readFrame(r io.Reader) (*probe.Message, error) {
 	if _, err := io.ReadFull(r, body); err != nil {
 		return nil, err
 	}
-	m := new(probe.Message)
+	m := new(frame)
 	return m, msgpack.Unmarshal(body, m)
 }
 
@@ -160,7 +185,7 @@ func (b *bench) relayInjection(ctx context.Context) result {
 	defer c.Close()
 	a := <-toAgent
 	wmu.Lock()
-	writeFrame(a, &probe.Message{Open: &probe.Open{Mode: "run", Run: &probe.RunParams{Path: "sh", Args: []string{"-c", "id > " + marker}}}})
+	writeFrame(a, &frame{Open: &open{Mode: probe.ModeRun, Run: &probe.RunParams{Path: "sh", Args: []string{"-c", "id > " + marker}}}})
 	wmu.Unlock()
 	time.Sleep(time.Second)
 	res := result{clients: "injected command ran: no", errors: map[string]int{}}
@@ -231,11 +256,11 @@ func (b *bench) privilegedSockOpts(ctx context.Context) result {
 			errs[explain(err)]++
 			continue
 		}
-		_, err = c.TCP(ctx, probe.TCPParams{Streams: 1, Direction: "forward", Bytes: 1 << 20, WriteSize: 64 << 10,
+		_, err = c.TCP(ctx, probe.TCPParams{Streams: 1, Direction: probe.DirForward, Bytes: 1 << 20, WriteSize: 64 << 10,
 			Interval: 100 * time.Millisecond, SockOpts: []string{o}, GetOpts: []string{strings.Split(o, "=")[0]}})
 		c.Close()
 		var e *probe.Error
-		if errors.As(err, &e) && e.Code == "sockopt" {
+		if errors.As(err, &e) && e.Code == probe.CodeSockOpt {
 			refused++
 			errs["refused: not on the allow-list (serve --allow-sockopt)"]++
 		} else {
@@ -263,7 +288,7 @@ func (b *bench) hugeArray(ctx context.Context) result {
 	c.Write(frame)
 	m, err := readFrame(c)
 	c.Close()
-	if err == nil && m.Error != nil && m.Error.Code == "malformed" {
+	if err == nil && m.Error != nil && m.Error.Code == probe.CodeMalformed {
 		errs["before authentication: refused as malformed (only hello is decoded)"]++
 	} else {
 		errs[unexplainedPrefix+fmt.Sprintf("before authentication: %v %v", m, err)]++
@@ -307,7 +332,7 @@ func (b *bench) authenticated(ctx context.Context) (*tls.Conn, error) {
 		return nil, err
 	}
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if err := writeFrame(c, &probe.Message{Hello: &probe.Hello{Version: probe.ProtocolVersion, Client: "bench"}}); err != nil {
+	if err := writeFrame(c, &frame{Hello: &hello{Version: probe.ProtocolVersion, Client: "bench"}}); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -329,7 +354,7 @@ func (b *bench) authenticated(ctx context.Context) (*tls.Conn, error) {
 	h := hmac.New(sha256.New, b.key)
 	h.Write([]byte("probe client v3"))
 	h.Write(ekm)
-	if err := writeFrame(tc, &probe.Message{Auth: &probe.Auth{MAC: h.Sum(nil)}}); err != nil {
+	if err := writeFrame(tc, &frame{Auth: &auth{MAC: h.Sum(nil)}}); err != nil {
 		tc.Close()
 		return nil, err
 	}

@@ -20,7 +20,7 @@ func runClient(args []string) {
 		fmt.Fprintln(os.Stderr, "usage: load client MODE ADDR KEYFILE")
 		os.Exit(2)
 	}
-	mode, addr := args[0], args[1]
+	mode, addr := probe.Mode(args[0]), args[1]
 	key, err := os.ReadFile(args[2])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -33,9 +33,9 @@ func runClient(args []string) {
 		os.Exit(2)
 	}
 	switch mode {
-	case "echo":
+	case probe.ModeEcho:
 		_, err = c.Echo(ctx, probe.EchoParams{Count: 1_000_000, Size: 64, Interval: 100 * time.Microsecond}, probe.EchoOptions{Wait: time.Second})
-	case "capacity":
+	case probe.ModeCapacity:
 		// A run may fail on a loaded host; the next keeps a session open
 		// until the kill.
 		for {
@@ -51,12 +51,12 @@ func runClient(args []string) {
 				c = nil
 			}
 		}
-	case "tcp":
-		_, err = c.TCP(ctx, probe.TCPParams{Streams: 4, Direction: "bidir", Duration: time.Minute, WriteSize: 64 << 10, Interval: 50 * time.Millisecond})
-	case "quic":
-		_, err = c.QUIC(ctx, probe.QUICParams{Streams: 4, Direction: "bidir", Duration: time.Minute, WriteSize: 64 << 10,
+	case probe.ModeTCP:
+		_, err = c.TCP(ctx, probe.TCPParams{Streams: 4, Direction: probe.DirBidir, Duration: time.Minute, WriteSize: 64 << 10, Interval: 50 * time.Millisecond})
+	case probe.ModeQUIC:
+		_, err = c.QUIC(ctx, probe.QUICParams{Streams: 4, Direction: probe.DirBidir, Duration: time.Minute, WriteSize: 64 << 10,
 			Interval: 50 * time.Millisecond, Pings: 5, PingEvery: 10 * time.Millisecond}, probe.QUICTrust{})
-	case "run":
+	case probe.ModeRun:
 		var p *probe.RemoteProcess
 		if p, err = c.Run(ctx, probe.RunParams{Path: "sleep", Args: []string{"120"}}); err == nil {
 			_, err = p.Wait()
@@ -70,12 +70,12 @@ func runClient(args []string) {
 
 // killClient starts a client of mode in its own process, lets it run its
 // session a while, and kills it with SIGKILL.
-func (b *bench) killClient(ctx context.Context, mode string) result {
+func (b *bench) killClient(ctx context.Context, mode probe.Mode) result {
 	self, err := os.Executable()
 	if err != nil {
 		return result{clients: "–", errors: map[string]int{unexplainedPrefix + err.Error(): 1}, failed: true}
 	}
-	cmd := exec.CommandContext(ctx, self, clientArg, mode, b.agent.addr.String(), b.keyFile)
+	cmd := exec.CommandContext(ctx, self, clientArg, string(mode), b.agent.addr.String(), b.keyFile)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return result{clients: "–", errors: map[string]int{unexplainedPrefix + err.Error(): 1}, failed: true}

@@ -102,14 +102,14 @@ func (b *bench) load(ctx context.Context, d time.Duration) result {
 				len(res.Records), res.AgentIgnored, pt.AgentLimited, pt.AgentSocketDrops, pt.ClientSocketDrops)
 		}
 	}
-	tcp := func(dir string) func(context.Context, *probe.Client) error {
+	tcp := func(dir probe.Direction) func(context.Context, *probe.Client) error {
 		return func(ctx context.Context, c *probe.Client) error {
 			res, err := c.TCP(ctx, probe.TCPParams{Streams: 1, Direction: dir, Bytes: 2 << 20, WriteSize: 64 << 10, Interval: 100 * time.Millisecond})
 			if err != nil {
 				return err
 			}
 			from, to := res.Client, res.Agent
-			if dir == "reverse" {
+			if dir == probe.DirReverse {
 				from, to = to, from
 			}
 			if len(from.Streams) != 1 || len(to.Streams) != 1 || from.Streams[0].Sent != 2<<20 || to.Streams[0].Received != 2<<20 {
@@ -119,7 +119,7 @@ func (b *bench) load(ctx context.Context, d time.Duration) result {
 		}
 	}
 	add(echoClients, 100*time.Millisecond, echo(probe.EchoParams{Count: 100, Size: 64, Interval: 10 * time.Millisecond}))
-	add(tcpClients, 250*time.Millisecond, tcp("forward"))
+	add(tcpClients, 250*time.Millisecond, tcp(probe.DirForward))
 	add(mixEach, 500*time.Millisecond, func(ctx context.Context, c *probe.Client) error {
 		res, err := c.Capacity(ctx, probe.CapacityConfig{Quick: true})
 		if err == nil && len(res.Trains) == 0 {
@@ -128,7 +128,7 @@ func (b *bench) load(ctx context.Context, d time.Duration) result {
 		return err
 	})
 	add(mixEach, 500*time.Millisecond, func(ctx context.Context, c *probe.Client) error {
-		res, err := c.QUIC(ctx, probe.QUICParams{Streams: 1, Direction: "reverse", Bytes: 4 << 20, WriteSize: 64 << 10,
+		res, err := c.QUIC(ctx, probe.QUICParams{Streams: 1, Direction: probe.DirReverse, Bytes: 4 << 20, WriteSize: 64 << 10,
 			Interval: 100 * time.Millisecond, Pings: 3, PingEvery: 10 * time.Millisecond}, probe.QUICTrust{})
 		if err != nil {
 			return err
@@ -142,7 +142,7 @@ func (b *bench) load(ctx context.Context, d time.Duration) result {
 		}
 		return nil
 	})
-	add(mixEach, 250*time.Millisecond, tcp("reverse"))
+	add(mixEach, 250*time.Millisecond, tcp(probe.DirReverse))
 	add(mixEach, 250*time.Millisecond, echo(probe.EchoParams{Count: 1000, Size: 64}))
 
 	var mu sync.Mutex

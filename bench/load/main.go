@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/probe-dev/probe/bench/internal/harness"
+	"github.com/probe-dev/probe/probe"
 )
 
 func main() {
@@ -71,11 +72,11 @@ func run(ctx context.Context, bin string, load, settle time.Duration) error {
 		fn   func(context.Context) result
 	}{
 		{fmt.Sprintf("load %v: %d echo, %d tcp, mix of %d", load, echoClients, tcpClients, 4*mixEach), func(ctx context.Context) result { return b.load(ctx, load) }},
-		{"kill -9 echo client", func(ctx context.Context) result { return b.killClient(ctx, "echo") }},
-		{"kill -9 capacity client", func(ctx context.Context) result { return b.killClient(ctx, "capacity") }},
-		{"kill -9 tcp client", func(ctx context.Context) result { return b.killClient(ctx, "tcp") }},
-		{"kill -9 quic client", func(ctx context.Context) result { return b.killClient(ctx, "quic") }},
-		{"kill -9 run client", func(ctx context.Context) result { return b.killClient(ctx, "run") }},
+		{"kill -9 echo client", func(ctx context.Context) result { return b.killClient(ctx, probe.ModeEcho) }},
+		{"kill -9 capacity client", func(ctx context.Context) result { return b.killClient(ctx, probe.ModeCapacity) }},
+		{"kill -9 tcp client", func(ctx context.Context) result { return b.killClient(ctx, probe.ModeTCP) }},
+		{"kill -9 quic client", func(ctx context.Context) result { return b.killClient(ctx, probe.ModeQUIC) }},
+		{"kill -9 run client", func(ctx context.Context) result { return b.killClient(ctx, probe.ModeRun) }},
 		{fmt.Sprintf("burst of %d idle connections", burstConns), b.burst},
 		{"relay injects a run session", b.relayInjection},
 		{"descriptors exhausted", b.exhaustFDs},

@@ -79,16 +79,16 @@ func measureTCP(ctx context.Context, c *cli.Context, cl *probe.Client, start rep
 // tcpParams turns the flags into a TCP test (the QUIC mode takes its
 // parameters from it too) and the TCP_INFO fields to print.
 func tcpParams(c *cli.Context) (probe.TCPParams, []collector.SelectedField, error) {
-	p := probe.TCPParams{Streams: c.Int("parallel"), Direction: "forward", Duration: c.Duration("time"),
+	p := probe.TCPParams{Streams: c.Int("parallel"), Direction: probe.DirForward, Duration: c.Duration("time"),
 		Interval: c.Duration("sample"), SockOpts: c.StringSlice("sockopt"), GetOpts: c.StringSlice("getsockopt"),
 		Exclusive: c.Bool("exclusive")}
 	switch {
 	case c.Bool("bidir") && c.Bool("reverse"):
 		return p, nil, fmt.Errorf("--bidir and --reverse: choose one")
 	case c.Bool("bidir"):
-		p.Direction = "bidir"
+		p.Direction = probe.DirBidir
 	case c.Bool("reverse"):
-		p.Direction = "reverse"
+		p.Direction = probe.DirReverse
 	}
 	ws, err := parseBytes(c.String("write-size"))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/estimator"
+	"github.com/probe-dev/probe/probe"
 )
 
 // Who sends, as the first line of every report says it.
@@ -23,11 +24,11 @@ const BothWays = "client ⇄ agent"
 
 // pathOf says who sends in a stream test of direction dir (forward,
 // reverse, bidir).
-func pathOf(dir string) string {
+func pathOf(dir probe.Direction) string {
 	switch dir {
-	case "reverse":
+	case probe.DirReverse:
 		return AgentToClient
-	case "bidir":
+	case probe.DirBidir:
 		return BothWays
 	}
 	return ClientToAgent

@@ -66,9 +66,9 @@ func quicFlows(r *probe.QUICResult) []quicFlow {
 		down = quicFlow{"down", "server", "client", pick(r.Client, "down"), r.Client.Conn, "the receiver's; the perf server's side is unknown"}
 	}
 	switch r.Params.Direction {
-	case "reverse":
+	case probe.DirReverse:
 		return []quicFlow{down}
-	case "bidir":
+	case probe.DirBidir:
 		return []quicFlow{up, down}
 	}
 	return []quicFlow{up}
@@ -83,17 +83,17 @@ func QUICReceiveRate(r *probe.QUICResult) float64 {
 	if r.PerfOnly {
 		t := estimator.QUICTotal(r.Client.Streams, r.Client.Conn, r.Client.Elapsed)
 		switch r.Params.Direction {
-		case "reverse":
+		case probe.DirReverse:
 			return t.RecvRate
-		case "bidir":
+		case probe.DirBidir:
 			return t.RecvRate + t.SendRate
 		}
 		return t.SendRate
 	}
 	switch r.Params.Direction {
-	case "reverse":
+	case probe.DirReverse:
 		return estimator.QUICTotal(r.Client.Streams, r.Client.Conn, r.Client.Elapsed).RecvRate
-	case "bidir":
+	case probe.DirBidir:
 		return estimator.QUICTotal(r.Client.Streams, r.Client.Conn, r.Client.Elapsed).RecvRate +
 			estimator.QUICTotal(r.Agent.Streams, r.Agent.Conn, r.Agent.Elapsed).RecvRate
 	}

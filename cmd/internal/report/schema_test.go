@@ -37,7 +37,7 @@ func sampleTCP() *probe.TCPResult {
 			{T: 100 * time.Millisecond, Bytes: (sent + recv) / 2, RTT: time.Millisecond, SndCwnd: 10, DeliveryRate: 1000},
 			{T: 200 * time.Millisecond, Bytes: sent + recv, RTT: time.Millisecond, SndCwnd: 12}}}
 	}
-	return &probe.TCPResult{Params: probe.TCPParams{Streams: 2, Direction: "forward", Duration: 200 * time.Millisecond, WriteSize: 1 << 17,
+	return &probe.TCPResult{Params: probe.TCPParams{Streams: 2, Direction: probe.DirForward, Duration: 200 * time.Millisecond, WriteSize: 1 << 17,
 		Interval: 100 * time.Millisecond, GetOpts: []string{"SO_RCVBUF"}},
 		Client: probe.TCPSide{Streams: []dump.TCPStream{stream(1e6, 0), stream(1e6, 0)}, Elapsed: 200 * time.Millisecond, ReadBack: map[string]string{"SO_RCVBUF": "1"}},
 		Agent:  probe.TCPSide{Streams: []dump.TCPStream{stream(0, 1e6), stream(0, 1e6)}, Elapsed: 210 * time.Millisecond}}
@@ -50,7 +50,7 @@ func sampleQUIC(perf bool) *probe.QUICResult {
 	}
 	conn := []dump.QUICConnSample{{T: 100 * time.Millisecond, SmoothedRTT: time.Millisecond, Cwnd: 1e5, PacketsSent: 10},
 		{T: 200 * time.Millisecond, SmoothedRTT: time.Millisecond, Cwnd: 1e5, PacketsSent: 20, PacketsLost: 1}}
-	r := &probe.QUICResult{Params: probe.QUICParams{Streams: 1, Direction: "bidir", Bytes: 1e6, WriteSize: 1 << 14, Interval: 100 * time.Millisecond,
+	r := &probe.QUICResult{Params: probe.QUICParams{Streams: 1, Direction: probe.DirBidir, Bytes: 1e6, WriteSize: 1 << 14, Interval: 100 * time.Millisecond,
 		Pings: 2, PingEvery: 10 * time.Millisecond}, PerfOnly: perf, Version: "v1",
 		Handshakes: []dump.QUICHandshake{{Handshake: time.Millisecond, FirstByte: 2 * time.Millisecond}, {Resumed: true, Used0RTT: true}},
 		Client:     probe.QUICSide{Streams: []dump.QUICStream{stream("up", 1e6, 0), stream("down", 0, 1e6)}, Conn: conn, Elapsed: 200 * time.Millisecond, GSO: true}}
@@ -97,7 +97,7 @@ func TestSchemaOfEveryMode(t *testing.T) {
 		"capacity, modes":    CapacityDocument(capInfo, withModes),
 		"echo":               EchoDocument(EchoInfo{Start: start, Agent: "a"}, sampleEchoRows()),
 		"tcp":                TCPDocument(tcp, TCPOptions{Start: start, Every: 100 * time.Millisecond}),
-		"tcp, empty":         TCPDocument(&probe.TCPResult{Params: probe.TCPParams{Direction: "reverse", Bytes: 5}}, TCPOptions{Start: start, Every: time.Second}),
+		"tcp, empty":         TCPDocument(&probe.TCPResult{Params: probe.TCPParams{Direction: probe.DirReverse, Bytes: 5}}, TCPOptions{Start: start, Every: time.Second}),
 		"quic":               QUICDocument(sampleQUIC(false), QUICOptions{Start: start, Agent: "a", Every: 100 * time.Millisecond}),
 		"quic, perf":         QUICDocument(sampleQUIC(true), QUICOptions{Start: start, Agent: "a:4433", Every: 100 * time.Millisecond}),
 		"tcp+quic":           TCPQUICDoc{Schema: SchemaTCPQUIC, Start: start, TCP: TCPDocument(tcp, TCPOptions{Start: start}), QUIC: QUICDocument(sampleQUIC(false), QUICOptions{Start: start})},

@@ -27,7 +27,7 @@ type TCPOptions struct {
 // sender is the side whose byte counts and TCP_INFO tell the rate: the one
 // that writes (the client for forward tests; both for bidir, the client's).
 func sender(r *probe.TCPResult) (name string, side probe.TCPSide) {
-	if r.Params.Direction == "reverse" {
+	if r.Params.Direction == probe.DirReverse {
 		return "agent", r.Agent
 	}
 	return "client", r.Client
@@ -36,7 +36,7 @@ func sender(r *probe.TCPResult) (name string, side probe.TCPSide) {
 // receiver is the side whose reads tell what arrived: the agent for
 // forward tests, the client for reverse ones (and bidir, the client's).
 func receiver(r *probe.TCPResult) (name string, side probe.TCPSide) {
-	if r.Params.Direction == "forward" {
+	if r.Params.Direction == probe.DirForward {
 		return "agent", r.Agent
 	}
 	return "client", r.Client
@@ -62,7 +62,7 @@ func tcpRows(r *probe.TCPResult, every time.Duration) (rows []tcpRow, from strin
 	_, snd := sender(r)
 	sivs := estimator.TCPIntervals(snd.Streams, every)
 	from, rcv := receiver(r)
-	if r.Params.Direction == "bidir" {
+	if r.Params.Direction == probe.DirBidir {
 		for _, iv := range sivs {
 			rows = append(rows, tcpRow{TCPInterval: iv, SenderRate: iv.Rate})
 		}
@@ -135,7 +135,7 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 	}
 	sname, _ := sender(r)
 	rows, from := tcpRows(r, o.Every)
-	if p.Direction == "bidir" {
+	if p.Direction == probe.DirBidir {
 		fmt.Fprintf(w, "intervals: bytes both ways, retransmits, RTT and cwnd from the client's counters and TCP_INFO (mean over streams):\n")
 	} else {
 		fmt.Fprintf(w, "intervals: rate as the %s's kernel received it; retransmits, RTT and cwnd from the %s's TCP_INFO (mean over streams):\n", from, sname)
@@ -181,7 +181,7 @@ func TCP(w io.Writer, r *probe.TCPResult, o TCPOptions) error {
 		fmt.Fprintln(w)
 	}
 	rname, _ := receiver(r)
-	if p.Direction == "bidir" {
+	if p.Direction == probe.DirBidir {
 		rname = "client and agent"
 	}
 	fmt.Fprintf(w, "throughput %s, as the %s received it\n", Rate(TCPReceivedRate(r)), rname)
@@ -233,8 +233,8 @@ type TCPParamsJSON struct {
 	Exclusive       bool     `json:"exclusive"`
 }
 
-func tcpParamsJSON(dir string, streams int, d time.Duration, bytes int64, write int, sample, every time.Duration, exclusive bool) TCPParamsJSON {
-	p := TCPParamsJSON{Path: pathOf(dir), Direction: dir, Streams: streams, WriteSizeBytes: write,
+func tcpParamsJSON(dir probe.Direction, streams int, d time.Duration, bytes int64, write int, sample, every time.Duration, exclusive bool) TCPParamsJSON {
+	p := TCPParamsJSON{Path: pathOf(dir), Direction: string(dir), Streams: streams, WriteSizeBytes: write,
 		SampleIntervalS: seconds(sample), ReportIntervalS: seconds(every), SockOpts: []string{}, GetSockOpts: []string{}, Exclusive: exclusive}
 	if bytes > 0 {
 		p.Bytes = &bytes
@@ -347,9 +347,9 @@ func tcpSideJSON(s probe.TCPSide) TCPSideJSON {
 func TCPReceivedRate(r *probe.TCPResult) float64 {
 	c, a := estimator.TCPTotal(r.Client.Streams, r.Client.Elapsed), estimator.TCPTotal(r.Agent.Streams, r.Agent.Elapsed)
 	switch r.Params.Direction {
-	case "reverse":
+	case probe.DirReverse:
 		return c.RecvRate
-	case "bidir":
+	case probe.DirBidir:
 		return c.RecvRate + a.RecvRate
 	}
 	return a.RecvRate

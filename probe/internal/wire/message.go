@@ -1,4 +1,4 @@
-package probe
+package wire
 
 import (
 	"time"
@@ -41,7 +41,8 @@ type Message struct {
 	Error  *Error  `msgpack:"error,omitempty"`
 }
 
-func (m *Message) kind() string {
+// Kind names the message m holds, as its key on the wire; "" if none.
+func (m *Message) Kind() string {
 	switch {
 	case m.Hello != nil:
 		return "hello"
@@ -129,7 +130,7 @@ type Limits struct {
 
 // Open asks for a session (client -> agent).
 type Open struct {
-	Mode string      `msgpack:"mode"`
+	Mode Mode        `msgpack:"mode"`
 	Echo *EchoParams `msgpack:"echo,omitempty"`
 	// Capacity opens a capacity session; trains then go either way, as
 	// the client asks with SendTrains (agent sends) or Collect (agent
@@ -228,23 +229,9 @@ type Done struct {
 	SocketDrops uint64 `msgpack:"socket_drops"` // datagrams the agent's socket buffer overflowed with
 }
 
-// Error codes the agent refuses with.
-const (
-	codeProtocol  = "protocol"
-	codeVersion   = "version"
-	codeAuth      = "auth"
-	codeInternal  = "internal"
-	codeBusy      = "busy"
-	codeLimit     = "limit"
-	codeIdle      = "idle"
-	codeSockOpt   = "sockopt"
-	codeForbidden = "forbidden"
-	codeTimeout   = "timeout"
-)
-
 // Error refuses a request; the agent hangs up after protocol faults.
 type Error struct {
-	Code    string `msgpack:"code"`
+	Code    Code   `msgpack:"code"`
 	Message string `msgpack:"message"`
 }
 
