@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/probe-dev/probe/probe"
 	"github.com/urfave/cli/v2"
 )
 
@@ -28,8 +29,8 @@ const (
 
 var modeNames = []struct {
 	m    measureMode
-	name string
-}{{modeEcho, "echo"}, {modeCapacity, "capacity"}, {modeTCP, "tcp"}, {modeQUIC, "quic"}}
+	name probe.Mode
+}{{modeEcho, probe.ModeEcho}, {modeCapacity, probe.ModeCapacity}, {modeTCP, probe.ModeTCP}, {modeQUIC, probe.ModeQUIC}}
 
 // parseMode reads --mode: one mode, or tcp,quic.
 func parseMode(s string) (measureMode, error) {
@@ -37,7 +38,7 @@ func parseMode(s string) (measureMode, error) {
 	for _, part := range strings.Split(s, ",") {
 		found := false
 		for _, n := range modeNames {
-			if part == n.name {
+			if probe.Mode(part) == n.name {
 				m |= n.m
 				found = true
 			}
@@ -56,7 +57,7 @@ func (m measureMode) String() string {
 	var parts []string
 	for _, n := range modeNames {
 		if m&n.m != 0 {
-			parts = append(parts, n.name)
+			parts = append(parts, string(n.name))
 		}
 	}
 	return strings.Join(parts, ", ")

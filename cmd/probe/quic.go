@@ -122,7 +122,7 @@ var perfRefused = []struct{ flag, name, why string }{
 // measurePerf runs the QUIC test against any perf server, without a
 // control connection: only the client's side is measured.
 func measurePerf(c *cli.Context) error {
-	if c.IsSet("mode") && c.String("mode") != "quic" {
+	if c.IsSet("mode") && probe.Mode(c.String("mode")) != probe.ModeQUIC {
 		return fmt.Errorf("--perf-server measures QUIC only, not --mode %s", c.String("mode"))
 	}
 	for _, r := range perfRefused {
