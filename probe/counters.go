@@ -15,7 +15,7 @@ import (
 // twice to compute a link's load. They move no traffic, so an exclusive
 // test does not refuse them.
 
-// maxCounterIfaces bounds the interfaces in one answer, well under MaxFrame.
+// maxCounterIfaces bounds the interfaces in one answer, well under wire.MaxFrame.
 const maxCounterIfaces = 1024
 
 func (s *Server) serveCounters(fc *wire.Conn) error {

@@ -22,7 +22,7 @@ const (
 	// the last bytes, the rest is counted as dropped.
 	MaxRunOutput = 1 << 20
 	// runChunk bounds the output or samples in one RunReport, well under
-	// MaxFrame.
+	// wire.MaxFrame.
 	runChunk = 256 << 10
 )
 
