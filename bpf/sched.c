@@ -46,8 +46,11 @@ struct thread_key {
 struct thread_entry {
 	struct thread_key key;	// tgid 0: slot not yet filled
 	struct sched_stats stats;
-	__u64 runtime_in;	// its se.sum_exec_runtime when switched in
-	__u32 on_cpu;		// runtime_in is set
+	// Its se.sum_exec_runtime when last accounted: at its last switch,
+	// in or out. A switch-out adds the growth since, so a switch-in the
+	// program did not see loses nothing.
+	__u64 runtime_in;
+	__u32 on_cpu;		// switched in and not out since
 	// The process user space watched that this thread descends from (its
 	// own tgid for that process's threads): one watch serves several
 	// trees at once, e.g. the agent's concurrent run sessions.
@@ -58,6 +61,8 @@ struct thread_entry {
 struct task_info {
 	__u32 slot;	// its index in threads, plus one (0: none yet)
 	__u32 root;	// as thread_entry.root; 0: its own tgid
+	__u32 forked;	// created while watched: all its runtime counts
+	__u32 pad;
 };
 
 // The watch costs every context switch of the host, so the programs use
@@ -137,6 +142,10 @@ static __always_inline struct thread_entry *entry_of(struct task_struct *p)
 	}
 	ti->slot = i + 1;
 	t->root = ti->root ? ti->root : p->tgid;
+	// A thread born watched counts from its first instruction, even if
+	// its first switch in was not seen; one that ran before the watch,
+	// from now.
+	t->runtime_in = ti->forked ? 0 : p->se.sum_exec_runtime;
 	t->key.pid = p->pid;
 	t->key.tgid = p->tgid;
 	return t;
@@ -172,9 +181,12 @@ int BPF_PROG(watch_sched_switch, bool preempt, struct task_struct *prev,
 		if (t) {
 			__u64 rt = prev->se.sum_exec_runtime;
 
-			// Not on_cpu when it was already running at Watch.
-			if (t->on_cpu && rt > t->runtime_in)
+			// The runtime's growth since it was last accounted: its
+			// run, and any run whose switch in went unseen (a thread
+			// first seen here ran before the watch: nothing).
+			if (rt > t->runtime_in)
 				t->stats.oncpu_ns += rt - t->runtime_in;
+			t->runtime_in = rt;
 			// User space adds a running thread's current run to
 			// oncpu_ns while on_cpu is set: the stores stay in order.
 			barrier();
@@ -192,7 +204,9 @@ int BPF_PROG(watch_sched_switch, bool preempt, struct task_struct *prev,
 
 		if (!t)
 			return 0;
-		t->runtime_in = next->se.sum_exec_runtime;
+		// Off a CPU its runtime does not grow: runtime_in stays where
+		// the last switch out left it, and what it missed, if a switch
+		// out went unseen, the next switch out adds.
 		barrier();
 		t->on_cpu = 1;
 		// Queued when woken or preempted, by the clock of the run
@@ -231,8 +245,10 @@ int BPF_PROG(watch_sched_process_fork, struct task_struct *parent, struct task_s
 	struct task_info *pi = bpf_task_storage_get(&task_of, parent, 0, 0);
 	struct task_info *ci = bpf_task_storage_get(&task_of, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 
-	if (ci)
+	if (ci) {
 		ci->root = pi && pi->root ? pi->root : parent->tgid;
+		ci->forked = 1;
+	}
 	return 0;
 }
 

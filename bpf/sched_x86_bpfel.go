@@ -28,9 +28,11 @@ type SchedSchedStats struct {
 }
 
 type SchedTaskInfo struct {
-	_    structs.HostLayout
-	Slot uint32
-	Root uint32
+	_      structs.HostLayout
+	Slot   uint32
+	Root   uint32
+	Forked uint32
+	Pad    uint32
 }
 
 type SchedThreadEntry struct {

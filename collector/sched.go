@@ -185,6 +185,20 @@ func (w *SchedWatch) Tree(roots ...uint32) SchedStats {
 	return stats
 }
 
+// TreeProcesses returns the totals of each process (by tgid) in the tree of
+// root: the process watched with Watch(root) and its descendants.
+func (w *SchedWatch) TreeProcesses(root uint32) map[uint32]SchedStats {
+	procs := make(map[uint32]SchedStats)
+	w.each(func(t *bpf.SchedThreadEntry) {
+		if t.Root == root {
+			s := procs[t.Key.Tgid]
+			s.add(threadStats(t))
+			procs[t.Key.Tgid] = s
+		}
+	})
+	return procs
+}
+
 // Threads returns the totals of each thread (by thread id) of process tgid
 // that ran while watched, exited threads included.
 func (w *SchedWatch) Threads(tgid uint32) map[uint32]SchedStats {
@@ -219,17 +233,17 @@ func (s *SchedStats) add(t SchedStats) {
 	}
 }
 
-// threadStats reads a thread's totals. The program adds a run to the
-// on-CPU time only when the thread is switched out, so a thread on a CPU
-// now gets its current run from the kernel's runtime counter, the same
-// one the program reads (updated at every tick: a few ms late at most).
+// threadStats reads a thread's totals. The program adds the growth of the
+// kernel's runtime counter to the on-CPU time only when the thread is
+// switched out, so a thread on a CPU now gets its current run from the
+// same counter (updated at every tick: a few ms late at most).
 // Without that, a busy thread that is rarely switched out would show
 // nothing for a while and then seconds at once.
 func threadStats(t *bpf.SchedThreadEntry) SchedStats {
 	s := SchedStats{Voluntary: t.Stats.Voluntary, Involuntary: t.Stats.Involuntary, RunQueue: t.Stats.Runq}
-	// The program stores the on-CPU time before clearing on_cpu and the
-	// start of a run before setting it; a switch while this reads shows
-	// as a change, and the read starts again.
+	// The program stores the on-CPU time and where it was accounted up to
+	// before clearing on_cpu; a switch while this reads shows as a
+	// change, and the read starts again.
 	for range 4 {
 		on := atomic.LoadUint32(&t.OnCpu)
 		oncpu := atomic.LoadUint64(&t.Stats.OncpuNs)
