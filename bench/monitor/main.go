@@ -7,8 +7,9 @@
 //     why. The monitor is stopped with SIGKILL.
 //   - archive: runs archived per second (a transaction each), 30 days of
 //     5-minute runs for 10 instances filled and aggregated, and the month
-//     page of all ten rendered (server time, and a headless Chromium
-//     screenshot beside one of a trivial page).
+//     page of all ten rendered: the server's time, and the page's own
+//     times inside headless Chromium (Navigation Timing, first frame) beside
+//     those of a near-empty page; -shot keeps a screenshot of it.
 //   - probe: /probe?module=echo on loopback against probe measure on the
 //     same path, alternating: duration and median RTT.
 //
@@ -27,6 +28,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,10 +45,13 @@ import (
 	"github.com/probe-dev/probe/testbed"
 )
 
+var shotPath *string
+
 func main() {
 	dur := flag.Duration("d", 10*time.Minute, "classes: how long the monitor runs")
 	only := flag.String("only", "", "run one part: classes, archive or probe")
 	bin := flag.String("probe", "bin/probe", "the probe binary")
+	shotPath = flag.String("shot", "", "archive: write a screenshot of the month page to this PNG")
 	flag.Parse()
 	ctx := context.Background()
 	parts := []struct {
@@ -291,33 +296,128 @@ func archive(ctx context.Context, bin string, _ time.Duration) error {
 	fmt.Printf("month page, 10 instances, rtt from 1-hour aggregates: server render %.0f ms median of 5 (%d bytes of HTML and SVG)\n", harness.Median(renders)*1e3, size)
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
-		fmt.Println("no chromium: screenshot times not measured")
+		fmt.Println("no chromium: the page's time in a browser not measured")
 		return nil
 	}
-	shot := func(path string) (float64, error) {
-		t0 := time.Now()
-		out, err := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-			"--screenshot="+filepath.Join(dir, "shot.png"), "--window-size=1280,900", srv.URL+path).CombinedOutput()
-		if err != nil {
-			return 0, fmt.Errorf("chromium: %v: %s", err, out)
-		}
-		return time.Since(t0).Seconds(), nil
-	}
-	var month, trivial []float64
-	for range 3 {
-		a, err := shot(q)
+	// Chromium takes seconds to start here, so its wall time says nothing
+	// about the page: the page's own times are read inside the browser.
+	var month, trivial []browserTiming
+	for range 5 {
+		a, err := browserLoad(ctx, chromium, m.WebHandler(), q)
 		if err != nil {
 			return err
 		}
-		b, err := shot("/")
+		b, err := browserLoad(ctx, chromium, m.WebHandler(), "/")
 		if err != nil {
 			return err
 		}
 		month, trivial = append(month, a), append(trivial, b)
 	}
-	fmt.Printf("Chromium screenshot, medians of 3: month page %.2f s, the near-empty types page %.2f s (Chromium's own start), difference %.2f s\n",
-		harness.Median(month), harness.Median(trivial), harness.Median(month)-harness.Median(trivial))
+	fmt.Println("in headless Chromium, each load in a fresh browser, 5 runs alternating (median, min–max):")
+	for _, row := range []struct {
+		name string
+		ts   []browserTiming
+	}{{"month page, 10 instances", month}, {"types page (near empty)", trivial}} {
+		fmt.Printf("  %-26s response %s ms, DOM complete %s ms, load event end %s ms, first frame after load %s ms\n", row.name,
+			spread(row.ts, func(t browserTiming) float64 { return t.ResponseEnd }),
+			spread(row.ts, func(t browserTiming) float64 { return t.DOMComplete }),
+			spread(row.ts, func(t browserTiming) float64 { return t.LoadEnd }),
+			spread(row.ts, func(t browserTiming) float64 { return t.Painted }))
+	}
+	if *shotPath != "" {
+		out, err := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+			"--user-data-dir="+filepath.Join(dir, "chromium-shot"), "--screenshot="+*shotPath, "--window-size=1280,1000", srv.URL+q).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("chromium screenshot: %v: %s", err, out)
+		}
+		fmt.Printf("month page screenshot: %s\n", *shotPath)
+	}
 	return nil
+}
+
+// browserTiming is one page load as the browser's Navigation
+// Timing saw it, in milliseconds from the page's navigation start: the
+// request (server render included) up to the response's last byte, the
+// parsed document, the load event's end, and the first frame the wrapper saw
+// after the load (layout and paint of the SVG).
+type browserTiming struct {
+	ResponseEnd float64 `json:"response_end"`
+	DOMComplete float64 `json:"dom_complete"`
+	LoadEnd     float64 `json:"load_end"`
+	Painted     float64 `json:"painted"`
+}
+
+// timingPage loads the page in a same-origin iframe, reads its timing entries
+// after two animation frames (the second runs after the first frame that
+// drew the loaded page) and posts them back. The wrapper adds nothing to the
+// page's own timeline, which starts at the iframe's navigation.
+const timingPage = `<!doctype html><html><body style="margin:0"><script>
+const f = document.createElement('iframe');
+f.style.cssText = 'width:1280px;height:1000px;border:0';
+f.onload = () => {
+  const w = f.contentWindow;
+  requestAnimationFrame(() => requestAnimationFrame(() => {
+    const now = w.performance.now();
+    const n = w.performance.getEntriesByType('navigation')[0];
+    fetch('/bench/result', {method: 'POST', body: JSON.stringify({
+      response_end: n.responseEnd, dom_complete: n.domComplete, load_end: n.loadEventEnd,
+      painted: now})});
+  }));
+};
+f.src = new URLSearchParams(location.search).get('page');
+document.body.appendChild(f);
+</script></body></html>`
+
+// browserLoad starts a headless Chromium with a fresh profile on the timing
+// page for path (served by web) and returns what it posts.
+func browserLoad(ctx context.Context, chromium string, web http.Handler, path string) (browserTiming, error) {
+	got := make(chan browserTiming, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /bench/timing", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, timingPage)
+	})
+	mux.HandleFunc("POST /bench/result", func(w http.ResponseWriter, r *http.Request) {
+		var t browserTiming
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&t); err == nil {
+			select {
+			case got <- t:
+			default:
+			}
+		}
+	})
+	mux.Handle("/", web)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	prof, err := os.MkdirTemp("", "h16-chromium-")
+	if err != nil {
+		return browserTiming{}, err
+	}
+	defer os.RemoveAll(prof)
+	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+		"--no-first-run", "--user-data-dir="+prof, "--window-size=1280,1000",
+		srv.URL+"/bench/timing?page="+url.QueryEscape(path))
+	if err := cmd.Start(); err != nil {
+		return browserTiming{}, err
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	select {
+	case t := <-got:
+		return t, nil
+	case <-time.After(2 * time.Minute):
+		return browserTiming{}, fmt.Errorf("chromium posted no timing for %s in 2 minutes", path)
+	}
+}
+
+// spread is the median of f over ts and its range, in milliseconds.
+func spread(ts []browserTiming, f func(browserTiming) float64) string {
+	var xs []float64
+	for _, t := range ts {
+		xs = append(xs, f(t))
+	}
+	return fmt.Sprintf("%.0f (%.0f–%.0f)", harness.Median(xs), slices.Min(xs), slices.Max(xs))
 }
 
 func probeVsMeasure(ctx context.Context, bin string, _ time.Duration) error {
