@@ -19,7 +19,8 @@ import (
 // Config is a monitor's configuration file.
 type Config struct {
 	// Name is this host as an end point of its tests ("monitor" unless
-	// named): every test runs from here to an agent.
+	// named): a test runs from here to an agent unless it names an agent
+	// as its from.
 	Name    string
 	Archive string // SQLite file; relative paths are beside the config
 	Listen  string // /metrics and /probe; "" none
@@ -38,6 +39,9 @@ type Agent struct {
 	Name    string
 	Address string // host or host:port
 	Key     []byte // empty: none
+	// PeerKeyFile is a key file on the agent's own host, which the tests it
+	// runs to other agents pass to probe measure --key-file; "" none.
+	PeerKeyFile string
 }
 
 // TypeRules are a test type's aggregation and retention.
@@ -51,8 +55,12 @@ type Test struct {
 	Name     string
 	Type     TestType
 	Class    Class
-	From, To string // end points: this monitor's Name, an agent's name
-	Agent    *Agent
+	From, To string // end points: this monitor's Name or an agent's, an agent's name
+	Agent    *Agent // To's
+	// Source is From's agent when the test runs between two agents (From
+	// runs probe measure against To in a run session); nil when this
+	// monitor is the client.
+	Source   *Agent
 	Params   Params
 	Schedule Schedule
 	Timeout  time.Duration // of one run
@@ -250,7 +258,7 @@ func (c *Config) parseAgents(v *yaml.Node, dir string, key []byte) error {
 			ag.Address, err = yl.Str(a)
 		} else {
 			var f map[string]*yaml.Node
-			if f, err = yl.Fields(a, "address", "key_file"); err != nil {
+			if f, err = yl.Fields(a, "address", "key_file", "peer_key_file"); err != nil {
 				return err
 			}
 			if f["address"] == nil {
@@ -258,6 +266,12 @@ func (c *Config) parseAgents(v *yaml.Node, dir string, key []byte) error {
 			}
 			if ag.Address, err = yl.Str(f["address"]); err == nil && f["key_file"] != nil {
 				ag.Key, err = keyFile(f["key_file"], dir)
+			}
+			if v := f["peer_key_file"]; err == nil && v != nil {
+				// A path on the agent's host: nothing here can check it.
+				if ag.PeerKeyFile, err = yl.Str(v); err == nil && !filepath.IsAbs(ag.PeerKeyFile) {
+					err = errAt(v, "peer_key_file %q: want an absolute path on the agent's host", ag.PeerKeyFile)
+				}
 			}
 		}
 		if err != nil {
@@ -355,12 +369,20 @@ func (c *Config) parseTests(v *yaml.Node) error {
 				return errAt(v, "%v", err)
 			}
 		}
-		if v := f["from"]; v != nil && v.Value != c.Name {
-			return errAt(v, "from %q: tests run from this monitor (%q) to an agent", v.Value, c.Name)
-		}
 		t.To = f["to"].Value
 		if t.Agent = c.Agents[t.To]; t.Agent == nil {
 			return errAt(f["to"], "to %q: no such agent under agents:", t.To)
+		}
+		if v := f["from"]; v != nil && v.Value != c.Name {
+			switch t.Source = c.Agents[v.Value]; {
+			case t.Source == nil:
+				return errAt(v, "from %q: neither this monitor (%q) nor an agent under agents:", v.Value, c.Name)
+			case v.Value == t.To:
+				return errAt(v, "from %q: the same agent as to", v.Value)
+			case t.Type == TypeLink:
+				return errAt(v, "from %q: a link test reads one agent's counters and has no from", v.Value)
+			}
+			t.From = v.Value
 		}
 		if t.Params, err = parseParams(t.Type, f["params"]); err != nil {
 			return err
@@ -369,6 +391,9 @@ func (c *Config) parseTests(v *yaml.Node) error {
 			return err
 		}
 		t.Timeout = t.Params.timeout(t.Type)
+		if t.Source != nil {
+			t.Timeout += measureStart
+		}
 		if v := f["timeout"]; v != nil {
 			if t.Timeout, err = duration(v); err != nil {
 				return err

@@ -134,7 +134,13 @@ func (m *Monitor) runOnce(ctx context.Context, t *Test, nominal time.Time) *Run 
 	rctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
 	r := &Run{Scheduled: nominal, Start: time.Now()}
-	vals, err := measure(rctx, m.opt.Dial, t.Agent.Address, t.Agent.Key, t.Type, t.Params)
+	var vals map[string]float64
+	var err error
+	if t.Source != nil {
+		vals, err = measureFrom(rctx, m.opt.Dial, t.Source, t.Agent, t.Type, t.Params)
+	} else {
+		vals, err = measure(rctx, m.opt.Dial, t.Agent.Address, t.Agent.Key, t.Type, t.Params)
+	}
 	r.End = time.Now()
 	switch {
 	case ctx.Err() != nil:
