@@ -301,7 +301,7 @@ func archive(ctx context.Context, bin string, _ time.Duration) error {
 	}
 	// Chromium takes seconds to start here, so its wall time says nothing
 	// about the page: the page's own times are read inside the browser.
-	var month, trivial []browserTiming
+	var monthCold, monthWarm, trivialCold, trivialWarm []browserTiming
 	for range 5 {
 		a, err := browserLoad(ctx, chromium, m.WebHandler(), q)
 		if err != nil {
@@ -311,13 +311,15 @@ func archive(ctx context.Context, bin string, _ time.Duration) error {
 		if err != nil {
 			return err
 		}
-		month, trivial = append(month, a), append(trivial, b)
+		monthCold, monthWarm = append(monthCold, a[0]), append(monthWarm, a[1])
+		trivialCold, trivialWarm = append(trivialCold, b[0]), append(trivialWarm, b[1])
 	}
-	fmt.Println("in headless Chromium, each load in a fresh browser, 5 runs alternating (median, min–max):")
+	fmt.Println("in headless Chromium, a fresh browser for each page, 5 runs alternating (median, min–max);")
+	fmt.Println("cold: the browser's first page; warm: the same page loaded again in that browser:")
 	for _, row := range []struct {
 		name string
 		ts   []browserTiming
-	}{{"month page, 10 instances", month}, {"types page (near empty)", trivial}} {
+	}{{"month page, cold", monthCold}, {"month page, warm", monthWarm}, {"types page, cold", trivialCold}, {"types page, warm", trivialWarm}} {
 		fmt.Printf("  %-26s response %s ms, DOM complete %s ms, load event end %s ms, first frame after load %s ms\n", row.name,
 			spread(row.ts, func(t browserTiming) float64 { return t.ResponseEnd }),
 			spread(row.ts, func(t browserTiming) float64 { return t.DOMComplete }),
@@ -347,38 +349,49 @@ type browserTiming struct {
 	Painted     float64 `json:"painted"`
 }
 
-// timingPage loads the page in a same-origin iframe, reads its timing entries
-// after two animation frames (the second runs after the first frame that
-// drew the loaded page) and posts them back. The wrapper adds nothing to the
-// page's own timeline, which starts at the iframe's navigation.
+// timingPage loads the page twice, each time in a new same-origin iframe,
+// reads its timing entries after two animation frames (the second runs after
+// the first frame that drew the loaded page) and posts both loads' back. The
+// wrapper adds nothing to the page's own timeline, which starts at the
+// iframe's navigation.
 const timingPage = `<!doctype html><html><body style="margin:0"><script>
-const f = document.createElement('iframe');
-f.style.cssText = 'width:1280px;height:1000px;border:0';
-f.onload = () => {
-  const w = f.contentWindow;
-  requestAnimationFrame(() => requestAnimationFrame(() => {
-    const now = w.performance.now();
-    const n = w.performance.getEntriesByType('navigation')[0];
-    fetch('/bench/result', {method: 'POST', body: JSON.stringify({
-      response_end: n.responseEnd, dom_complete: n.domComplete, load_end: n.loadEventEnd,
-      painted: now})});
-  }));
-};
-f.src = new URLSearchParams(location.search).get('page');
-document.body.appendChild(f);
+const page = new URLSearchParams(location.search).get('page');
+const out = [];
+function load() {
+  const f = document.createElement('iframe');
+  f.style.cssText = 'width:1280px;height:1000px;border:0';
+  f.onload = () => {
+    const w = f.contentWindow;
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      const now = w.performance.now();
+      const n = w.performance.getEntriesByType('navigation')[0];
+      out.push({response_end: n.responseEnd, dom_complete: n.domComplete, load_end: n.loadEventEnd, painted: now});
+      f.remove();
+      if (out.length < 2) {
+        load();
+      } else {
+        fetch('/bench/result', {method: 'POST', body: JSON.stringify(out)});
+      }
+    }));
+  };
+  f.src = page;
+  document.body.appendChild(f);
+}
+load();
 </script></body></html>`
 
 // browserLoad starts a headless Chromium with a fresh profile on the timing
-// page for path (served by web) and returns what it posts.
-func browserLoad(ctx context.Context, chromium string, web http.Handler, path string) (browserTiming, error) {
-	got := make(chan browserTiming, 1)
+// page for path (served by web) and returns what it posts: the first load's
+// timing and the second's.
+func browserLoad(ctx context.Context, chromium string, web http.Handler, path string) ([]browserTiming, error) {
+	got := make(chan []browserTiming, 1)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /bench/timing", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, timingPage)
 	})
 	mux.HandleFunc("POST /bench/result", func(w http.ResponseWriter, r *http.Request) {
-		var t browserTiming
-		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&t); err == nil {
+		var t []browserTiming
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&t); err == nil && len(t) == 2 {
 			select {
 			case got <- t:
 			default:
@@ -390,14 +403,14 @@ func browserLoad(ctx context.Context, chromium string, web http.Handler, path st
 	defer srv.Close()
 	prof, err := os.MkdirTemp("", "h16-chromium-")
 	if err != nil {
-		return browserTiming{}, err
+		return nil, err
 	}
 	defer os.RemoveAll(prof)
 	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
 		"--no-first-run", "--user-data-dir="+prof, "--window-size=1280,1000",
 		srv.URL+"/bench/timing?page="+url.QueryEscape(path))
 	if err := cmd.Start(); err != nil {
-		return browserTiming{}, err
+		return nil, err
 	}
 	defer func() {
 		cmd.Process.Kill()
@@ -407,7 +420,7 @@ func browserLoad(ctx context.Context, chromium string, web http.Handler, path st
 	case t := <-got:
 		return t, nil
 	case <-time.After(2 * time.Minute):
-		return browserTiming{}, fmt.Errorf("chromium posted no timing for %s in 2 minutes", path)
+		return nil, fmt.Errorf("chromium posted no timing for %s in 2 minutes", path)
 	}
 }
 
