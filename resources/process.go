@@ -31,6 +31,10 @@ type Config struct {
 	// Group starts the command in a process group of its own, which Stop
 	// signals whole: the caller, not a terminal, decides when it ends.
 	Group bool
+	// OnSample sees every sample as soon as it is taken, from the
+	// sampler's goroutine (for live output); it must not keep the sampler
+	// long.
+	OnSample func(dump.ResourceSample)
 }
 
 // Exit is how a started command ended.

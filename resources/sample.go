@@ -43,7 +43,7 @@ func (p *Process) sample() {
 				p.setSched(&s, p.atExec)
 			}
 		}
-		p.series.Samples = append(p.series.Samples, s)
+		p.add(s)
 	}
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
@@ -51,7 +51,7 @@ func (p *Process) sample() {
 		select {
 		case <-t.C:
 			if s, ok := p.read(start, false); ok {
-				p.series.Samples = append(p.series.Samples, s)
+				p.add(s)
 			}
 			continue
 		case <-p.detach:
@@ -60,7 +60,15 @@ func (p *Process) sample() {
 		}
 		break
 	}
-	p.series.Samples = append(p.series.Samples, p.last(start))
+	p.add(p.last(start))
+}
+
+// add keeps a sample and shows it to Config.OnSample.
+func (p *Process) add(s dump.ResourceSample) {
+	p.series.Samples = append(p.series.Samples, s)
+	if p.cfg.OnSample != nil {
+		p.cfg.OnSample(s)
+	}
 }
 
 // read takes one sample of the tree; must says it may not be left out.

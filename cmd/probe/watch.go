@@ -12,7 +12,6 @@ import (
 
 	"github.com/probe-dev/probe/cmd/internal/report"
 	"github.com/probe-dev/probe/collector"
-	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/resources"
 	"github.com/urfave/cli/v2"
 )
@@ -21,11 +20,14 @@ func watchCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "watch",
 		Usage:     "run a command (or attach to a process) and report what it costs: CPU, memory, switches, run-queue latency, network",
-		UsageText: "probe watch [--interval 100ms] [--json] -- CMD ARGS...\nprobe watch --pid N",
+		UsageText: "probe watch [--interval 100ms] [--report 1s] [--quiet|--json|--json-stream] -- CMD ARGS...\nprobe watch --pid N",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "pid", Usage: "watch this running process instead of starting one"},
 			&cli.DurationFlag{Name: "interval", Value: 100 * time.Millisecond, Usage: "sampling interval"},
+			&cli.DurationFlag{Name: "report", Value: time.Second, Usage: "a live line every this long, as pidstat prints"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no live lines, only the summary"},
 			&cli.BoolFlag{Name: "json", Usage: "print the summary and every sample as JSON (docs/json.md)"},
+			&cli.BoolFlag{Name: "json-stream", Usage: "print a JSON object a line: the start, each sample as it is taken, the whole document at the end"},
 			&cli.BoolFlag{Name: "loopback", Usage: "show the loopback interface too"},
 			ebpfFlag(),
 		},
@@ -41,6 +43,12 @@ func watch(c *cli.Context) error {
 	pid := c.Int("pid")
 	if (pid == 0) == (len(args) == 0) {
 		return errors.New("give a command after -- or --pid, one of the two")
+	}
+	if c.Bool("json") && c.Bool("json-stream") {
+		return errors.New("--json and --json-stream: choose one")
+	}
+	if c.Duration("report") <= 0 {
+		return fmt.Errorf("--report %v: want a duration above 0", c.Duration("report"))
 	}
 	cfg := resources.Config{Interval: c.Duration("interval")}
 	if mode := c.String("ebpf"); mode != "off" {
@@ -61,6 +69,13 @@ func watch(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// Lines for people go with the text summary; JSON has its stream.
+	o := watchOptions(c, cfg.Sched != nil)
+	var live *report.WatchLive
+	if c.Bool("json-stream") || !c.Bool("json") && !c.Bool("quiet") {
+		live = report.NewWatchLive(os.Stdout, c.Duration("report"), cfg.Sched != nil, c.Bool("json-stream"), o)
+		cfg.OnSample = live.Sample
+	}
 	var p *resources.Process
 	if pid == 0 {
 		// Held until the eBPF side watches it, so that nothing it does
@@ -102,7 +117,16 @@ func watch(c *cli.Context) error {
 		}
 	}
 	exit, started := p.Exit()
-	if err := printWatch(c, series, exit, started, cfg.Sched != nil); err != nil {
+	if started {
+		o.Exit, o.ExitText = &exit.Code, exit.String()
+	}
+	var err error
+	if c.Bool("json-stream") {
+		err = live.End(series, o)
+	} else {
+		err = report.Watch(os.Stdout, series, cfg.Sched != nil, o)
+	}
+	if err != nil {
 		return err
 	}
 	if started && exit.Code != 0 {
@@ -111,12 +135,7 @@ func watch(c *cli.Context) error {
 	return nil
 }
 
-// printWatch prints the summary; exited says the command was ours and ended
-// with exit.
-func printWatch(c *cli.Context, series dump.ResourceSeries, exit resources.Exit, exited, ebpf bool) error {
-	o := report.WatchOptions{Start: startOf(nil, ebpf), JSON: c.Bool("json"), Loopback: c.Bool("loopback")}
-	if exited {
-		o.Exit, o.ExitText = &exit.Code, exit.String()
-	}
-	return report.Watch(os.Stdout, series, ebpf, o)
+// watchOptions are the flags' say on how to print.
+func watchOptions(c *cli.Context, ebpf bool) report.WatchOptions {
+	return report.WatchOptions{Start: startOf(nil, ebpf), JSON: c.Bool("json"), Loopback: c.Bool("loopback")}
 }

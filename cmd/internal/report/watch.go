@@ -123,14 +123,7 @@ func WatchDocument(series dump.ResourceSeries, ebpf bool, o WatchOptions) WatchD
 	}
 	doc := WatchDoc{Schema: SchemaWatch, Start: o.Start, Summary: sum, Exit: o.Exit, Samples: make([]ResourceSampleJSON, len(series.Samples))}
 	for i, x := range series.Samples {
-		doc.Samples[i] = ResourceSampleJSON{seconds(x.T), seconds(x.User), seconds(x.System), seconds(x.OnCPU), x.RSS, x.PeakRSS,
-			x.Threads, x.Voluntary, x.Involuntary, x.RunQueue[:], map[string]InterfaceCounters{}}
-		for name, c := range x.Net {
-			if name == "lo" && !o.Loopback {
-				continue
-			}
-			doc.Samples[i].Interfaces[name] = InterfaceCounters(c)
-		}
+		doc.Samples[i] = resourceSampleJSON(x, o.Loopback)
 	}
 	return doc
 }
@@ -175,4 +168,111 @@ func Watch(w io.Writer, series dump.ResourceSeries, ebpf bool, o WatchOptions) e
 			ifc.Tx.AvgPktRate, ifc.Tx.PeakPktRate, Rate(8*ifc.Tx.AvgByteRate), Rate(8*ifc.Tx.PeakByteRate))
 	}
 	return nil
+}
+
+// resourceSampleJSON is one sample as the document and the stream give it.
+func resourceSampleJSON(x dump.ResourceSample, loopback bool) ResourceSampleJSON {
+	out := ResourceSampleJSON{seconds(x.T), seconds(x.User), seconds(x.System), seconds(x.OnCPU), x.RSS, x.PeakRSS,
+		x.Threads, x.Voluntary, x.Involuntary, x.RunQueue[:], map[string]InterfaceCounters{}}
+	for name, c := range x.Net {
+		if name == "lo" && !loopback {
+			continue
+		}
+		out.Interfaces[name] = InterfaceCounters(c)
+	}
+	return out
+}
+
+// WatchLive shows probe watch's samples as they are taken: a line per
+// report interval for people, as pidstat prints, or with Stream a JSON
+// line per sample (--json-stream).
+type WatchLive struct {
+	w        io.Writer
+	every    time.Duration
+	ebpf     bool
+	loopback bool
+	stream   bool
+	prev     *dump.ResourceSample // the sample the next line starts from
+	lines    int
+}
+
+// NewWatchLive shows samples on w: lines every `every`, or with stream the
+// start event now and a JSON line per sample.
+func NewWatchLive(w io.Writer, every time.Duration, ebpf, stream bool, o WatchOptions) *WatchLive {
+	l := &WatchLive{w: w, every: every, ebpf: ebpf, loopback: o.Loopback, stream: stream}
+	if stream {
+		writeDocLine(w, StreamEvent{"start", WatchStreamStart{SchemaWatch, o.Start}})
+	}
+	return l
+}
+
+// WatchStreamStart is the start event of probe watch --json-stream.
+type WatchStreamStart struct {
+	Schema string `json:"schema"`
+	Start  Start  `json:"start"`
+}
+
+// Sample takes one sample, from the sampler's goroutine.
+func (l *WatchLive) Sample(s dump.ResourceSample) {
+	if l.stream {
+		writeDocLine(l.w, StreamEvent{"interval", resourceSampleJSON(s, l.loopback)})
+		return
+	}
+	if l.prev == nil {
+		l.prev = &s
+		return
+	}
+	// A quarter of the report interval early still counts: samples come
+	// on a ticker of their own.
+	if s.T-l.prev.T < l.every-l.every/4 {
+		return
+	}
+	if l.lines%20 == 0 {
+		fmt.Fprintln(l.w, WatchLineHeader)
+	}
+	fmt.Fprintln(l.w, WatchLine(time.Now(), *l.prev, s, l.ebpf, l.loopback))
+	l.lines++
+	l.prev = &s
+}
+
+// End closes a stream with the whole document.
+func (l *WatchLive) End(series dump.ResourceSeries, o WatchOptions) error {
+	if !l.stream {
+		return nil
+	}
+	return writeDocLine(l.w, StreamEvent{"end", WatchDocument(series, l.ebpf, o)})
+}
+
+// WatchLineHeader heads the live lines: CPU over the interval (100 % = one
+// core), RSS, threads, context switches per second, and the network bit
+// rates summed over the interfaces shown.
+const WatchLineHeader = "time        CPU %   RSS MiB  threads   cswch/s  nvcswch/s        rx bit/s        tx bit/s"
+
+// WatchLine is one live line from sample a to sample b.
+func WatchLine(now time.Time, a, b dump.ResourceSample, ebpf, loopback bool) string {
+	dt := (b.T - a.T).Seconds()
+	if dt <= 0 {
+		dt = 1e-9
+	}
+	cpu := (b.User + b.System - a.User - a.System).Seconds()
+	if ebpf {
+		cpu = (b.OnCPU - a.OnCPU).Seconds()
+	}
+	var rx, tx uint64
+	for name, c := range b.Net {
+		if name == "lo" && !loopback {
+			continue
+		}
+		p := a.Net[name]
+		rx += c.RxBytes - min(p.RxBytes, c.RxBytes)
+		tx += c.TxBytes - min(p.TxBytes, c.TxBytes)
+	}
+	sw := func(x, y uint64) string {
+		if !ebpf {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f", float64(y-min(x, y))/dt)
+	}
+	return fmt.Sprintf("%-8s %8.1f %9.1f %8d %9s %10s %15s %15s", now.Format("15:04:05"), 100*cpu/dt, float64(b.RSS)/(1<<20), b.Threads,
+		sw(a.Voluntary, b.Voluntary), sw(a.Involuntary, b.Involuntary), Rate(8*float64(rx)/dt), Rate(8*float64(tx)/dt))
 }
