@@ -134,7 +134,13 @@ type quicRun struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	sampled  chan struct{}
+	live     QUICLiveFunc
 }
+
+// QUICLiveFunc sees a side's newest figures after every sample: each
+// stream with its counts and its newest sample alone, and the newest
+// connection sample (zero before the connection is known).
+type QUICLiveFunc func(streams []dump.QUICStream, conn dump.QUICConnSample)
 
 func newQUICRun(interval time.Duration) *quicRun {
 	return &quicRun{interval: interval, stop: make(chan struct{}), sampled: make(chan struct{})}
@@ -204,6 +210,7 @@ func (r *quicRun) sampleOnce(at time.Duration) {
 		s.samples = append(s.samples, dump.QUICStreamSample{T: at, Bytes: b})
 	}
 	if r.conn == nil {
+		r.showLive(dump.QUICConnSample{})
 		return
 	}
 	st := r.conn.ConnectionStats()
@@ -214,6 +221,20 @@ func (r *quicRun) sampleOnce(at time.Duration) {
 		cs.BytesInFlight = uint64(max(r.metrics.inFlight.Load(), 0))
 	}
 	r.samples = append(r.samples, cs)
+	r.showLive(cs)
+}
+
+// showLive calls live, under r.mu.
+func (r *quicRun) showLive(cs dump.QUICConnSample) {
+	if r.live == nil {
+		return
+	}
+	streams := make([]dump.QUICStream, len(r.streams))
+	for i, s := range r.streams {
+		streams[i] = dump.QUICStream{ID: s.id, Dir: s.dir, Sent: s.sent.Load(), Received: s.recvd.Load(),
+			Samples: s.samples[len(s.samples)-1:]}
+	}
+	r.live(streams, cs)
 }
 
 // halt stops the sampler, once; a run that began must halt.

@@ -42,6 +42,12 @@ type QUICResult struct {
 // sides' byte counts, connection statistics and CPU times. When ctx ends
 // early, it stops and still returns what was measured.
 func (c *Client) QUIC(ctx context.Context, p QUICParams, trust QUICTrust) (*QUICResult, error) {
+	return c.QUICLive(ctx, p, trust, nil)
+}
+
+// QUICLive is QUIC that also shows this side's figures live, after every
+// sample of the data phase.
+func (c *Client) QUICLive(ctx context.Context, p QUICParams, trust QUICTrust, live QUICLiveFunc) (*QUICResult, error) {
 	if err := p.Check(); err != nil {
 		return nil, err
 	}
@@ -52,14 +58,14 @@ func (c *Client) QUIC(ctx context.Context, p QUICParams, trust QUICTrust) (*QUIC
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.quicSession(ctx, p, trust, m.Opened)
+	res, err := c.quicSession(ctx, p, trust, m.Opened, live)
 	if err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
-func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust, o *wire.Opened) (*QUICResult, error) {
+func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust, o *wire.Opened, live QUICLiveFunc) (*QUICResult, error) {
 	// Until the data phase starts, a failure ends the session with Finish
 	// and leaves the control connection usable.
 	abort := func(err error) (*QUICResult, error) {
@@ -101,7 +107,7 @@ func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust,
 	if err != nil {
 		return nil, err
 	}
-	side, err := quicData(ctx, p, qc, metrics, pg, "agent")
+	side, err := quicData(ctx, p, qc, metrics, pg, "agent", live)
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +295,7 @@ type dataSide struct {
 // quicData is the client's data phase on qc, against an agent or any perf
 // server (peer names it in the streams' errors); pg, when not nil, marks
 // the pings from its start on as sent under load.
-func quicData(ctx context.Context, p QUICParams, qc *quic.Conn, m *connMetrics, pg *pinger, peer string) (dataSide, error) {
+func quicData(ctx context.Context, p QUICParams, qc *quic.Conn, m *connMetrics, pg *pinger, peer string, live QUICLiveFunc) (dataSide, error) {
 	type job struct {
 		st *quicStream
 		s  *quic.Stream
@@ -324,7 +330,7 @@ func quicData(ctx context.Context, p QUICParams, qc *quic.Conn, m *connMetrics, 
 		}
 	}
 	run := newQUICRun(p.Interval)
-	run.peer = peer
+	run.peer, run.live = peer, live
 	for _, j := range jobs {
 		run.add(j.st)
 	}

@@ -18,6 +18,7 @@ type PerfConfig struct {
 	// roots and the host name, as nothing announces a fingerprint.
 	Trust   QUICTrust
 	Timeout time.Duration // each handshake; default 10 s
+	Live    QUICLiveFunc  // sees the client's figures after every sample
 }
 
 // PerfQUIC runs the client's half of a QUIC test against a perf server
@@ -59,7 +60,7 @@ func PerfQUIC(ctx context.Context, cfg PerfConfig) (*QUICResult, error) {
 		return nil, err
 	}
 	defer qc.CloseWithError(0, "")
-	side, err := quicData(ctx, p, qc, metrics, nil, "perf server")
+	side, err := quicData(ctx, p, qc, metrics, nil, "perf server", cfg.Live)
 	if err != nil {
 		return nil, err
 	}

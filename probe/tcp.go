@@ -98,6 +98,8 @@ type tcpRun struct {
 	// nil on the client.
 	budget *atomic.Int64
 	limit  int64
+	// live sees each stream's newest sample after every round of samples.
+	live func(newest []dump.TCPSample)
 }
 
 func newTCPRun(p TCPParams, client bool, conns []*net.TCPConn) *tcpRun {
@@ -251,6 +253,15 @@ func (r *tcpRun) sampleOnce(at func() time.Duration) {
 			bytes = r.recvd[i].Load()
 		}
 		r.samples[i] = append(r.samples[i], collector.TCPSampleOf(info, at(), bytes))
+	}
+	if r.live != nil {
+		newest := make([]dump.TCPSample, len(r.samples))
+		for i, ss := range r.samples {
+			if len(ss) > 0 {
+				newest[i] = ss[len(ss)-1]
+			}
+		}
+		r.live(newest)
 	}
 }
 

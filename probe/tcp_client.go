@@ -30,6 +30,13 @@ const maxDialing = 64
 // sides' byte counts, TCP_INFO samples and CPU times. When ctx ends early,
 // it stops and still returns what was measured.
 func (c *Client) TCP(ctx context.Context, p TCPParams) (*TCPResult, error) {
+	return c.TCPLive(ctx, p, nil)
+}
+
+// TCPLive is TCP that also shows live, from this side's sampler, each
+// stream's newest sample after every round of samples (by stream index; a
+// zero sample for a stream not yet sampled).
+func (c *Client) TCPLive(ctx context.Context, p TCPParams, live func(newest []dump.TCPSample)) (*TCPResult, error) {
 	if err := p.Check(); err != nil {
 		return nil, err
 	}
@@ -84,7 +91,9 @@ func (c *Client) TCP(ctx context.Context, p TCPParams) (*TCPResult, error) {
 	}
 
 	res := &TCPResult{Params: p, Started: time.Now()}
-	res.Client = newTCPRun(p, true, conns).run(ctx)
+	run := newTCPRun(p, true, conns)
+	run.live = live
+	res.Client = run.run(ctx)
 
 	// The agent's account comes after Finish, whatever ctx says.
 	c.conn.SetDeadline(time.Now().Add(c.cfg.Timeout + 5*time.Second))

@@ -68,7 +68,7 @@ func (m measureMode) String() string {
 // the help groups the flags by these sets.
 var measureFlagModes = map[string]measureMode{
 	"host": modeAll, "mode": modeAll, "json": modeAll, "key-file": modeAll, "ebpf": modeAll,
-	"plot": modeAll, "json-stream": modeEcho,
+	"plot": modeAll, "json-stream": modeEcho | modeStream,
 
 	"ts-source": modeEcho | modeCapacity, "write": modeEcho | modeCapacity, "pcap": modeEcho,
 

@@ -29,7 +29,7 @@ func measureCommand() *cli.Command {
 			&cli.StringFlag{Name: "write", Aliases: []string{"w"}, Usage: "write every record to this dump file (msgpack), for estimate -r"},
 			&cli.StringFlag{Name: "pcap", Usage: "write every probe and reply, at the client's kernel timestamps, to this nanosecond pcap file (payload zeroed)"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON (docs/json.md)"},
-			&cli.BoolFlag{Name: "json-stream", Usage: "print a JSON object a line as each measurement ends, as iperf3's --json-stream"},
+			&cli.BoolFlag{Name: "json-stream", Usage: "print a JSON object a line as the run goes, as iperf3's --json-stream: the start, each echo measurement or tcp/quic report interval, the end"},
 			keyFileFlag(),
 			ebpfFlag(),
 
@@ -75,6 +75,12 @@ func measure(c *cli.Context) error {
 	}
 	if err := checkFlags(c, measureFlagModes, mode); err != nil {
 		return err
+	}
+	if c.Bool("json") && c.Bool("json-stream") {
+		return errors.New("--json and --json-stream: choose one")
+	}
+	if mode == modeTCP|modeQUIC && c.Bool("json-stream") {
+		return errors.New("--json-stream does not apply to --mode tcp,quic (it is for echo, tcp and quic, one at a time)")
 	}
 	if err := report.CheckPlotPath(c.String("plot"), mode == modeEcho); err != nil {
 		return err

@@ -93,20 +93,37 @@ func measureQUIC(ctx context.Context, c *cli.Context, cl *probe.Client, start re
 	if p.Bytes == 0 {
 		stop = timedProgress("quic", p.Duration)
 	}
-	res, err := cl.QUIC(ctx, p, trust)
+	o, stream := quicOutput(c, p, false, cl.AgentAddr().String(), start)
+	var live probe.QUICLiveFunc
+	if stream != nil {
+		live = stream.Live
+	}
+	res, err := cl.QUICLive(ctx, p, trust, live)
 	stop()
 	if err != nil {
 		return err
 	}
-	return printQUIC(ctx, c, res, cl.AgentAddr().String(), start)
+	return printQUIC(ctx, res, o, stream)
 }
 
-func printQUIC(ctx context.Context, c *cli.Context, res *probe.QUICResult, peer string, start report.Start) error {
+// quicOutput says how to print a QUIC test, and starts its stream with
+// --json-stream.
+func quicOutput(c *cli.Context, p probe.QUICParams, perf bool, peer string, start report.Start) (report.QUICOptions, *report.QUICStream) {
+	o := report.QUICOptions{Start: start, Agent: peer, Every: c.Duration("report"), JSON: c.Bool("json"), Plot: c.String("plot")}
+	if !c.Bool("json-stream") {
+		return o, nil
+	}
+	return o, report.NewQUICStream(os.Stdout, p, perf, o)
+}
+
+func printQUIC(ctx context.Context, res *probe.QUICResult, o report.QUICOptions, stream *report.QUICStream) error {
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "probe: interrupted; reporting what was measured")
 	}
-	return report.QUIC(os.Stdout, res, report.QUICOptions{Start: start, Agent: peer, Every: c.Duration("report"),
-		JSON: c.Bool("json"), Plot: c.String("plot")})
+	if stream != nil {
+		return stream.End(res, o)
+	}
+	return report.QUIC(os.Stdout, res, o)
 }
 
 // perfRefused are the flags that need a probe agent at the other end,
@@ -138,12 +155,16 @@ func measurePerf(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	server := c.String("perf-server")
-	start := startOf(nil, false)
-	res, err := probe.PerfQUIC(ctx, probe.PerfConfig{Server: server, Params: p, Trust: trust})
+	o, stream := quicOutput(c, p, true, server, startOf(nil, false))
+	cfg := probe.PerfConfig{Server: server, Params: p, Trust: trust}
+	if stream != nil {
+		cfg.Live = stream.Live
+	}
+	res, err := probe.PerfQUIC(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	return printQUIC(ctx, c, res, server, start)
+	return printQUIC(ctx, res, o, stream)
 }
 
 // measureTCPQUIC runs the TCP test, then the QUIC test of the same

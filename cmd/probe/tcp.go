@@ -11,6 +11,7 @@ import (
 
 	"github.com/probe-dev/probe/cmd/internal/report"
 	"github.com/probe-dev/probe/collector"
+	"github.com/probe-dev/probe/collector/dump"
 	"github.com/probe-dev/probe/probe"
 	"github.com/urfave/cli/v2"
 )
@@ -64,7 +65,15 @@ func measureTCP(ctx context.Context, c *cli.Context, cl *probe.Client, start rep
 	if p.Bytes == 0 {
 		stop = timedProgress("tcp", p.Duration)
 	}
-	res, err := cl.TCP(ctx, p)
+	o := report.TCPOptions{Start: start, Agent: cl.AgentAddr().String(), Every: c.Duration("report"),
+		Fields: fields, JSON: c.Bool("json"), Plot: c.String("plot")}
+	var live func([]dump.TCPSample)
+	var stream *report.TCPStream
+	if c.Bool("json-stream") {
+		stream = report.NewTCPStream(os.Stdout, p, o)
+		live = stream.Live
+	}
+	res, err := cl.TCPLive(ctx, p, live)
 	stop()
 	if err != nil {
 		return err
@@ -72,8 +81,10 @@ func measureTCP(ctx context.Context, c *cli.Context, cl *probe.Client, start rep
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "probe: interrupted; reporting what was measured")
 	}
-	return report.TCP(os.Stdout, res, report.TCPOptions{Start: start, Agent: cl.AgentAddr().String(), Every: c.Duration("report"),
-		Fields: fields, JSON: c.Bool("json"), Plot: c.String("plot")})
+	if stream != nil {
+		return stream.End(res, o)
+	}
+	return report.TCP(os.Stdout, res, o)
 }
 
 // tcpParams turns the flags into a TCP test (the QUIC mode takes its

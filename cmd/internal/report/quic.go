@@ -430,11 +430,25 @@ func quicSideJSON(s probe.QUICSide) QUICSideJSON {
 	return out
 }
 
-// QUICDocument builds the JSON document of a QUIC test.
-func QUICDocument(r *probe.QUICResult, o QUICOptions) QUICDoc {
-	p := r.Params
+// quicParamsOf is what a QUIC test asked for, of an agent or, with perf,
+// of a perf server.
+func quicParamsOf(p probe.QUICParams, perf bool, o QUICOptions) QUICParamsJSON {
 	params := QUICParamsJSON{TCPParamsJSON: tcpParamsJSON(p.Direction, p.Streams, p.Duration, p.Bytes, p.WriteSize, p.Interval, o.Every, p.Exclusive),
 		Pings: p.Pings, PingInterval: seconds(p.PingEvery)}
+	peer := o.Agent
+	if perf {
+		params.Pings, params.PingInterval = 0, 0 // not part of the perf protocol
+		params.PerfServer = &peer
+		params.Path = strings.ReplaceAll(params.Path, "agent", "server")
+	} else {
+		params.Agent = &peer
+	}
+	return params
+}
+
+// QUICDocument builds the JSON document of a QUIC test.
+func QUICDocument(r *probe.QUICResult, o QUICOptions) QUICDoc {
+	params := quicParamsOf(r.Params, r.PerfOnly, o)
 	doc := QUICDoc{Schema: SchemaQUIC, Start: o.Start, Version: r.Version, Handshakes: []QUICHandshakeJSON{}, Flows: []QUICFlowJSON{},
 		End: QUICEndJSON{ReceivedBps: QUICReceiveRate(r), Client: quicSideJSON(r.Client)}}
 	for _, h := range r.Handshakes {
@@ -452,11 +466,10 @@ func QUICDocument(r *probe.QUICResult, o QUICOptions) QUICDoc {
 	}
 	if r.PerfOnly {
 		note := perfOnlyNote
-		params.PerfServer, doc.Note = &o.Agent, &note
-		params.Path = strings.ReplaceAll(params.Path, "agent", "server")
+		doc.Note = &note
 	} else {
 		agent := quicSideJSON(r.Agent)
-		params.Agent, doc.End.Agent = &o.Agent, &agent
+		doc.End.Agent = &agent
 		doc.PingsIdle, doc.PingsLoaded = datagramJSON(estimator.QUICPings(r.Pings, false)), datagramJSON(estimator.QUICPings(r.Pings, true))
 	}
 	doc.Params = params

@@ -355,6 +355,12 @@ func TCPReceivedRate(r *probe.TCPResult) float64 {
 	return a.RecvRate
 }
 
+func tcpParamsOf(p probe.TCPParams, every time.Duration) TCPParamsJSON {
+	params := tcpParamsJSON(p.Direction, p.Streams, p.Duration, p.Bytes, p.WriteSize, p.Interval, every, p.Exclusive)
+	params.SockOpts, params.GetSockOpts = append(params.SockOpts, p.SockOpts...), append(params.GetSockOpts, p.GetOpts...)
+	return params
+}
+
 // TCPDocument builds the JSON document of a TCP test.
 func TCPDocument(r *probe.TCPResult, o TCPOptions) TCPDoc {
 	p := r.Params
@@ -363,9 +369,7 @@ func TCPDocument(r *probe.TCPResult, o TCPOptions) TCPDoc {
 	for i, row := range rows {
 		ivs[i] = tcpIntervalJSON(row)
 	}
-	params := tcpParamsJSON(p.Direction, p.Streams, p.Duration, p.Bytes, p.WriteSize, p.Interval, o.Every, p.Exclusive)
-	params.SockOpts, params.GetSockOpts = append(params.SockOpts, p.SockOpts...), append(params.GetSockOpts, p.GetOpts...)
-	return TCPDoc{Schema: SchemaTCP, Start: o.Start, Params: params, RatesFrom: from, Intervals: ivs,
+	return TCPDoc{Schema: SchemaTCP, Start: o.Start, Params: tcpParamsOf(p, o.Every), RatesFrom: from, Intervals: ivs,
 		End: TCPEndJSON{ReceivedBps: TCPReceivedRate(r), Client: tcpSideJSON(r.Client), Agent: tcpSideJSON(r.Agent)}}
 }
 
