@@ -170,3 +170,65 @@ func (s Schema) CheckDoc(doc []byte) error {
 	}
 	return s.Check(doc, root)
 }
+
+// StreamRoots names, per schema, the documented objects of a
+// --json-stream's start, interval and end events.
+var StreamRoots = map[string][3]string{
+	SchemaEcho:  {"EchoStreamStart", "EchoPoint", "EchoStreamEnd"},
+	SchemaTCP:   {"TCPStreamStart", "TCPLiveInterval", "TCPDoc"},
+	SchemaQUIC:  {"QUICStreamStart", "QUICLiveInterval", "QUICDoc"},
+	SchemaWatch: {"WatchStreamStart", "ResourceSample", "WatchDoc"},
+}
+
+// CheckStream holds the lines of a --json-stream to the documented schema:
+// each line an event and its data, a start first that names the schema,
+// intervals, an end last, and each event's data to its object. It returns
+// how many intervals there were.
+func (s Schema) CheckStream(out []byte) (intervals int, err error) {
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	var roots [3]string
+	for i, line := range lines {
+		var ev map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			return intervals, fmt.Errorf("line %d: %v", i+1, err)
+		}
+		var name string
+		if err := json.Unmarshal(ev["event"], &name); err != nil || len(ev) != 2 || ev["data"] == nil {
+			return intervals, fmt.Errorf("line %d: want {\"event\": NAME, \"data\": …}, got %.80s", i+1, line)
+		}
+		want := "interval"
+		switch i {
+		case 0:
+			want = "start"
+		case len(lines) - 1:
+			want = "end"
+		}
+		if name != want {
+			return intervals, fmt.Errorf("line %d: event %q, want %q", i+1, name, want)
+		}
+		k := 1
+		switch name {
+		case "start":
+			var head struct {
+				Schema string `json:"schema"`
+			}
+			json.Unmarshal(ev["data"], &head)
+			r, ok := StreamRoots[head.Schema]
+			if !ok {
+				return 0, fmt.Errorf("line 1: schema %q has no stream", head.Schema)
+			}
+			roots, k = r, 0
+		case "end":
+			k = 2
+		default:
+			intervals++
+		}
+		if err := s.Check(ev["data"], roots[k]); err != nil {
+			return intervals, fmt.Errorf("line %d (%s): %v", i+1, roots[k], err)
+		}
+	}
+	if len(lines) < 2 {
+		return 0, fmt.Errorf("%d lines: a stream has a start and an end at least", len(lines))
+	}
+	return intervals, nil
+}
