@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -372,13 +373,14 @@ type QUICSideJSON struct {
 
 // QUICStreamJSON is one stream as one side saw it.
 type QUICStreamJSON struct {
-	ID             int64             `json:"id"`
-	Dir            string            `json:"dir"`
-	RequestedBytes uint64            `json:"requested_bytes"`
-	BytesSent      uint64            `json:"bytes_sent"`
-	BytesReceived  uint64            `json:"bytes_received"`
-	Error          *string           `json:"error"`
-	Samples        []BytesSampleJSON `json:"samples"`
+	ID             int64   `json:"id"`
+	Dir            string  `json:"dir"`
+	RequestedBytes *uint64 `json:"requested_bytes"` // null: all the sender sends in the time
+
+	BytesSent     uint64            `json:"bytes_sent"`
+	BytesReceived uint64            `json:"bytes_received"`
+	Error         *string           `json:"error"`
+	Samples       []BytesSampleJSON `json:"samples"`
 }
 
 // BytesSampleJSON is the bytes a stream moved so far.
@@ -413,8 +415,11 @@ func quicSideJSON(s probe.QUICSide) QUICSideJSON {
 		GSO: s.GSO, UDPRcvBufBytes: s.Buffers.Rcv, UDPSndBufBytes: s.Buffers.Snd, Warnings: nonNil(s.Warnings),
 		StreamErrors: t.Errors, Streams: []QUICStreamJSON{}, Conn: make([]QUICConnSampleJSON, len(s.Conn))}
 	for _, st := range s.Streams {
-		sj := QUICStreamJSON{ID: st.ID, Dir: st.Dir, RequestedBytes: st.Requested, BytesSent: st.Sent, BytesReceived: st.Received,
+		sj := QUICStreamJSON{ID: st.ID, Dir: st.Dir, BytesSent: st.Sent, BytesReceived: st.Received,
 			Samples: make([]BytesSampleJSON, len(st.Samples))}
+		if st.Requested != math.MaxUint64 { // the perf protocol's "until the sender stops"
+			sj.RequestedBytes = &st.Requested
+		}
 		if st.Err != "" {
 			sj.Error = &st.Err
 		}
