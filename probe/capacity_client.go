@@ -44,6 +44,8 @@ type CapacityResult struct {
 	MaxTrain    int
 	Interrupted bool     // ctx ended before the last phase
 	Warnings    []string // e.g. no eBPF timestamps for this session
+	// Local and Agent are the session's UDP ends.
+	Local, Agent netip.AddrPort
 }
 
 // Phase plans: how many trains of which length, and each phase's share of
@@ -133,7 +135,7 @@ func (c *Client) Capacity(ctx context.Context, cfg CapacityConfig) (*CapacityRes
 	defer end.close()
 
 	d := &capDriver{c: c, cfg: cfg, end: end, hdr: hdr, nextID: 1,
-		res: &CapacityResult{Started: time.Now(), MaxTrain: cfg.MaxTrain, Warnings: warnings}}
+		res: &CapacityResult{Started: time.Now(), MaxTrain: cfg.MaxTrain, Warnings: warnings, Local: uc.LocalAddr(), Agent: agent}}
 	runErr := d.run(ctx)
 	d.res.Duration = time.Since(d.res.Started)
 	if ctx.Err() != nil {

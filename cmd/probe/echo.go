@@ -97,17 +97,11 @@ func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump
 			return err
 		}
 	}
-	var pcap *report.EchoPcap
-	if path := c.String("pcap"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("pcap: %w", err)
-		}
-		defer f.Close()
-		if pcap, err = report.NewEchoPcap(f); err != nil {
-			return err
-		}
+	pcap, closePcap, err := openPcap(c)
+	if err != nil {
+		return err
 	}
+	defer closePcap()
 	opts := probe.EchoOptions{Wait: c.Duration("wait"), LocalPort: uint16(c.Uint("udp-port"))}
 	var total time.Duration
 	for _, p := range params {
@@ -158,6 +152,23 @@ func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump
 		return stream.End(points, c.String("plot"))
 	}
 	return report.Echo(os.Stdout, info, points, src, echoFormat(c), c.String("plot"))
+}
+
+// openPcap opens the --pcap file, when one is given; close closes it.
+func openPcap(c *cli.Context) (p *report.Pcap, close func(), err error) {
+	path := c.String("pcap")
+	if path == "" {
+		return nil, func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pcap: %w", err)
+	}
+	if p, err = report.NewPcap(f); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return p, func() { f.Close() }, nil
 }
 
 func echoFormat(c *cli.Context) string {

@@ -70,7 +70,7 @@ var measureFlagModes = map[string]measureMode{
 	"host": modeAll, "mode": modeAll, "json": modeAll, "key-file": modeAll, "ebpf": modeAll,
 	"plot": modeAll, "json-stream": modeEcho | modeStream,
 
-	"ts-source": modeEcho | modeCapacity, "write": modeEcho | modeCapacity, "pcap": modeEcho,
+	"ts-source": modeEcho | modeCapacity, "write": modeEcho | modeCapacity, "pcap": modeEcho | modeCapacity,
 
 	"count": modeEcho, "duration": modeEcho, "size": modeEcho, "size-to": modeEcho, "size-step": modeEcho,
 	"interval": modeEcho, "interval-to": modeEcho, "interval-step": modeEcho, "measurements": modeEcho,

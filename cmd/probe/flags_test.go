@@ -136,16 +136,91 @@ func TestCLIDocTable(t *testing.T) {
 // tshark reads as many packets as the dump holds stamps, and their times
 // keep the dump's spacing to the nanosecond.
 func TestEchoPcap(t *testing.T) {
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Skip("tshark not installed")
-	}
+	needTshark(t)
 	addr := localAgent(t)
 	dir := t.TempDir()
 	pcapPath, dumpPath := filepath.Join(dir, "e.pcap"), filepath.Join(dir, "e.msgpack")
 	if _, stderr, code := measureLocal(t, addr, "-n", "50", "-i", "1ms", "-l", "200", "--pcap", pcapPath, "-w", dumpPath); code != 0 {
 		t.Fatalf("measure: exit %d %s", code, stderr)
 	}
-	out, err := exec.Command("tshark", "-r", pcapPath, "-T", "fields", "-e", "frame.time_epoch", "-e", "udp.length").Output()
+	var want []int64
+	p := &report.Pcap{}
+	eachRecord(t, dumpPath, func(rec *dump.Record) {
+		if e := rec.Echo; e != nil {
+			if ts, ok := p.WallTime(e.ClientTx); ok {
+				want = append(want, ts)
+			}
+			if ts, ok := p.WallTime(e.ClientRx); ok && e.Replies > 0 {
+				want = append(want, ts)
+			}
+		}
+	})
+	checkPcap(t, pcapPath, want, 100, "208") // 50 probes, 50 replies; 200 B payload
+}
+
+// --pcap in capacity mode writes every train packet twice, when it left
+// and when it arrived, at the stamps the dump holds.
+func TestCapacityPcap(t *testing.T) {
+	needTshark(t)
+	addr := localAgent(t)
+	dir := t.TempDir()
+	pcapPath, dumpPath := filepath.Join(dir, "c.pcap"), filepath.Join(dir, "c.msgpack")
+	if _, stderr, code := measureLocal(t, addr, "--mode", "capacity", "--quick", "--ip-size", "1200", "--pcap", pcapPath, "-w", dumpPath); code != 0 {
+		t.Fatalf("measure: exit %d %s", code, stderr)
+	}
+	var want []int64
+	p := &report.Pcap{}
+	packets := 0
+	eachRecord(t, dumpPath, func(rec *dump.Record) {
+		if tr := rec.Train; tr != nil {
+			packets += len(tr.Tx)
+			for i := range tr.Tx {
+				if ts, ok := p.WallTime(tr.Tx[i]); ok {
+					want = append(want, ts)
+				}
+				if ts, ok := p.WallTime(tr.Rx[i]); ok {
+					want = append(want, ts)
+				}
+			}
+		}
+	})
+	t.Logf("%d train packets, %d stamps", packets, len(want))
+	checkPcap(t, pcapPath, want, packets, "1180") // 1200 IP bytes less 20 of IPv4
+}
+
+func needTshark(t *testing.T) {
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Skip("tshark not installed")
+	}
+}
+
+// eachRecord shows each record of a dump file to f, valid during the call.
+func eachRecord(t *testing.T, path string, f func(*dump.Record)) {
+	t.Helper()
+	file, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	r, err := dump.NewReader(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			return
+		}
+		f(rec)
+	}
+}
+
+// checkPcap reads a capture back with tshark and holds it to the stamps of
+// the dump, in order: as many packets (at least least), each of UDP length
+// udpLen, each as far from the first as the dump says, to the nanosecond.
+func checkPcap(t *testing.T, path string, want []int64, least int, udpLen string) {
+	t.Helper()
+	out, err := exec.Command("tshark", "-r", path, "-T", "fields", "-e", "frame.time_epoch", "-e", "udp.length").Output()
 	if err != nil {
 		t.Fatalf("tshark: %v", err)
 	}
@@ -156,37 +231,12 @@ func TestEchoPcap(t *testing.T) {
 		s, _ := strconv.ParseInt(sec, 10, 64)
 		ns, _ := strconv.ParseInt((frac + "000000000")[:9], 10, 64)
 		got = append(got, s*1e9+ns)
-		if f[1] != "208" {
-			t.Errorf("UDP length %s, want 208 (200 B payload)", f[1])
+		if f[1] != udpLen {
+			t.Fatalf("UDP length %s, want %s", f[1], udpLen)
 		}
 	}
-	f, err := os.Open(dumpPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := dump.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []int64
-	p := &report.EchoPcap{}
-	for {
-		rec, err := r.Next()
-		if err != nil {
-			break
-		}
-		if e := rec.Echo; e != nil {
-			if ts, ok := p.WallTime(e.ClientTx); ok {
-				want = append(want, ts)
-			}
-			if ts, ok := p.WallTime(e.ClientRx); ok && e.Replies > 0 {
-				want = append(want, ts)
-			}
-		}
-	}
-	if len(got) != len(want) || len(got) < 100 {
-		t.Fatalf("tshark read %d packets, the dump has %d stamps (want 100: 50 probes, 50 replies)", len(got), len(want))
+	if len(got) != len(want) || len(got) < least {
+		t.Fatalf("tshark read %d packets, the dump has %d stamps (want at least %d)", len(got), len(want), least)
 	}
 	for i := range got {
 		if got[i]-got[0] != want[i]-want[0] {

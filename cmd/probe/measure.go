@@ -27,7 +27,7 @@ func measureCommand() *cli.Command {
 			&cli.StringFlag{Name: "mode", Aliases: []string{"m"}, Value: "echo", Usage: "what to measure: echo, capacity, tcp, quic, or tcp,quic (both, one after the other, side by side)"},
 			&cli.StringFlag{Name: "ts-source", Value: "auto", Usage: "timestamps to compute with: auto (best available), hw, ebpf, sw, user"},
 			&cli.StringFlag{Name: "write", Aliases: []string{"w"}, Usage: "write every record to this dump file (msgpack), for estimate -r"},
-			&cli.StringFlag{Name: "pcap", Usage: "write every probe and reply, at the client's kernel timestamps, to this nanosecond pcap file (payload zeroed)"},
+			&cli.StringFlag{Name: "pcap", Usage: "write every probe packet at its kernel timestamps to this nanosecond pcap file (payload zeroed): echo probes and replies as the client saw them, capacity trains as they left and arrived"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON (docs/json.md)"},
 			&cli.BoolFlag{Name: "json-stream", Usage: "print a JSON object a line as the run goes, as iperf3's --json-stream: the start, each echo measurement or tcp/quic report interval, the end"},
 			keyFileFlag(),
@@ -171,10 +171,26 @@ func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src 
 			return w.Flush()
 		}
 	}
+	pcap, closePcap, err := openPcap(c)
+	if err != nil {
+		return err
+	}
+	defer closePcap()
 	prog := newProgress()
 	cfg.OnProgress = prog.update
 	res, err := cl.Capacity(ctx, cfg)
 	prog.stop()
+	if res != nil && pcap != nil {
+		from, to := res.Agent, res.Local
+		if cfg.Reverse {
+			from, to = to, from
+		}
+		for i := range res.Trains {
+			if perr := pcap.Train(from, to, &res.Trains[i]); perr != nil && err == nil {
+				err = perr
+			}
+		}
+	}
 	if res != nil {
 		info.Duration, info.Interrupted = res.Duration, res.Interrupted
 		if w != nil {

@@ -13,13 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// EchoPcap writes the probes of an echo run, as the client saw them, to a
-// nanosecond pcap of raw IP packets: each probe when it left and each first
-// reply when it arrived, at the client's kernel timestamps (eBPF at TC,
-// else the socket's, else user space's, the first one each record has).
-// The payload is zeros of the probe's length: the capture is of when and
+// Pcap writes probe packets to a nanosecond pcap of raw IP packets, each at
+// a kernel timestamp (eBPF at TC, else the socket's, else user space's, the
+// first one a packet has): an echo run's probes when they left and first
+// replies when they arrived, as the client saw them; a capacity run's train
+// packets when they left the sender and when they reached the receiver.
+// The payload is zeros of the packet's length: the capture is of when and
 // how big, not of the bytes.
-type EchoPcap struct {
+type Pcap struct {
 	w *pcapgo.Writer
 	// offset turns CLOCK_MONOTONIC (eBPF and user stamps) into wall-clock
 	// time, as pcap wants; it is read once, on this host, while the run is
@@ -27,8 +28,8 @@ type EchoPcap struct {
 	offset int64
 }
 
-// NewEchoPcap writes the file header.
-func NewEchoPcap(w io.Writer) (*EchoPcap, error) {
+// NewPcap writes the file header.
+func NewPcap(w io.Writer) (*Pcap, error) {
 	pw := pcapgo.NewWriterNanos(w)
 	if err := pw.WriteFileHeader(65536, layers.LinkTypeRaw); err != nil {
 		return nil, fmt.Errorf("pcap: %w", err)
@@ -36,7 +37,7 @@ func NewEchoPcap(w io.Writer) (*EchoPcap, error) {
 	var mono, real unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
 	unix.ClockGettime(unix.CLOCK_REALTIME, &real)
-	return &EchoPcap{w: pw, offset: real.Nano() - mono.Nano()}, nil
+	return &Pcap{w: pw, offset: real.Nano() - mono.Nano()}, nil
 }
 
 // pcapSources are the client's stamps in order of preference, and whether
@@ -46,9 +47,11 @@ var pcapSources = []struct {
 	mono bool
 }{{dump.SourceEBPF, true}, {dump.SourceSW, false}, {dump.SourceUser, true}}
 
-// WallTime is a record's stamp as the capture gives it, in ns since the
-// epoch; ok is false when the record has none.
-func (p *EchoPcap) WallTime(s dump.Stamps) (int64, bool) {
+// WallTime is a packet's stamp as the capture gives it, in ns since the
+// epoch; ok is false when the packet has none. CLOCK_MONOTONIC stamps are
+// put on the wall clock with this host's offset, which is the other host's
+// too only when both share a kernel (the testbed's namespaces).
+func (p *Pcap) WallTime(s dump.Stamps) (int64, bool) {
 	for _, c := range pcapSources {
 		if s.Has(c.src) {
 			if c.mono {
@@ -62,7 +65,7 @@ func (p *EchoPcap) WallTime(s dump.Stamps) (int64, bool) {
 
 // Point writes one measurement's probes and replies, in time order per
 // direction as recorded (probes by sequence number, then replies).
-func (p *EchoPcap) Point(local, agent netip.AddrPort, recs []dump.EchoRecord, size int) error {
+func (p *Pcap) Point(local, agent netip.AddrPort, recs []dump.EchoRecord, size int) error {
 	for i := range recs {
 		r := &recs[i]
 		n := r.Size
@@ -86,7 +89,38 @@ func (p *EchoPcap) Point(local, agent netip.AddrPort, recs []dump.EchoRecord, si
 	return nil
 }
 
-func (p *EchoPcap) packet(from, to netip.AddrPort, size int, t int64) error {
+// Train writes a capacity train's packets from sender to receiver: each
+// packet when it left, at the sender's stamp, and when it arrived, at the
+// receiver's, as far as the train has them.
+func (p *Pcap) Train(sender, receiver netip.AddrPort, t *dump.Train) error {
+	size := t.Size - ipOverhead(sender.Addr()) // UDP payload
+	for i := range t.Tx {
+		if ts, ok := p.WallTime(t.Tx[i]); ok {
+			if err := p.packet(sender, receiver, size, ts); err != nil {
+				return err
+			}
+		}
+		if i >= len(t.Rx) {
+			continue
+		}
+		if ts, ok := p.WallTime(t.Rx[i]); ok {
+			if err := p.packet(sender, receiver, size, ts); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ipOverhead is the IP and UDP header bytes of a packet to or from addr.
+func ipOverhead(addr netip.Addr) int {
+	if addr.Unmap().Is4() {
+		return 20 + 8
+	}
+	return 40 + 8
+}
+
+func (p *Pcap) packet(from, to netip.AddrPort, size int, t int64) error {
 	from, to = netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
 	buf := gopacket.NewSerializeBuffer()
 	udp := &layers.UDP{SrcPort: layers.UDPPort(from.Port()), DstPort: layers.UDPPort(to.Port())}
