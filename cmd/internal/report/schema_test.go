@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -91,6 +92,8 @@ func TestSchemaOfEveryMode(t *testing.T) {
 	withModes := sampleCapacity()
 	withModes.Modes, withModes.Chosen, withModes.Discarded = []estimator.Mode{{Value: 1e6}, {Value: 2e6}}, 1, map[string]int{"lossy": 2}
 	tcp := sampleTCP()
+	quicByTime := sampleQUIC(false)
+	quicByTime.Client.Streams[1].Requested = math.MaxUint64 // the perf protocol's "all you send"
 	docs := map[string]any{
 		"capacity":           CapacityDocument(capInfo, sampleCapacity()),
 		"capacity, bounds":   CapacityDocument(capInfo, noUpper),
@@ -100,6 +103,7 @@ func TestSchemaOfEveryMode(t *testing.T) {
 		"tcp, empty":         TCPDocument(&probe.TCPResult{Params: probe.TCPParams{Direction: probe.DirReverse, Bytes: 5}}, TCPOptions{Start: start, Every: time.Second}),
 		"quic":               QUICDocument(sampleQUIC(false), QUICOptions{Start: start, Agent: "a", Every: 100 * time.Millisecond}),
 		"quic, perf":         QUICDocument(sampleQUIC(true), QUICOptions{Start: start, Agent: "a:4433", Every: 100 * time.Millisecond}),
+		"quic, by time":      QUICDocument(quicByTime, QUICOptions{Start: start, Agent: "a", Every: 100 * time.Millisecond}),
 		"tcp+quic":           TCPQUICDoc{Schema: SchemaTCPQUIC, Start: start, TCP: TCPDocument(tcp, TCPOptions{Start: start}), QUIC: QUICDocument(sampleQUIC(false), QUICOptions{Start: start})},
 		"echo, without meta": EchoDocument(EchoInfoFromMeta(nil), sampleEchoRows()[:1]),
 		"watch":              WatchDocument(sampleSeries(), true, WatchOptions{Start: start}),
