@@ -111,7 +111,16 @@ func TestTCPQUICStream(t *testing.T) {
 			t.Errorf("live intervals counted %d B, the agent received %d B: want within 1 %%", live, got)
 		}
 	}
-	_, stderr, code := measureLocal(t, addr, "--mode", "tcp,quic", "--json-stream")
+	// Against a perf server, without a control connection, the same.
+	perf, _, pin := perfAgent(t)
+	lines, at, stderr, code := streamed(t, exec.Command(probeBin, "measure", "--perf-server", perf, "--pin", pin, "-R",
+		"-t", "2s", "--report", "500ms", "--json-stream"))
+	if code != 0 {
+		t.Fatalf("--perf-server: exit %d %s", code, stderr)
+	}
+	checkStreamed(t, "quic, perf server", lines, at, 3, 700*time.Millisecond)
+
+	_, stderr, code = measureLocal(t, addr, "--mode", "tcp,quic", "--json-stream")
 	if code != 1 || !strings.Contains(stderr, "--json-stream does not apply to --mode tcp,quic") {
 		t.Errorf("tcp,quic --json-stream: exit %d, %q", code, stderr)
 	}
