@@ -15,6 +15,11 @@ import (
 
 // streamed runs cmd and notes when each line of its stdout arrived.
 func streamed(t *testing.T, cmd *exec.Cmd) (lines []string, at []time.Duration, stderr string, code int) {
+	return streamedBy(t, cmd, (*exec.Cmd).Start)
+}
+
+// streamedBy is streamed with cmd started by start (in a namespace).
+func streamedBy(t *testing.T, cmd *exec.Cmd, start func(*exec.Cmd) error) (lines []string, at []time.Duration, stderr string, code int) {
 	t.Helper()
 	var errb strings.Builder
 	cmd.Stderr = &errb
@@ -23,7 +28,7 @@ func streamed(t *testing.T, cmd *exec.Cmd) (lines []string, at []time.Duration, 
 		t.Fatal(err)
 	}
 	begin := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	sc := bufio.NewScanner(out)
@@ -155,5 +160,41 @@ func TestWatchLive(t *testing.T) {
 	_, stderr, code = run(t, exec.Command(probeBin, "watch", "--json", "--json-stream", "--", "true"))
 	if code != 1 || !strings.Contains(stderr, "choose one") {
 		t.Errorf("--json --json-stream: exit %d %q", code, stderr)
+	}
+}
+
+// Across the 20 Mbit/s testbed link, the live TCP intervals read the link:
+// after the first (slow start), their mean lies within 5 % of the link's
+// goodput bracket and none reads 10 % above it, as the intervals arrive.
+func TestTCPStreamAcrossTestbed(t *testing.T) {
+	tb, _ := testbedWithAgent(t, "h15s", 0)
+	cmd := exec.Command(probeBin, "measure", "-h", tb.A.Addr.String(), "--ebpf", "on", "--mode", "tcp", "-t", "5s", "--json-stream")
+	lines, at, stderr, code := streamedBy(t, cmd, tb.B.Start)
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	checkStreamed(t, "tcp", lines, at, 5, 3*time.Second)
+	lo, hi := linkTruth(t, tb, 20e6)
+	lo, hi = lo*1448/1500, hi*1448/1500 // TCP payload of a full-size IP packet
+	var sum float64
+	n := 0
+	for i, l := range lines[2 : len(lines)-1] {
+		var ev struct{ Data report.TCPLiveIntervalJSON }
+		json.Unmarshal([]byte(l), &ev)
+		iv := ev.Data
+		t.Logf("live %.1f–%.1f s: %.3f Mbit/s", iv.StartS, iv.EndS, iv.Bps/1e6)
+		if iv.EndS-iv.StartS < 0.5 {
+			continue // the end's sliver
+		}
+		if iv.Bps > 1.1*hi {
+			t.Errorf("interval %d reads %.3f Mbit/s, above the link's %.3f", i+1, iv.Bps/1e6, hi/1e6)
+		}
+		sum += iv.Bps
+		n++
+	}
+	mean := sum / float64(n)
+	t.Logf("mean of %d live intervals %.3f Mbit/s; link goodput [%.3f, %.3f]", n, mean/1e6, lo/1e6, hi/1e6)
+	if n < 3 || mean < 0.95*lo || mean > 1.05*hi {
+		t.Fatalf("mean live rate %.3f Mbit/s over %d intervals, want [%.3f, %.3f] ± 5 %%", mean/1e6, n, lo/1e6, hi/1e6)
 	}
 }
