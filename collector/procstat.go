@@ -113,3 +113,17 @@ func Descendants(pid int) []int {
 	}
 	return out
 }
+
+// ReadProcIO reads the bytes a process (with the children it waited for)
+// made the storage layer read and write, from /proc/PID/io.
+func ReadProcIO(pid int) (read, write uint64, err error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0, 0, procErr(pid, "open", err)
+	}
+	io, err := p.IO()
+	if err != nil {
+		return 0, 0, procErr(pid, "read io of", err)
+	}
+	return io.ReadBytes, io.WriteBytes, nil
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/probe-dev/probe/cmd/internal/report"
+	"golang.org/x/sys/unix"
 )
 
 // streamed runs cmd and notes when each line of its stdout arrived.
@@ -196,5 +197,27 @@ func TestTCPStreamAcrossTestbed(t *testing.T) {
 	t.Logf("mean of %d live intervals %.3f Mbit/s; link goodput [%.3f, %.3f]", n, mean/1e6, lo/1e6, hi/1e6)
 	if n < 3 || mean < 0.95*lo || mean > 1.05*hi {
 		t.Fatalf("mean live rate %.3f Mbit/s over %d intervals, want [%.3f, %.3f] ± 5 %%", mean/1e6, n, lo/1e6, hi/1e6)
+	}
+}
+
+// The storage writes probe watch counts are those of the command: dd
+// writing 8 MiB and syncing them shows at least 8 MiB written, and not
+// 10 % more.
+func TestWatchCountsWrites(t *testing.T) {
+	dir := t.TempDir()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil || fs.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on tmpfs (or unknown: %v), which counts no storage writes", dir, err)
+	}
+	out, stderr, code := run(t, exec.Command(probeBin, "watch", "--ebpf", "off", "--json", "--",
+		"dd", "if=/dev/zero", "of="+dir+"/x", "bs=1M", "count=8", "conv=fsync", "status=none"))
+	if code != 0 {
+		t.Fatalf("watch dd: exit %d %s", code, stderr)
+	}
+	doc := decode[report.WatchDoc](t, out)
+	w := doc.Samples[len(doc.Samples)-1].WriteBytes
+	t.Logf("dd wrote 8 MiB; watch counted %d B", w)
+	if w < 8<<20 || w > 8<<20*11/10 {
+		t.Errorf("watch counted %d B written, want 8 MiB (+10 %% for metadata)", w)
 	}
 }

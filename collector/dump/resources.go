@@ -37,6 +37,12 @@ type ResourceSample struct {
 	RunQueue [RunQueueBuckets]uint64 `msgpack:"run_queue"`
 
 	Net map[string]IfCounters `msgpack:"net,omitempty"` // by interface name
+
+	// ReadBytes and WriteBytes are what the tree made the storage layer
+	// read and write (/proc/PID/io, ended children's included once
+	// waited for); 0 where /proc does not say.
+	ReadBytes  uint64 `msgpack:"read_bytes,omitempty"`
+	WriteBytes uint64 `msgpack:"write_bytes,omitempty"`
 }
 
 // ResourceSeries is the time series of one watched process.

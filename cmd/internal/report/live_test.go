@@ -159,13 +159,14 @@ func TestStreamSchema(t *testing.T) {
 }
 
 // A live line says the CPU over the interval (eBPF's on-CPU time when
-// there is one) and the network in bit/s.
+// there is one), storage I/O in kB/s and the network in bit/s.
 func TestWatchLine(t *testing.T) {
 	a := dump.ResourceSample{T: time.Second, User: time.Second, OnCPU: time.Second, Net: map[string]dump.IfCounters{"eth0": {RxBytes: 1000}, "lo": {RxBytes: 5}}}
 	b := dump.ResourceSample{T: 3 * time.Second, User: 2 * time.Second, OnCPU: 2500 * time.Millisecond, RSS: 3 << 20, Threads: 2, Voluntary: 40,
+		ReadBytes: 3000, WriteBytes: 5_000_000,
 		Net: map[string]dump.IfCounters{"eth0": {RxBytes: 1000 + 2_500_000, TxBytes: 250}, "lo": {RxBytes: 1 << 30}}}
 	line := WatchLine(time.Date(2026, 1, 1, 12, 0, 1, 0, time.UTC), a, b, true, false)
-	for _, want := range []string{"12:00:01", " 75.0 ", " 3.0 ", " 20 ", "10.00 Mbit/s", "1.0 kbit/s"} {
+	for _, want := range []string{"12:00:01", " 75.0 ", " 3.0 ", " 20 ", "10.00 Mbit/s", "1.0 kbit/s", " 1.5 ", " 2500.0 "} {
 		if !strings.Contains(line, want) {
 			t.Errorf("line %q lacks %q", line, want)
 		}

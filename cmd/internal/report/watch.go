@@ -87,6 +87,8 @@ type ResourceSampleJSON struct {
 	Involuntary uint64                       `json:"involuntary_switches"`
 	RunQueue    []uint64                     `json:"run_queue_log2_us"` // [i]: waits in [2^i, 2^(i+1)) µs
 	Interfaces  map[string]InterfaceCounters `json:"interfaces"`
+	ReadBytes   uint64                       `json:"read_bytes"`  // storage reads so far
+	WriteBytes  uint64                       `json:"write_bytes"` // storage writes so far
 }
 
 // InterfaceCounters are an interface's counters at one sample.
@@ -173,7 +175,7 @@ func Watch(w io.Writer, series dump.ResourceSeries, ebpf bool, o WatchOptions) e
 // resourceSampleJSON is one sample as the document and the stream give it.
 func resourceSampleJSON(x dump.ResourceSample, loopback bool) ResourceSampleJSON {
 	out := ResourceSampleJSON{seconds(x.T), seconds(x.User), seconds(x.System), seconds(x.OnCPU), x.RSS, x.PeakRSS,
-		x.Threads, x.Voluntary, x.Involuntary, x.RunQueue[:], map[string]InterfaceCounters{}}
+		x.Threads, x.Voluntary, x.Involuntary, x.RunQueue[:], map[string]InterfaceCounters{}, x.ReadBytes, x.WriteBytes}
 	for name, c := range x.Net {
 		if name == "lo" && !loopback {
 			continue
@@ -244,9 +246,10 @@ func (l *WatchLive) End(series dump.ResourceSeries, o WatchOptions) error {
 }
 
 // WatchLineHeader heads the live lines: CPU over the interval (100 % = one
-// core), RSS, threads, context switches per second, and the network bit
-// rates summed over the interfaces shown.
-const WatchLineHeader = "time        CPU %   RSS MiB  threads   cswch/s  nvcswch/s        rx bit/s        tx bit/s"
+// core), RSS, threads, context switches per second, storage reads and
+// writes in kB/s (as pidstat -d), and the network bit rates summed over
+// the interfaces shown.
+const WatchLineHeader = "time        CPU %   RSS MiB  threads   cswch/s  nvcswch/s   kB_rd/s   kB_wr/s        rx bit/s        tx bit/s"
 
 // WatchLine is one live line from sample a to sample b.
 func WatchLine(now time.Time, a, b dump.ResourceSample, ebpf, loopback bool) string {
@@ -273,6 +276,8 @@ func WatchLine(now time.Time, a, b dump.ResourceSample, ebpf, loopback bool) str
 		}
 		return fmt.Sprintf("%.0f", float64(y-min(x, y))/dt)
 	}
-	return fmt.Sprintf("%-8s %8.1f %9.1f %8d %9s %10s %15s %15s", now.Format("15:04:05"), 100*cpu/dt, float64(b.RSS)/(1<<20), b.Threads,
-		sw(a.Voluntary, b.Voluntary), sw(a.Involuntary, b.Involuntary), Rate(8*float64(rx)/dt), Rate(8*float64(tx)/dt))
+	kB := func(x, y uint64) float64 { return float64(y-min(x, y)) / 1e3 / dt }
+	return fmt.Sprintf("%-8s %8.1f %9.1f %8d %9s %10s %9.1f %9.1f %15s %15s", now.Format("15:04:05"), 100*cpu/dt, float64(b.RSS)/(1<<20), b.Threads,
+		sw(a.Voluntary, b.Voluntary), sw(a.Involuntary, b.Involuntary), kB(a.ReadBytes, b.ReadBytes), kB(a.WriteBytes, b.WriteBytes),
+		Rate(8*float64(rx)/dt), Rate(8*float64(tx)/dt))
 }
