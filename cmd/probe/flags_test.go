@@ -41,6 +41,9 @@ func TestMeasureRefusesFlags(t *testing.T) {
 	}{
 		{[]string{"--mode", "tcp", "-w", "x.msgpack"}, "-w/--write does not apply to --mode tcp (it is for echo, capacity)"},
 		{[]string{"--mode", "tcp", "--csv"}, "--csv does not apply to --mode tcp"},
+		{[]string{"--mode", "capacity", "--json-stream"}, "--json-stream does not apply to --mode capacity (it is for echo, tcp, quic)"},
+		{[]string{"--mode", "tcp", "--pcap", "x.pcap"}, "--pcap does not apply to --mode tcp (it is for echo, capacity)"},
+		{[]string{"--mode", "tcp", "--json", "--json-stream"}, "--json and --json-stream: choose one"},
 		{[]string{"-R"}, "-R/--reverse does not apply to --mode echo"},
 		{[]string{"--mode", "capacity", "-P", "2"}, "-P/--parallel does not apply to --mode capacity (it is for tcp, quic)"},
 		{[]string{"--mode", "tcp,quic", "-f", "%be"}, "-f/--format does not apply to --mode tcp,quic"},
