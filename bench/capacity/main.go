@@ -88,6 +88,9 @@ func readResult(b []byte) (result, error) {
 	return out, nil
 }
 
+// agentPort is where the agent listens in the testbed's namespaces.
+var agentPort uint16 = 7323
+
 func main() {
 	bin := flag.String("bin", "bin", "directory with the probe and estimate binaries")
 	only := flag.String("only", "", "run only cases whose name contains this")
@@ -95,7 +98,12 @@ func main() {
 	cases0 := flag.Bool("cases", true, "run the single-bottleneck cases")
 	runs := flag.Int("runs", 5, "probe runs per side-by-side path")
 	keep := flag.String("keep", "", "keep the probe dumps of the side-by-side paths in this folder")
+	port := flag.Uint("port", 7323, "the agent's port in the testbed; cross traffic uses the next ones")
 	flag.Parse()
+	if *port == 0 || *port > 65000 {
+		harness.Fail(fmt.Sprintf("-port %d: want 1..65000", *port))
+	}
+	agentPort = uint16(*port)
 	if os.Geteuid() != 0 {
 		harness.Fail("the capacity benchmark needs root (testbed namespaces, tc, eBPF)")
 	}
@@ -164,7 +172,7 @@ func main() {
 }
 
 func run(c benchCase, probeBin, estimateBin, dir string) (string, bool, error) {
-	name := fmt.Sprintf("bn%d", os.Getpid()%100000)
+	name := fmt.Sprintf("h14c%d", os.Getpid()%100000)
 	cfg := testbed.Config{Name: name, Rate: uint64(c.rate), Burst: c.burst}
 	if c.htb {
 		cfg.Rate = 0
@@ -186,7 +194,7 @@ func run(c benchCase, probeBin, estimateBin, dir string) (string, bool, error) {
 	}
 	configured := c.rate * 1500 / 1514
 
-	agentAddr := netip.AddrPortFrom(tb.A.Addr, 7323)
+	agentAddr := netip.AddrPortFrom(tb.A.Addr, agentPort)
 	agent, err := harness.Start(context.Background(), harness.Host{TB: tb.A}, "probe agent", harness.Listening("tcp", agentAddr),
 		probeBin, "serve", "--listen", agentAddr.String(), "--ebpf", "on")
 	if err != nil {
@@ -207,7 +215,7 @@ func run(c benchCase, probeBin, estimateBin, dir string) (string, bool, error) {
 		}
 	}
 	dumpPath := filepath.Join(dir, "run.msgpack")
-	args := []string{"measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "-R", "--json", "--ebpf", "on", "-w", dumpPath}
+	args := []string{"measure", "-h", netip.AddrPortFrom(tb.A.Addr, agentPort).String(), "--mode", "capacity", "-R", "--json", "--ebpf", "on", "-w", dumpPath}
 	if c.quick {
 		args = append(args, "--quick")
 	}

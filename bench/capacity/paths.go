@@ -152,7 +152,7 @@ func runHardPath(p hardPath, name string, runs int, probeBin string, pe peers, k
 		res.realized = append(res.realized, r/1e6)
 	}
 	ctx := context.Background()
-	agentAddr := netip.AddrPortFrom(tb.A.Addr, 7323)
+	agentAddr := netip.AddrPortFrom(tb.A.Addr, agentPort)
 	agent, err := harness.Start(ctx, harness.Host{TB: tb.A}, "probe agent", harness.Listening("tcp", agentAddr),
 		probeBin, "serve", "--listen", agentAddr.String(), "--ebpf", "on")
 	if err != nil {
@@ -169,7 +169,7 @@ func runHardPath(p hardPath, name string, runs int, probeBin string, pe peers, k
 	withCross := func(limit time.Duration, fn func() toolRun) toolRun {
 		var cs []*testbed.Cross
 		for i, args := range p.cross {
-			c, err := testbed.CrossTraffic(ctx, tb.R, tb.B, 5201+i, limit+2*time.Second, args...)
+			c, err := testbed.CrossTraffic(ctx, tb.R, tb.B, int(agentPort)+1+i, limit+2*time.Second, args...)
 			if err != nil {
 				for _, c := range cs {
 					c.Stop()
@@ -234,7 +234,7 @@ func slug(s string) string {
 }
 
 func runProbe(tb *testbed.Testbed, probeBin string, quick bool, dumpPath string) toolRun {
-	args := []string{"measure", "-h", tb.A.Addr.String(), "--mode", "capacity", "-R", "--json", "--ebpf", "on"}
+	args := []string{"measure", "-h", netip.AddrPortFrom(tb.A.Addr, agentPort).String(), "--mode", "capacity", "-R", "--json", "--ebpf", "on"}
 	if quick {
 		args = append(args, "--quick")
 	}
