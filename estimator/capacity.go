@@ -119,18 +119,21 @@ const (
 	// on a narrow link before a loaded one ADR can sit a little above the
 	// capacity mode's centre.
 	capADRSlack = 0.03
-	// A train's first gap under capShaperBurst of its typical gap is a
-	// burst at the line rate; a shaper makes one at the head of
-	// capShaperShare of the trains or more. Cross traffic on a faster link
-	// after the narrow one compresses some heads to that link's spacing (0.3
-	// of the gap for 100 behind 30 Mbit/s), which must not count; but a
-	// shaper behind such a link has its burst re-spaced to it too, so a
-	// head under capShaperFront in every train (capShaperAll) counts as
-	// well: chance compression does not hit every one of five trains.
-	capShaperBurst  = 0.2
+	// A shaper passes the first packets of a train faster than the rest: a
+	// head (first gap) under capShaperFront of the train's typical gap in
+	// capShaperShare of the trains or more, at least capShaperExcess more
+	// often than the same train's tail gaps are that short. Cross traffic on
+	// a faster link after the narrow one, or a receiver that batches,
+	// compresses gaps wherever they are, heads and tails alike; a bucket only
+	// the head. Only trains whose sender let the first pair go within
+	// capShaperSender of the typical gap count: a slower sender refills the
+	// bucket of any tbf, and its pair arrives as spread as it left. htb here
+	// passes its first pair 0.03–0.3 of a gap apart (its bucket is about a
+	// frame and a half, and it sends while its tokens are not negative).
 	capShaperFront  = 0.5
-	capShaperShare  = 0.7
-	capShaperAll    = 1.0
+	capShaperSender = 0.4
+	capShaperShare  = 0.5
+	capShaperExcess = 0.4
 	capShaperTrains = 3
 	// The interval reaches down to the sustained rate when it lies within
 	// this share under the estimate.
@@ -289,8 +292,15 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 	// A shaper lets a burst through unspread at the head of every train; a
 	// one-frame bucket only shortens the first gap a little, and cross
 	// traffic compresses the head of some trains, not of nearly all.
-	shaper := r.fronts >= capShaperTrains && (float64(r.bursts) >= capShaperShare*float64(r.fronts) ||
-		float64(r.compressed) >= capShaperAll*float64(r.fronts))
+	shaper := false
+	if r.fronts >= capShaperTrains {
+		heads := float64(r.compressed) / float64(r.fronts)
+		tails := 0.0
+		if r.tailGaps > 0 {
+			tails = float64(r.tailShort) / float64(r.tailGaps)
+		}
+		shaper = heads >= capShaperShare && heads-tails >= capShaperExcess
+	}
 	switch {
 	case shaper:
 		c.Verdict = VerdictShaper
@@ -356,9 +366,10 @@ type capRates struct {
 	tails      []float64 // Phase II tail rates
 	pairs      []float64 // first-pair rates of the trains with a burst at the head
 	oneSize    float64   // mean size of the Phase I samples, bytes
-	fronts     int       // preliminary and Phase II trains whose head was read
-	bursts     int       // of those, the ones whose first gap was a burst
+	fronts     int       // preliminary or Phase II trains whose head was read
 	compressed int       // of those, the ones whose first gap was under capShaperFront
+	tailGaps   int       // the tail gaps of those trains
+	tailShort  int       // of those, the ones under capShaperFront
 	minDisp    float64   // ns per packet, smallest at full size
 }
 
@@ -397,9 +408,8 @@ func (m *capMeasure) rates(o, s0 float64) capRates {
 					r.pairs = append(r.pairs, rate(f.head))
 				}
 			}
-			if f.head < capShaperBurst*f.d {
-				r.bursts++
-			}
+			r.tailGaps += f.tailGaps
+			r.tailShort += f.tailShort
 		}
 		switch f.phase {
 		case dump.PhasePrelim:

@@ -25,6 +25,18 @@ type bottleneck struct {
 	tight      float64
 	tightLoad  float64
 	tightBytes int
+	// htb's rule instead of tbf's: a packet leaves while the tokens are not
+	// negative and may take them below zero.
+	htb bool
+	// The share of trains that find the bucket empty (the agent's control
+	// traffic shares the shaper and took the tokens).
+	drained float64
+	// ns, mean (exponential) of the sender's first gap: on a busy host the
+	// second packet leaves late, the rest back to back.
+	senderHead float64
+	// ns, mean (exponential) extra of every later sender gap: a busy
+	// sender's packets leave unevenly.
+	senderGaps float64
 }
 
 type gen struct {
@@ -38,16 +50,18 @@ func newGen(b bottleneck, seed uint64) *gen {
 	return &gen{bottleneck: b, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)), start: 1e12}
 }
 
-// arrivals are the times the packets leave the bottleneck, ns. cross[i] bytes
-// of cross traffic queue just before packet i.
-func (g *gen) arrivals(size, n int, cross map[int]int) []float64 {
+// arrivals are the times the packets leave the bottleneck, ns, for packets
+// the sender lets go at send. cross[i] bytes of cross traffic queue just
+// before packet i.
+func (g *gen) arrivals(size int, send []float64, cross map[int]int) []float64 {
+	n := len(send)
 	wire := float64(size + g.overhead)
 	t := make([]float64, n)
 	if g.bucket == 0 {
 		for i := range n {
-			t[i] = g.start + 1e6 // propagation
+			t[i] = send[i] + 1e6 // propagation
 			if i > 0 {
-				t[i] = t[i-1] + 8e9*wire/g.rate
+				t[i] = max(t[i], t[i-1]+8e9*wire/g.rate)
 			}
 			t[i] += 8e9 * float64(cross[i]) / g.rate
 		}
@@ -57,16 +71,23 @@ func (g *gen) arrivals(size, n int, cross map[int]int) []float64 {
 	if line == 0 {
 		line = 10e9
 	}
-	// tbf: a packet leaves when the bucket holds its size; the bucket is full
-	// when a train starts, as trains are spaced far apart.
-	tok, last, prev := float64(g.bucket), g.start, math.Inf(-1)
+	// A token bucket, full when a train starts as trains are spaced far
+	// apart, unless something else drained it.
+	tok, last, prev := float64(g.bucket), send[0], math.Inf(-1)
+	if g.drained > 0 && g.rng.Float64() < g.drained {
+		tok = 0
+	}
+	need := wire // tokens a packet waits for: tbf its size, htb none
+	if g.htb {
+		need = 0
+	}
 	for i := range n {
-		at := max(g.start, prev+8e9*wire/line)
+		at := max(send[i], prev+8e9*wire/line)
 		have := min(float64(g.bucket), tok+(at-last)*g.rate/8e9)
-		if have < wire {
-			// The timer wakes when the bucket holds the packet, or later;
+		if have < need {
+			// The timer wakes when the bucket holds enough, or later;
 			// tokens keep coming meanwhile.
-			at += (wire-have)*8e9/g.rate + g.lateness()
+			at += (need-have)*8e9/g.rate + g.lateness()
 			have = min(float64(g.bucket), tok+(at-last)*g.rate/8e9)
 		}
 		tok, last, prev = have-wire, at, at
@@ -107,7 +128,19 @@ func (g *gen) throughTight(t []float64, size int) []float64 {
 
 // train builds one train as both ends stamp it.
 func (g *gen) train(ph dump.Phase, size, n int, cross map[int]int) dump.Train {
-	arr := g.throughTight(g.arrivals(size, n, cross), size)
+	send := make([]float64, n)
+	send[0] = g.start
+	for i := 1; i < n; i++ {
+		gap := 1000.0 // sendmmsg lets packets go 1 µs apart
+		if i == 1 && g.senderHead > 0 {
+			gap += g.rng.ExpFloat64() * g.senderHead
+		}
+		if i > 1 && g.senderGaps > 0 {
+			gap += g.rng.ExpFloat64() * g.senderGaps
+		}
+		send[i] = send[i-1] + gap
+	}
+	arr := g.throughTight(g.arrivals(size, send, cross), size)
 	rx := make([]float64, n)
 	if k := g.batch; k > 1 {
 		// A batch is delivered when its last packet arrives, its packets 200 ns
@@ -130,7 +163,7 @@ func (g *gen) train(ph dump.Phase, size, n int, cross map[int]int) dump.Train {
 	tr := dump.Train{ID: g.id, Phase: ph, Size: size, Tx: make([]dump.Stamps, n), Rx: make([]dump.Stamps, n)}
 	var user float64
 	for i := range n {
-		tr.Tx[i][dump.SourceEBPF] = int64(g.start) + int64(i)*1000
+		tr.Tx[i][dump.SourceEBPF] = int64(math.Round(send[i]))
 		tr.Rx[i][dump.SourceEBPF] = int64(math.Round(rx[i]))
 		if g.user > 0 {
 			// The application reads packets in order, 1 µs apiece: a late

@@ -29,24 +29,51 @@ func TestCapacityHardPaths(t *testing.T) {
 	shaperCross.tight, shaperCross.tightLoad, shaperCross.tightBytes = 100e6, 0.4, 1470
 	htbLate := tbf(20e6, 4100)
 	htbLate.late = 20000
+	// htb as tc and netlink set it up on this kernel: a bucket of a frame
+	// and a half (rate/HZ + 1600 B, HZ read as 1e9), sending while its
+	// tokens are not negative; the host spaces the burst ~150 µs a packet;
+	// control traffic drains the bucket before a fifth of the trains; the
+	// sender's first gap is often hundreds of µs.
+	htbHost := tbf(20e6, 1600)
+	htbHost.htb, htbHost.line, htbHost.late, htbHost.drained, htbHost.senderHead = true, 80e6, 20000, 0.2, 150000
+	slow30 := tbf(30e6, 1600)
+	slow30.late, slow30.senderHead = 20000, 200000
+	slow300 := late300
+	slow300.senderHead = 20000
+	// A big bucket under an uneven sender: short trains fit in the bucket
+	// and arrive as unevenly as they left, which is not coalescing.
+	bigUneven := tbf(20e6, 15000)
+	bigUneven.senderHead, bigUneven.senderGaps = 150000, 40000
+	narrowSlow := narrow
+	narrowSlow.senderHead = 100000
 	tests := []struct {
 		name   string
 		path   bottleneck
 		s      session
 		shaper bool
 		lo, hi float64 // the truth: where a capacity estimate may lie
+		// missed is how many seeds may miss the shaper: five long trains
+		// of a quick run, a fifth of them behind a drained bucket, leave
+		// too few heads now and then.
+		missed int
 	}{
-		{"narrow 30 before tight 100 with 40 % cross traffic", narrow, probeRun, false, ipRate(30e6, 14), ipRate(30e6, 14)},
-		{"narrow ≠ tight, quick", narrow, session{calib: 5, calibN: 10, prelim: 14, prelimN: 7, two: 5, twoN: 32}, false, ipRate(30e6, 14), ipRate(30e6, 14)},
+		{"narrow 30 before tight 100 with 40 % cross traffic", narrow, probeRun, false, ipRate(30e6, 14), ipRate(30e6, 14), 0},
+		{"narrow ≠ tight, quick", narrow, session{calib: 5, calibN: 10, prelim: 14, prelimN: 7, two: 5, twoN: 32}, false, ipRate(30e6, 14), ipRate(30e6, 14), 0},
 		// A late timer lowers what the tbf delivers: the truth runs from
 		// its mean packet spacing up to the configured rate.
-		{"one-frame tbf 300 with a late timer", late300, probeRun, false, 1500 * 8 / (1514*8/300e6 + 15e-6) / 1e9 * 1e9, ipRate(300e6, 14)},
-		{"15000 B bucket behind cross traffic", shaperCross, probeRun, true, ipRate(30e6, 14), ipRate(30e6, 14)},
-		{"htb-like bucket with a late timer", htbLate, probeRun, true, 0.9 * ipRate(20e6, 14), ipRate(20e6, 14)},
+		{"one-frame tbf 300 with a late timer", late300, probeRun, false, 1500 * 8 / (1514*8/300e6 + 15e-6) / 1e9 * 1e9, ipRate(300e6, 14), 0},
+		{"15000 B bucket behind cross traffic", shaperCross, probeRun, true, ipRate(30e6, 14), ipRate(30e6, 14), 0},
+		{"htb-like bucket with a late timer", htbLate, probeRun, true, 0.9 * ipRate(20e6, 14), ipRate(20e6, 14), 0},
+		{"htb as on this host", htbHost, probeRun, true, 0.9 * ipRate(20e6, 14), ipRate(20e6, 14), 0},
+		{"htb as on this host, quick", htbHost, session{calib: 5, calibN: 10, prelim: 14, prelimN: 7, two: 5, twoN: 32}, true, 0.9 * ipRate(20e6, 14), ipRate(20e6, 14), 2},
+		{"one-frame tbf 30, slow sender head", slow30, probeRun, false, 0.9 * ipRate(30e6, 14), ipRate(30e6, 14), 0},
+		{"one-frame tbf 300, late timer, slow sender head", slow300, probeRun, false, 1500 * 8 / (1514*8/300e6 + 15e-6), ipRate(300e6, 14), 0},
+		{"15000 B bucket, uneven sender", bigUneven, probeRun, true, ipRate(20e6, 14), ipRate(20e6, 14), 0},
+		{"narrow ≠ tight, slow sender head", narrowSlow, probeRun, false, ipRate(30e6, 14), ipRate(30e6, 14), 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			compressed, covered := 0, 0
+			compressed, covered, missed := 0, 0, 0
 			for seed := range uint64(hardSeeds) {
 				c, err := EstimateCapacity(newGen(tc.path, seed).session(tc.s), capAuto)
 				if err != nil {
@@ -55,7 +82,10 @@ func TestCapacityHardPaths(t *testing.T) {
 				t.Logf("seed %d: %s %.2f [%.2f, %.2f] sustained %.2f peak %.2f overhead %.1f σ_t %v discarded %v",
 					seed, c.Verdict, c.Estimate/1e6, c.Lower/1e6, c.Upper/1e6, c.Sustained/1e6, c.Peak/1e6, c.Overhead, c.NoiseFloor, c.Discarded)
 				if got := c.Verdict == VerdictShaper; got != tc.shaper {
-					t.Errorf("seed %d: verdict %s, shaper expected: %v", seed, c.Verdict, tc.shaper)
+					missed++
+					if !tc.shaper || missed > tc.missed {
+						t.Errorf("seed %d: verdict %s, shaper expected: %v", seed, c.Verdict, tc.shaper)
+					}
 				}
 				// Behind a shaper the estimate is the long trains' tail,
 				// which a loaded tight link still compresses as it drains

@@ -41,6 +41,10 @@ type capTrain struct {
 	reason  int     // capAccepted or a reason
 	d       float64 // ns per packet behind the sample; Phase II: over the tail
 	head    float64 // preliminary and Phase II: the first gap, ns; -1 if unknown
+	// With a head: the gaps from max(3, n/2) on, and how many of them are
+	// under capShaperFront of d (compressed by cross traffic or batching,
+	// which a shaper's head must exceed).
+	tailGaps, tailShort int
 }
 
 // capMeasure turns trains into per-train dispersions.
@@ -142,6 +146,12 @@ func (m *capMeasure) coalesced() bool {
 				continue
 			}
 			t := &m.trains[i]
+			if tx, ok := senderSpan(t); ok && float64(tx) > capInputGap*float64(m.at(t, f.n-1)-m.at(t, 0)) {
+				// It arrived as the sender spaced it (a bucket it fits
+				// in, a path faster than the sender): its small gaps are
+				// the sender's, not the receiver's batches.
+				continue
+			}
 			thr := capSmallGap * m.meanGap(t)
 			for j := max(1, f.n/2); j < f.n; j++ {
 				if float64(m.gap(t, j)) < thr {
@@ -309,15 +319,21 @@ func (m *capMeasure) measure(f *capTrain, t *dump.Train) {
 		return
 	}
 	// The head is the first gap: the pair at the front of the train. A
-	// shaper's bucket lets it through unspread (htb passes two or three
-	// frames back to back), while a one-frame tbf bucket shortens it by only
-	// the bucket's slack, ~6 % for full-size packets. It says so only when
-	// the sender let the pair go close together: on a busy host its first
-	// gap can be hundreds of µs, which refills a one-frame bucket too.
-	f.head = float64(m.at(t, 1) - m.at(t, 0))
+	// shaper's bucket lets it through unspread, while a one-frame tbf bucket
+	// shortens it by only the bucket's slack, ~6 % for full-size packets. It
+	// says so only when the sender let the pair go close together: on a
+	// busy host its first gap can be hundreds of µs, which refills a
+	// one-frame bucket too.
 	if len(t.Tx) == n && t.Tx[0].Has(dump.SourceEBPF) && t.Tx[1].Has(dump.SourceEBPF) {
-		if tx := float64(t.Tx[1][dump.SourceEBPF] - t.Tx[0][dump.SourceEBPF]); tx >= capShaperBurst*f.d {
-			f.head = -1
+		if tx := float64(t.Tx[1][dump.SourceEBPF] - t.Tx[0][dump.SourceEBPF]); tx >= capShaperSender*f.d {
+			return
+		}
+	}
+	f.head = float64(m.at(t, 1) - m.at(t, 0))
+	for j := max(3, n/2); j < n; j++ {
+		f.tailGaps++
+		if float64(m.gap(t, j)) < capShaperFront*f.d {
+			f.tailShort++
 		}
 	}
 }

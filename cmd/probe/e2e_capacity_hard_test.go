@@ -82,3 +82,58 @@ func TestCapacityNarrowNotTight(t *testing.T) {
 		t.Errorf("took %.1f s, want ≤ 20 s", d)
 	}
 }
+
+// Real shapers are caught: htb as tc sets it up (a bucket of about a frame
+// and a half, sending while its tokens are not negative) and a tbf with a
+// 15000 B bucket both pass the head of a train faster than the rest. A
+// one-frame tbf is not a shaper (TestCapacityNarrowNotTight).
+func TestCapacityShapers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and loads eBPF")
+	}
+	const rate = 20e6
+	for i, tc := range []struct {
+		name string
+		htb  bool
+		cfg  testbed.Config
+	}{
+		{"htb", true, testbed.Config{}},
+		{"tbf 15000 B bucket", false, testbed.Config{Rate: rate, Burst: 15000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Name = fmt.Sprintf("h14sh%d%c", os.Getpid()%100000, 'a'+i)
+			tb, err := testbed.Up(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := tb.Down(); err != nil {
+					t.Error(err)
+				}
+			})
+			if tc.htb {
+				if err := tb.ShapeHTB(rate); err != nil {
+					t.Fatal(err)
+				}
+			}
+			agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
+			startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
+				err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
+				return c, err
+			}, "--listen", agentAddr, "--ebpf", "on")
+			out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "-R", "--json")
+			if code != 0 {
+				t.Fatalf("measure: exit %d\n%s", code, stderr)
+			}
+			m := decode[report.CapacityDoc](t, out).Result
+			t.Logf("estimate %.2f verdict %v in %v s", m.EstimateBps/1e6, m.Verdict, m.DurationS)
+			if m.Verdict != "shaper suspected" {
+				t.Errorf("verdict %q, want shaper suspected", m.Verdict)
+			}
+			// The estimate is the sustained rate: at most the configured one.
+			if est, hi := m.EstimateBps/1e6, rate*1500/1514/1e6; est > 1.03*hi || est < 0.8*hi {
+				t.Errorf("estimate %.2f outside [0.8, 1.03] × %.2f", est, hi)
+			}
+		})
+	}
+}
