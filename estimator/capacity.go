@@ -315,7 +315,14 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 		}
 	case !have && adr > 0:
 		c.Verdict = VerdictLowerBound
-		c.Estimate, c.Lower, c.Upper = adr, adr, 0
+		lb := m.cleanTrainRate(c.Overhead, s0)
+		if lb == 0 {
+			lb = tailLo
+			if len(c.Modes) > 0 {
+				lb = min(lb, c.Modes[0].Value)
+			}
+		}
+		c.Estimate, c.Lower, c.Upper = lb, lb, 0
 	case !have:
 		c.Verdict = VerdictNone
 	default:

@@ -25,6 +25,10 @@ type bottleneck struct {
 	tight      float64
 	tightLoad  float64
 	tightBytes int
+	// A burst of this many cross bytes reaches the tight link just before
+	// packet burstAt of every train long enough: its queue drains under the
+	// train's later packets and compresses them.
+	burst, burstAt int
 	// htb's rule instead of tbf's: a packet leaves while the tokens are not
 	// negative and may take them below zero.
 	htb bool
@@ -116,6 +120,9 @@ func (g *gen) throughTight(t []float64, size int) []float64 {
 	free := t[0] - 20e6
 	next := free + g.rng.ExpFloat64()*crossGap
 	for i, at := range t {
+		if g.burst > 0 && i == g.burstAt {
+			free = max(free, at) + 8e9*float64(g.burst)/g.tight
+		}
 		for next <= at {
 			free = max(free, next) + crossServ
 			next += g.rng.ExpFloat64() * crossGap

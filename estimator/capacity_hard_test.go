@@ -147,3 +147,33 @@ func TestCapacitySenderLimited(t *testing.T) {
 		t.Errorf("one spread train: %s", fmt.Sprint(c.Verdict))
 	}
 }
+
+// TestCapacityLowerBoundCompressed: a cross-traffic burst at the tight link
+// behind the narrow one meets the middle of every long train, and its queue
+// drains under the train's tail, which then reads about twice the capacity.
+// The short trains read the capacity, no mode reaches the tails' rate, and
+// the verdict is a lower bound: it must not lie above the capacity (the
+// tails' mean once printed 64.5 on a 30 Mbit/s path).
+func TestCapacityLowerBoundCompressed(t *testing.T) {
+	b := bottleneck{rate: 30e6, overhead: 14, bucket: 1600, line: 10e9, noise: 3000,
+		tight: 100e6, tightLoad: 0.05, tightBytes: 1470, burst: 40000, burstAt: 14}
+	capacity := ipRate(30e6, 14)
+	quick := session{calib: 5, calibN: 10, prelim: 14, prelimN: 7, two: 5, twoN: 32}
+	for seed := range uint64(hardSeeds) {
+		c, err := EstimateCapacity(newGen(b, seed).session(quick), capAuto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("seed %d: %s %.2f [%.2f, %.2f] sustained %.2f", seed, c.Verdict, c.Estimate/1e6, c.Lower/1e6, c.Upper/1e6, c.Sustained/1e6)
+		if c.Sustained < 1.3*capacity {
+			t.Errorf("seed %d: sustained %.2f: the burst compressed no tail, the case tests nothing", seed, c.Sustained/1e6)
+		}
+		if c.Verdict != VerdictLowerBound {
+			t.Errorf("seed %d: verdict %s, want a lower bound", seed, c.Verdict)
+			continue
+		}
+		if c.Lower > 1.005*capacity || c.Lower < 0.9*capacity || c.Estimate != c.Lower {
+			t.Errorf("seed %d: lower bound %.2f (estimate %.2f), capacity %.2f", seed, c.Lower/1e6, c.Estimate/1e6, capacity/1e6)
+		}
+	}
+}

@@ -104,7 +104,9 @@ func TestCapacityPaths(t *testing.T) {
 		s:       session{one: 25, oneN: 2, two: 30, twoN: 50, crossOne: 1, crossTwo: 0.1, crossBytes: 1514},
 		verdict: VerdictLowerBound, want: truth / 1.1, tol: 0.04, // a gap in ten holds a cross packet
 		check: func(t *testing.T, c Capacity) {
-			if c.Estimate != c.Sustained || c.Lower != c.Sustained || c.Upper != 0 || c.Chosen != -1 {
+			// The bound is a whole long train's rate, which cross traffic
+			// at the narrow link only stretches: never above capacity.
+			if c.Lower != c.Estimate || c.Estimate > truth || c.Upper != 0 || c.Chosen != -1 {
 				t.Errorf("lower bound: estimate %v sustained %v [%v, %v] chosen %d", c.Estimate, c.Sustained, c.Lower, c.Upper, c.Chosen)
 			}
 			for _, m := range c.Modes {

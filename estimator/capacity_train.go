@@ -510,3 +510,68 @@ func (m *capMeasure) senderLimited() (float64, bool) {
 	}
 	return medianOf(rates), true
 }
+
+// capCleanHead is how close (in gaps) to the run's smallest first-packet
+// delay a long train's first packet must be for its whole-train rate to be a
+// lower bound.
+const capCleanHead = 0.5
+
+// capHeadSlack is how much of a gap a one-frame bucket's slack takes from the
+// first gap at most (~6 % at full size behind tbf's 1600 B bucket).
+const capHeadSlack = 0.1
+
+// cleanTrainRate is a lower bound on capacity for the "lower bound only"
+// verdict, 0 when no train gives one: the median whole-train rate of the
+// long trains whose first packet waited nowhere after the narrow link. A
+// rate read at the receiver exceeds capacity only when the earlier packet
+// waited longer after the narrow link than the later one (cross traffic on a
+// faster link compresses the train as its queue drains: five long trains
+// once read 64.5 Mbit/s on a 30 Mbit/s path). The first packet queues behind
+// none of its train, so its one-way delay (receive minus send stamp; the
+// clocks' offset cancels) is the path's base delay plus what it waited; the
+// smallest over the run's trains is the base. A train whose first packet is
+// within half a gap of it can only have been stretched after it.
+func (m *capMeasure) cleanTrainRate(o, s0 float64) float64 {
+	if m.coalesce {
+		return 0
+	}
+	owd := func(t *dump.Train) (int64, bool) {
+		if len(t.Tx) == 0 || !t.Tx[0].Has(dump.SourceEBPF) {
+			return 0, false
+		}
+		return m.at(t, 0) - t.Tx[0][dump.SourceEBPF], true
+	}
+	base, have := int64(math.MaxInt64), false
+	for i := range m.fits {
+		if f := &m.fits[i]; f.reason == capAccepted && samplePhase(f.phase) {
+			if d, ok := owd(&m.trains[i]); ok {
+				base, have = min(base, d), true
+			}
+		}
+	}
+	if !have {
+		return 0
+	}
+	var rates []float64
+	for i := range m.fits {
+		f := &m.fits[i]
+		if f.reason != capAccepted || f.phase != dump.PhaseTwo {
+			continue
+		}
+		t := &m.trains[i]
+		d, ok := owd(t)
+		if !ok || float64(d-base) > capCleanHead*f.d {
+			continue
+		}
+		if span := float64(m.at(t, f.n-1) - m.at(t, 0)); span > 0 {
+			// The first gap counts capHeadSlack longer: a one-frame
+			// bucket lets the second packet go early by its slack.
+			gap := (span + capHeadSlack*f.d) / float64(f.n-1)
+			rates = append(rates, 8e9*(float64(f.size)+o)/gap*s0/(s0+o))
+		}
+	}
+	if len(rates) == 0 {
+		return 0
+	}
+	return medianOf(rates)
+}
