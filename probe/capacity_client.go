@@ -68,6 +68,10 @@ const (
 	maxBatchTime    = time.Second
 )
 
+// senderCheckTrains long trains are sent when the short ones all arrived as
+// fast as they left: enough for the shaper test.
+const senderCheckTrains = 3
+
 var errTooLossy = errors.New("30 trains in a row lost packets: the path is too lossy for packet trains")
 
 // capDriver runs the phases from the client.
@@ -195,9 +199,21 @@ func (d *capDriver) run(ctx context.Context) error {
 	}
 	easy := err == nil && est.Verdict == estimator.VerdictEasyPath
 	if err == nil && est.SenderLimited {
-		// The path took every train as fast as it left: longer or smaller
-		// trains cannot show more (docs/capacity.md, limits).
-		return nil
+		// The path took every train as fast as it left. So does a bucket
+		// that holds a short train (tbf with a 15000 B bucket); a few long
+		// trains outlast it, and a path faster than the sender passes
+		// those unspread too (docs/capacity.md, limits).
+		d.begin(dump.PhaseTwo, 0, senderCheckTrains)
+		if err := d.runPlan(ctx, d.repeat(senderCheckTrains, maxLen, full)); err != nil {
+			return err
+		}
+		est, err = estimator.EstimateCapacity(d.res.Trains, estimator.CapacityOptions{Source: d.cfg.Source})
+		if err != nil || est.SenderLimited {
+			return nil
+		}
+		if est.Sustained > 0 {
+			d.rate = est.Sustained
+		}
 	}
 
 	if !quick && (!easy || d.cfg.AllPhases) {
