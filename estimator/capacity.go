@@ -114,6 +114,9 @@ const (
 	capCIFloor      = 0.0025
 	capOverheadSpan = 300 // bytes the Phase I sizes must span to fit an overhead
 	capMaxOverhead  = 100
+	// A fitted overhead is used only when the sizes agree on it this well
+	// (standard error, bytes); docs/capacity.md says why the fit is weak.
+	capOverheadMaxSE = 4
 	// A mode this far under ADR still counts as at or above it: measured as
 	// spans, long trains' tails and short trains read the same spacing, and
 	// on a narrow link before a loaded one ADR can sit a little above the

@@ -413,14 +413,28 @@ func (m *capMeasure) overhead() (o, se float64) {
 	}
 	slices.Sort(ys)
 	o = medianSorted(ys)
-	// Each size gives its own overhead; their spread says how well the
-	// median of them is known (1.2533 σ/√k for a median).
+	// Each size gives its own overhead; their spread σ says how well the
+	// line is known. The overhead is the line's intercept, extrapolated from
+	// 600–1500 B down to 0, so its error is a line fit's intercept error,
+	// σ·√(1/k + S̄²/Sxx) (×1.2533 for robust estimates), four times σ/√k
+	// for these sizes: σ/√k alone passed fits of 4–24 B for 14 B.
+	var mean, sxx float64
+	for i, s := range sizes {
+		d := float64(s) - mean
+		mean += d / float64(i+1)
+		sxx += d * (float64(s) - mean)
+	}
 	for i := range ys {
 		ys[i] = math.Abs(ys[i] - o)
 	}
 	slices.Sort(ys)
-	se = 1.2533 * 1.4826 * medianSorted(ys) / math.Sqrt(float64(len(ys)))
-	if !(o >= 0 && o <= capMaxOverhead) {
+	k := float64(len(ys))
+	se = 1.2533 * 1.4826 * medianSorted(ys) * math.Sqrt(1/k+mean*mean/sxx)
+	if !(o >= 0 && o <= capMaxOverhead) || se > capOverheadMaxSE {
+		// No overhead, rather than a poorly known one: with o = 0 a
+		// sample of size S is off by o(1/S − 1/S0), 1.4 % at 600 B for
+		// tbf's 14 B, where a wrong fit (91 B was seen under cross
+		// traffic) moved the estimate by 14 %.
 		return 0, se
 	}
 	return o, se
