@@ -460,7 +460,7 @@ func probeGoal(r pathResult, t toolRun, quick bool) (string, bool) {
 	if quick {
 		in := t.estimate >= 0.97*lo && t.estimate <= 1.03*hi
 		return "quick: in [0.97 realized, 1.03 configured] or lower bound, ≤ 3 s",
-			noShaper && t.secs <= 3 && (in || t.verdict == "lower bound only" && t.estimate <= 1.03*hi)
+			noShaper && t.secs <= 3 && (in || t.verdict == "lower bound only" && t.estimate <= hi)
 	}
 	return "in [0.97 realized, 1.03 configured], ≤ 20 s, no shaper",
 		noShaper && t.secs <= 20 && t.estimate >= 0.97*lo && t.estimate <= 1.03*hi
