@@ -374,8 +374,30 @@ func location(x []float64, md Mode) (value, low, high float64) {
 		// Too few for a spread: their range is the interval.
 		return value, in[0], in[len(in)-1]
 	}
-	half := max(capCIz*1.2533*sd/math.Sqrt(float64(len(in))), capCIFloor*value)
+	half := max(tQuantile(len(in)-1)*1.2533*sd/math.Sqrt(float64(len(in))), capCIFloor*value)
 	return value, value - half, value + half
+}
+
+// tQuantile is Student's t for a two-sided 95 % interval with df degrees of
+// freedom: a spread read from a handful of samples (a quick run's 14) is
+// itself uncertain, and 1.96 made intervals that met the truth in 83 % of
+// simulated quick runs on a narrow-before-tight path.
+func tQuantile(df int) float64 {
+	table := [...]float64{0, 12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+		2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086}
+	switch {
+	case df < 1:
+		return table[1]
+	case df < len(table):
+		return table[df]
+	case df < 30:
+		return 2.045
+	case df < 60:
+		return 2.009
+	case df < 120:
+		return 1.98
+	}
+	return capCIz
 }
 
 // capRates are the accepted trains' rates in bit/s, normalised to full size.
