@@ -292,14 +292,6 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 		low, high = min(low, adr), max(high, adr)
 	}
 
-	// A late shaper timer lengthens every gap, so that no sample shows the
-	// configured spacing: the capacity may lie up to the rate of the tails'
-	// low gaps (docs/capacity.md).
-	if g := m.lateGap(); have && g > 0 {
-		late := 8e9 * (s0 + c.Overhead) / g * s0 / (s0 + c.Overhead)
-		high = max(high, late)
-	}
-
 	// A shaper lets a burst through unspread at the head of every train; a
 	// one-frame bucket only shortens the first gap a little, and cross
 	// traffic compresses the head of some trains, not of nearly all.
