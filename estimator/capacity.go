@@ -318,8 +318,13 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 		}
 	case !have && adr > 0:
 		c.Verdict = VerdictLowerBound
+		// Each reading fails high in its own way: a whole train when a
+		// bucket passed its head at once, the tails' mean when cross
+		// traffic drained under them. The lower of the two.
 		lb := m.cleanTrainRate(c.Overhead, s0)
-		if lb == 0 {
+		if lb > 0 {
+			lb = min(lb, adr)
+		} else {
 			lb = tailLo
 			if len(c.Modes) > 0 {
 				lb = min(lb, c.Modes[0].Value)
