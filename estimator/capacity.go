@@ -333,6 +333,12 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 		c.Estimate, c.Lower, c.Upper = lb, lb, 0
 	case !have:
 		c.Verdict = VerdictNone
+		if rate, ok := m.senderLimited(); ok {
+			// The few trains the path did spread gave nothing to read;
+			// the many it did not say the path is faster than the sender.
+			c.Verdict, c.SenderLimited = VerdictLowerBound, true
+			c.Estimate, c.Lower, c.Upper = rate, rate, 0
+		}
 	default:
 		c.Estimate, c.Lower, c.Upper = value, low, high
 		switch {

@@ -3,6 +3,7 @@ package estimator
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/probe-dev/probe/collector/dump"
@@ -145,6 +146,20 @@ func TestCapacitySenderLimited(t *testing.T) {
 	want := 8 * 1500 / 5e-6
 	if c.Verdict != VerdictLowerBound || !c.SenderLimited || !within(c.Estimate, want, 0.01) || c.Upper != 0 {
 		t.Errorf("got %s sender-limited %v estimate %.0f [%.0f, %.0f], want a lower bound at %.0f", c.Verdict, c.SenderLimited, c.Estimate, c.Lower, c.Upper, want)
+	}
+	// Two trains the path spread among many it did not: the two give no
+	// mode to read (too few), and the answer is still the sender's rate,
+	// not "no estimate" (tbf 500 under load).
+	spread := slices.Clone(trains)
+	for k := range 2 {
+		tr := &spread[k]
+		tr.Rx = slices.Clone(tr.Rx)
+		for i := range tr.Rx {
+			tr.Rx[i][dump.SourceEBPF] += int64(i) * 100000
+		}
+	}
+	if c, err := EstimateCapacity(spread, capAuto); err != nil || !c.SenderLimited || c.Verdict != VerdictLowerBound {
+		t.Errorf("two spread trains among 20: %s sender-limited %v, %v", c.Verdict, c.SenderLimited, err)
 	}
 	// One train in ten that the path spread is not enough to call it.
 	for i := range trains[0].Rx {
