@@ -31,7 +31,11 @@ func (s *Server) serveRun(ctx context.Context, conn net.Conn, fc *wire.Conn, p R
 	if err := p.Check(); err != nil {
 		return refusal(wire.CodeBadRequest, "%v", err)
 	}
-	path, err := exec.LookPath(p.Path)
+	lookPath := exec.LookPath
+	if s.runPath != nil {
+		lookPath = s.runPath
+	}
+	path, err := lookPath(p.Path)
 	if err != nil {
 		return refusal(wire.CodeBadRequest, "run: %v", err)
 	}

@@ -78,6 +78,10 @@ type Server struct {
 	preAuth   int                // connections in their handshake
 	wg        sync.WaitGroup
 
+	// runPath, when set, replaces exec.LookPath for run sessions: the
+	// fuzzer runs every command as a harmless one.
+	runPath func(string) (string, error)
+
 	schedMu     sync.Mutex // the scheduler watch shared by run sessions
 	sched       *collector.SchedWatch
 	schedUsers  int

@@ -342,9 +342,11 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *wire.Conn, p T
 		<-accepted
 		return fmt.Errorf("%w: expected tcp start, got %s", wire.ErrMalformed, m.Kind())
 	}
+	// The client dialled every stream before its start: they are in the
+	// listen queue or on their way.
 	select {
 	case err = <-accepted:
-	case <-time.After(10 * time.Second):
+	case <-time.After(min(streamsWait, s.cfg.Conn.SessionStartTimeout)):
 		ln.Close()
 		err = <-accepted
 	}
@@ -385,6 +387,10 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *wire.Conn, p T
 	}
 	return nil
 }
+
+// streamsWait bounds the wait for a TCP session's streams after the
+// client's start, and is at most serve --session-start-timeout.
+const streamsWait = 10 * time.Second
 
 // acceptStreams takes the client's data connections: only from its IP, each
 // opening with this session's hello and a stream index not taken yet.
