@@ -15,13 +15,16 @@ import (
 // any session: a stranger who reaches the agent can open connections, and
 // these keep their cost fixed. Zero fields take DefaultConnLimits.
 type ConnLimits struct {
-	// MaxConns is the control connections open at once, all clients.
+	// MaxConns is the connections open at once, all clients: control
+	// connections and QUIC perf connections (serve --quic-perf) together.
 	MaxConns int
-	// MaxConnsPerSource is the control connections open at once from one
-	// IP address.
+	// MaxConnsPerSource is the connections open at once from one IP
+	// address, both kinds.
 	MaxConnsPerSource int
 	// MaxPreAuth is the connections still in their handshake, which a
-	// stranger can open without knowing anything.
+	// stranger can open without knowing anything: a control connection
+	// until it is authenticated, a QUIC perf connection until its QUIC
+	// handshake completes.
 	MaxPreAuth int
 	// PreAuthFrame bounds a frame read before the handshake ends, bytes:
 	// the handshake's frames are a few dozen bytes.
@@ -108,14 +111,15 @@ func (s *Server) admit(src netip.Addr) *Error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case len(s.conns) >= l.MaxConns:
-		return refusal(wire.CodeBusy, "agent busy: %d control connections open, limit %d (serve --max-conns)", len(s.conns), l.MaxConns)
+	case s.open >= l.MaxConns:
+		return refusal(wire.CodeBusy, "agent busy: %d connections open, limit %d (serve --max-conns)", s.open, l.MaxConns)
 	case s.perSource[src] >= l.MaxConnsPerSource:
-		return refusal(wire.CodeBusy, "agent busy: %d control connections open from %v, limit %d per address (serve --max-conns-per-source)",
+		return refusal(wire.CodeBusy, "agent busy: %d connections open from %v, limit %d per address (serve --max-conns-per-source)",
 			s.perSource[src], src, l.MaxConnsPerSource)
 	case s.preAuth >= l.MaxPreAuth:
 		return refusal(wire.CodeBusy, "agent busy: %d connections in their handshake, limit %d (serve --max-preauth)", s.preAuth, l.MaxPreAuth)
 	}
+	s.open++
 	s.perSource[src]++
 	s.preAuth++
 	return nil
@@ -129,10 +133,14 @@ func (s *Server) authenticated() {
 	s.mu.Unlock()
 }
 
-// left uncounts a connection from src.
+// left uncounts a connection from src; conn is nil for a QUIC perf
+// connection.
 func (s *Server) left(conn net.Conn, src netip.Addr) {
 	s.mu.Lock()
-	delete(s.conns, conn)
+	if conn != nil {
+		delete(s.conns, conn)
+	}
+	s.open--
 	if s.perSource[src]--; s.perSource[src] <= 0 {
 		delete(s.perSource, src)
 	}
@@ -242,7 +250,7 @@ func (s *Server) preAuthCount() int {
 
 // ServerStats are what the agent holds now.
 type ServerStats struct {
-	Conns    int // control connections open
+	Conns    int // connections open: control and QUIC perf
 	PreAuth  int // of those, in their handshake
 	Sessions int // sessions running
 }
@@ -251,5 +259,5 @@ type ServerStats struct {
 func (s *Server) Stats() ServerStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return ServerStats{Conns: len(s.conns), PreAuth: s.preAuth, Sessions: int(s.active.Load())}
+	return ServerStats{Conns: s.open, PreAuth: s.preAuth, Sessions: int(s.active.Load())}
 }

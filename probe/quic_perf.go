@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -28,11 +29,21 @@ func (s *Server) ServePerf(ctx context.Context, udp *net.UDPConn) error {
 		// Initial, so that a spoofed address gets no more bytes than the
 		// spoofer sent. A returning client's token (NEW_TOKEN) skips it.
 		VerifySourceAddress: func(net.Addr) bool { return true },
-		ConnContext: func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+		// Called once the address is validated, before the handshake: the
+		// connection counts against the control connections' caps from
+		// here until quic-go ends ctx (closed, or the handshake failed).
+		ConnContext: func(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
 			if s.exclusive.Load() {
 				return nil, errors.New("an exclusive test is running")
 			}
-			return ctx, nil
+			src := addrOfUDP(ci.RemoteAddr)
+			if e := s.admit(src); e != nil {
+				s.log.Info("QUIC perf connection refused", "client", ci.RemoteAddr.String(), "err", e)
+				return nil, e
+			}
+			pc := &perfCount{s: s, src: src}
+			context.AfterFunc(ctx, pc.left)
+			return context.WithValue(ctx, perfCountKey{}, pc), nil
 		}}
 	defer tr.Close()
 	ln, err := tr.ListenEarly(tlsConf, quicConfig())
@@ -57,6 +68,18 @@ func (s *Server) ServePerf(ctx context.Context, udp *net.UDPConn) error {
 			continue
 		}
 		s.log.Info("perf client", "client", c.RemoteAddr().String())
+		if pc, ok := c.Context().Value(perfCountKey{}).(*perfCount); ok {
+			// Accepted early (0-RTT): in its handshake until it completes.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				select {
+				case <-c.HandshakeComplete():
+					pc.handshaken()
+				case <-c.Context().Done():
+				}
+			}()
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -75,4 +98,31 @@ func (s *Server) ServePerf(ctx context.Context, udp *net.UDPConn) error {
 			a.streams.Wait()
 		}()
 	}
+}
+
+// perfCount is a QUIC perf connection's place in the connection caps.
+type perfCount struct {
+	s         *Server
+	src       netip.Addr
+	preAuth   sync.Once
+	leaveOnce sync.Once
+}
+
+type perfCountKey struct{}
+
+// handshaken ends the connection's pre-authentication phase.
+func (p *perfCount) handshaken() { p.preAuth.Do(p.s.authenticated) }
+
+// left uncounts the connection, whenever quic-go ends it.
+func (p *perfCount) left() {
+	p.handshaken()
+	p.leaveOnce.Do(func() { p.s.left(nil, p.src) })
+}
+
+// addrOfUDP is a UDP peer's IP address, IPv4 unmapped.
+func addrOfUDP(a net.Addr) netip.Addr {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		return ua.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }

@@ -72,10 +72,11 @@ type Server struct {
 	sockOpts  sockOptPolicy
 
 	mu        sync.Mutex
-	conns     map[net.Conn]struct{}
-	perSource map[netip.Addr]int // open connections per source address
-	sessions  map[netip.Addr]int // running sessions per source address
-	preAuth   int                // connections in their handshake
+	conns     map[net.Conn]struct{} // control connections, closed when Serve ends
+	open      int                   // connections counted against the caps: control and QUIC perf
+	perSource map[netip.Addr]int    // open connections per source address
+	sessions  map[netip.Addr]int    // running sessions per source address
+	preAuth   int                   // connections in their handshake
 	wg        sync.WaitGroup
 
 	// runPath, when set, replaces exec.LookPath for run sessions: the
