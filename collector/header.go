@@ -28,7 +28,7 @@ const (
 	KindRequest Kind = 1 // echo probe, client to agent
 	KindReply   Kind = 2 // its echo
 	KindTrain   Kind = 3 // packet of a capacity train; Index is its position
-	KindHello   Kind = 4 // tells the agent where to send trains; echoed as is
+	KindHello   Kind = 4 // tells the agent where to send trains; answered at its size with a nonce to confirm the port
 )
 
 // ProbeHeader is the decoded probe header.

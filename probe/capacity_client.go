@@ -249,18 +249,26 @@ func (d *capDriver) run(ctx context.Context) error {
 	return d.runPlan(ctx, d.repeat(trains, maxLen, full))
 }
 
-// hello tells the agent where to send trains, and checks the path both ways.
+// hello tells the agent where to send trains, and checks the path both
+// ways: the agent answers a hello with its port's nonce, and a hello that
+// carries it confirms the port.
 func (d *capDriver) hello(ctx context.Context) error {
 	buf := make([]byte, collector.ProbeHeaderLen)
-	collector.ProbeHeader{Session: d.end.id, Kind: collector.KindHello}.Put(buf)
+	var sent uint32
 	for range 20 {
+		collector.ProbeHeader{Session: d.end.id, Seq: sent, Kind: collector.KindHello}.Put(buf)
 		if _, _, err := d.end.conn.Send(buf, netip.AddrPort{}); err != nil {
 			return fmt.Errorf("hello to the agent: %w", err)
 		}
 		deadline := time.Now().Add(50 * time.Millisecond)
 		for time.Now().Before(deadline) {
-			if d.end.recv.peerAddr().IsValid() {
+			a := d.end.recv.answered()
+			if a.pinned {
 				return nil
+			}
+			if a.nonce != 0 && a.nonce != sent {
+				sent = a.nonce // confirm it at once
+				break
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()

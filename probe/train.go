@@ -2,6 +2,10 @@ package probe
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -187,6 +191,27 @@ const maxPendingTrains = 10000
 // maxTrainStamps bounds the eBPF stamps kept per direction.
 const maxTrainStamps = maxPendingTrains * MaxTrainLen
 
+// helloFlags mark a hello (collector.KindHello) in the header's flags.
+//
+// The receiver answers a hello with a reply of the same size that carries
+// in Seq a nonce of the hello's source port; a hello that carries its own
+// port's nonce confirms that port, which the receiver then pins: trains go
+// there, and only there do they come from. An off-path sender who spoofs the
+// client's address gets the nonce of its port sent to the client, not to
+// itself, so it cannot pin a port the client does not answer from.
+type helloFlags uint8
+
+const (
+	helloReply  helloFlags = 1 << 0 // an answer to a hello, never answered itself
+	helloPinned helloFlags = 1 << 1 // in a reply: the hello's port is the session's now
+)
+
+// helloAnswer is the last reply to this end's hellos.
+type helloAnswer struct {
+	nonce  uint32
+	pinned bool
+}
+
 // trainReceiver records the train packets of a session as they arrive.
 type trainReceiver struct {
 	conn    *collector.Conn
@@ -194,10 +219,12 @@ type trainReceiver struct {
 	peer    netip.Addr // only packets from the session's client or agent count
 	stamper Stamper
 	ebpf    *trainStamps
+	key     [16]byte // the nonces' secret, this session's alone
 
 	mu     sync.Mutex
 	trains map[uint32]*rxTrain
-	hello  netip.AddrPort // where the peer's hello came from
+	hello  netip.AddrPort // the peer's confirmed port
+	answer helloAnswer    // the peer's reply to our hellos
 }
 
 type rxTrain struct {
@@ -207,11 +234,21 @@ type rxTrain struct {
 }
 
 func newTrainReceiver(conn *collector.Conn, session uint32, peer netip.Addr, st Stamper, ebpf *trainStamps) *trainReceiver {
-	return &trainReceiver{conn: conn, session: session, peer: peer, stamper: st, ebpf: ebpf, trains: make(map[uint32]*rxTrain)}
+	r := &trainReceiver{conn: conn, session: session, peer: peer, stamper: st, ebpf: ebpf, trains: make(map[uint32]*rxTrain)}
+	rand.Read(r.key[:])
+	return r
+}
+
+// nonce is what a hello from port must carry to confirm it; never 0,
+// which a first hello carries.
+func (r *trainReceiver) nonce(port uint16) uint32 {
+	m := hmac.New(sha256.New, r.key[:])
+	m.Write(binary.BigEndian.AppendUint16(nil, port))
+	return max(binary.BigEndian.Uint32(m.Sum(nil)), 1)
 }
 
 // run reads until the socket is closed or its read deadline passes. Hellos
-// are echoed, once per datagram and at their own size.
+// are answered, once per datagram and at their own size.
 func (r *trainReceiver) run() {
 	buf := make([]byte, 65536)
 	for {
@@ -228,10 +265,10 @@ func (r *trainReceiver) run() {
 	}
 }
 
-// handle takes one datagram; it returns true for a hello to echo. Only the
-// session's peer counts: its address is the control connection's, and its
-// port the first hello's, so that trains, which are much larger than the
-// hello, go nowhere else.
+// handle takes one datagram; it returns true for a hello to answer, with
+// b rewritten into the reply. Only the session's peer counts: its address
+// is the control connection's, and its port the one a hello confirmed, so
+// that trains, which are much larger than the hello, go nowhere else.
 func (r *trainReceiver) handle(b []byte, d *collector.Datagram) (echo bool) {
 	h, ok := collector.ParseProbeHeader(b)
 	if !ok || h.Session != r.session || d.From.Addr().Unmap() != r.peer {
@@ -241,13 +278,24 @@ func (r *trainReceiver) handle(b []byte, d *collector.Datagram) (echo bool) {
 	defer r.mu.Unlock()
 	switch h.Kind {
 	case collector.KindHello:
+		if helloFlags(h.Flags)&helloReply != 0 {
+			r.answer = helloAnswer{nonce: h.Seq, pinned: helloFlags(h.Flags)&helloPinned != 0}
+			return false
+		}
 		if r.hello.IsValid() && d.From != r.hello {
 			return false
 		}
-		r.hello = d.From
+		n := r.nonce(d.From.Port())
+		f := helloReply
+		if h.Seq == n {
+			r.hello = d.From
+			f |= helloPinned
+		}
+		h.Seq, h.Flags = n, uint8(f)
+		h.Put(b)
 		return true
 	case collector.KindTrain:
-		if int(h.Index) >= MaxTrainLen {
+		if int(h.Index) >= MaxTrainLen || (r.hello.IsValid() && d.From != r.hello) {
 			return false
 		}
 		t := r.trains[h.Seq]
@@ -267,11 +315,18 @@ func (r *trainReceiver) handle(b []byte, d *collector.Datagram) (echo bool) {
 	return false
 }
 
-// peerAddr is where the peer's hello came from, if one came.
+// peerAddr is the peer's confirmed port, if it confirmed one.
 func (r *trainReceiver) peerAddr() netip.AddrPort {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.hello
+}
+
+// answered is the peer's last reply to this end's hellos.
+func (r *trainReceiver) answered() helloAnswer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.answer
 }
 
 // collect waits until every packet of specs has arrived or wait has passed,
