@@ -149,7 +149,8 @@ func (s *Server) serveCapacity(ctx context.Context, conn net.Conn, fc *wire.Conn
 			}
 			to := end.recv.peerAddr()
 			if !to.IsValid() {
-				return refusal(wire.CodeProtocol, "no hello from the client yet: trains need its UDP address")
+				return refusal(wire.CodeProtocol, "no confirmed hello from the client yet: trains need its UDP port, confirmed by a round trip "+
+					"(a client of an older release does not confirm it: use the same probe release on both ends)")
 			}
 			end.send.to = to
 			tx, err := end.send.send(ctx, m.SendTrains.Trains)

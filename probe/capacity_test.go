@@ -75,7 +75,7 @@ func TestCapacityRefusals(t *testing.T) {
 		specs []wire.TrainSpec
 		want  string
 	}{
-		{[]wire.TrainSpec{{ID: 1, N: 10, Size: 1500}}, "no hello"},
+		{[]wire.TrainSpec{{ID: 1, N: 10, Size: 1500}}, "no confirmed hello"},
 		{[]wire.TrainSpec{{ID: 1, N: MaxTrainLen + 1, Size: 1500}}, "train of 101 packets"},
 		{[]wire.TrainSpec{{ID: 1, N: 10, Size: 20}}, "packet size 20"},
 		{[]wire.TrainSpec{{ID: 1, N: 10, Size: 1500, At: -time.Second}}, "train start"},
