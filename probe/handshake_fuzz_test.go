@@ -45,7 +45,7 @@ func fuzzAgent(f *testing.F, key []byte) string {
 		f.Fatal(err)
 	}
 	s := NewServer(ServerConfig{Key: key, AllowRun: len(key) > 0,
-		Conn:   ConnLimits{HandshakeTimeout: 2 * time.Second, SessionStartTimeout: time.Second},
+		Conn:   ConnLimits{HandshakeTimeout: 5 * time.Second, SessionStartTimeout: time.Second},
 		Limits: Limits{MaxPackets: 1000, MaxDuration: 2 * time.Second, MaxBytes: 1 << 20}})
 	s.runPath = func(string) (string, error) { return exec.LookPath("true") }
 	ctx, cancel := context.WithCancel(context.Background())
