@@ -67,8 +67,12 @@ func TestCapacityNarrowNotTight(t *testing.T) {
 	if m.UpperBps != nil {
 		up = *m.UpperBps / 1e6
 	}
-	t.Logf("estimate %.2f [%.2f, %.2f] verdict %v in %v s; truth [%.2f, %.2f]; overhead %v B, noise floor %v µs, discarded %v",
-		est, low, up, m.Verdict, m.DurationS, lo, hi, m.LinkOverheadBytes, m.NoiseFloorUs, m.Discarded)
+	overhead := "none fitted"
+	if m.LinkOverheadBytes != nil {
+		overhead = fmt.Sprintf("%.0f B", *m.LinkOverheadBytes)
+	}
+	t.Logf("estimate %.2f [%.2f, %.2f] verdict %v in %v s; truth [%.2f, %.2f]; overhead %s, noise floor %v µs, discarded %v",
+		est, low, up, m.Verdict, m.DurationS, lo, hi, overhead, m.NoiseFloorUs, m.Discarded)
 	if est < 0.97*lo || est > 1.03*hi {
 		t.Errorf("estimate %.2f outside [0.97 × %.2f, 1.03 × %.2f]", est, lo, hi)
 	}
