@@ -120,6 +120,9 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		return nil, err
 	}
 	res.Interrupted = sent < p.Count
+	if p.Interval > 0 && !tx.realtime {
+		res.Warnings = append(res.Warnings, "the sender ran in the ordinary scheduling class (SCHED_FIFO needs root or CAP_SYS_NICE): on a loaded host its sends are late")
+	}
 	res.Point.GSO = uc.GSO()
 	rx.finish(o.Wait)
 	<-recvDone
@@ -193,6 +196,7 @@ type echoSender struct {
 	p        EchoParams
 	recs     []dump.EchoRecord
 	seqOfKey []uint32 // transmit key -> sequence number
+	realtime bool     // paced from a SCHED_FIFO thread
 }
 
 // run sends every probe and returns how many it sent. Paced probes go on an
@@ -212,10 +216,11 @@ func (s *echoSender) run(ctx context.Context) (int, error) {
 	var timer *schedTimer
 	if s.p.Interval > 0 {
 		var err error
-		if timer, err = newSchedTimer(); err != nil {
+		if timer, err = newSchedTimer(true); err != nil {
 			return 0, err
 		}
 		defer timer.close()
+		s.realtime = timer.Realtime()
 	}
 	start := collector.MonotonicNow()
 	for i := 0; i < len(s.recs); i += batch {
