@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 )
 
 // Ratio is a / b with digits decimals, or "-" when it is not a number.
@@ -61,4 +62,30 @@ func FormatRate(bps float64) string {
 func Fail(msg string) {
 	fmt.Fprintln(os.Stderr, "bench:", msg)
 	os.Exit(1)
+}
+
+// Runs is how many times a timed figure is taken: on a shared host one
+// run says little, five and their spread say how much it moves.
+const Runs = 5
+
+// Load is the 1-minute load average, printed beside every timed figure
+// (others share the machine); "?" when /proc does not say.
+func Load() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
+
+// Spread is "median (min–max)" of xs with digits decimals, "-" for none.
+func Spread(xs []float64, digits int) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.*f (%.*f–%.*f)", digits, Median(xs), digits, slices.Min(xs), digits, slices.Max(xs))
 }

@@ -19,6 +19,8 @@ func TestCells(t *testing.T) {
 		{Join("a", "b"), "a; b"},
 		{FormatRate(19.8e6), "19.800 Mbit/s"},
 		{FormatRate(2.5e9), "2.500 Gbit/s"},
+		{Spread([]float64{3, 1, 2, 9, 4}, 1), "3.0 (1.0–9.0)"},
+		{Spread(nil, 1), "-"},
 	} {
 		if c.got != c.want {
 			t.Errorf("got %q, want %q", c.got, c.want)
