@@ -208,32 +208,57 @@ func htbIface(ns, ifname string, rate uint64) error {
 // QdiscDrops is how many packets the root qdiscs of h's bottleneck egress
 // interfaces have dropped: the truth a loss measurement is checked against.
 func (tb *Testbed) QdiscDrops(h *Host) (uint64, error) {
+	st, err := tb.QdiscStats(h)
+	return st.Drops, err
+}
+
+// QdiscStats are the counters of the root qdiscs of a host's bottleneck
+// egress interfaces, summed.
+type QdiscStats struct {
+	Packets, Bytes uint64 // sent
+	Drops          uint64
+	// Overlimits counts the times tbf held a packet back for want of
+	// tokens: it grows while the link is the limit, not while the sender is.
+	Overlimits uint64
+	// Backlog is what waits in the queue now: bytes and packets.
+	BacklogBytes, BacklogPackets uint32
+}
+
+// QdiscStats reads the root qdiscs of h's bottleneck egress interfaces.
+func (tb *Testbed) QdiscStats(h *Host) (QdiscStats, error) {
+	var out QdiscStats
 	nh, err := handleAt(h.NS)
 	if err != nil {
-		return 0, err
+		return out, err
 	}
 	defer nh.Close()
-	var drops uint64
 	for _, ifc := range h.Ifaces {
 		if !ifc.Bottleneck {
 			continue
 		}
 		l, err := nh.LinkByName(ifc.Name)
 		if err != nil {
-			return 0, fmt.Errorf("find %s in %s: %w", ifc.Name, h.NS, err)
+			return out, fmt.Errorf("find %s in %s: %w", ifc.Name, h.NS, err)
 		}
 		root, err := rootQdisc(nh, l)
 		if err != nil {
-			return 0, fmt.Errorf("in %s: %w", h.NS, err)
+			return out, fmt.Errorf("in %s: %w", h.NS, err)
 		}
 		if root == nil {
 			continue
 		}
 		st := root.Attrs().Statistics
 		if st == nil || st.Queue == nil {
-			return 0, fmt.Errorf("qdisc %s on %s in %s: no statistics", root.Type(), ifc.Name, h.NS)
+			return out, fmt.Errorf("qdisc %s on %s in %s: no statistics", root.Type(), ifc.Name, h.NS)
 		}
-		drops += uint64(st.Queue.Drops)
+		if st.Basic != nil {
+			out.Packets += uint64(st.Basic.Packets)
+			out.Bytes += st.Basic.Bytes
+		}
+		out.Drops += uint64(st.Queue.Drops)
+		out.Overlimits += uint64(st.Queue.Overlimits)
+		out.BacklogBytes += st.Queue.Backlog
+		out.BacklogPackets += st.Queue.Qlen
 	}
-	return drops, nil
+	return out, nil
 }
