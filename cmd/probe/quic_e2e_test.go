@@ -101,13 +101,22 @@ func TestQUICRefusals(t *testing.T) {
 }
 
 // On the 20 Mbit/s testbed link, an upload's goodput is the link's rate
-// less QUIC's overhead per packet (Ethernet 14 as tbf counts, IP, UDP,
+// less QUIC's overhead per packet (Ethernet 14 as tbf counts it, IP, UDP,
 // short header, STREAM frame header, AEAD tag); the packet size is the
 // sender's mean (its QUIC bytes over its packets, plus UDP and IP), and the
-// receiving interface's counters say the same.
+// receiving interface's counters say the same. As for TCP, the link's
+// rate is a bracket (linkTruth): from what a flood realizes (tbf's late
+// timer lowers it on a loaded host) to the configured rate, and QUIC's
+// goodput is that less its overhead. Whatever the host's load,
+// probe's goodput must agree with the payload the receiving interface
+// carried. The ±5 % bound on the link's goodput is a claim about the path
+// and the sender together: when the link's queue stood empty while the
+// sender's threads waited for a CPU (a loaded host), the sender did not
+// fill the link, the shortfall is the host's, and the test says so and
+// skips that bound rather than blame the path.
 func TestQUICAcrossTestbed(t *testing.T) {
 	tb, _ := testbedWithAgent(t, "quic", 0)
-	out, rxBytes, rxPackets := measureReceived(t, tb, "--mode", "quic", "-t", "4s", "--json", "--ping-interval", "0")
+	out, rxBytes, rxPackets, w := measureWatched(t, tb, "--mode", "quic", "-t", "4s", "--json", "--ping-interval", "0")
 	m := decode[report.QUICDoc](t, out)
 	sent, got, rate := float64(m.End.Client.BytesSent), float64(m.End.Agent.BytesReceived), m.End.ReceivedBps
 	conn := m.End.Client.Conn
@@ -116,12 +125,27 @@ func TestQUICAcrossTestbed(t *testing.T) {
 	wireSize := float64(rxBytes)/float64(rxPackets) - 14
 	o := estimator.QUICOverhead{IP: 20, UDP: 8, ShortHeader: 1 + 4 + 2, StreamHeader: 1 + 1 + 4, AEADTag: 16}
 	truth := estimator.QUICGoodput(20e6, int(math.Round(ipSize)), 14, o)
-	t.Logf("sent %.0f B, received %.0f B; mean IP packet %.1f B sent, %.1f B on the receiving veth; overhead %d B; %.3f Mbit/s, link goodput %.3f (%+.2f %%)",
-		sent, got, ipSize, wireSize, o.Total(), rate/1e6, truth/1e6, 100*(rate-truth)/truth)
+	linkLo, linkHi := linkTruth(t, tb, 20e6)
+	lo := truth * linkLo / linkHi
+	// The stream payload the receiving interface carried: its bytes less
+	// every packet's framing (the control connection's few packets count
+	// as noise).
+	wirePayload := float64(rxBytes) - float64(rxPackets)*float64(14+o.Total())
+	t.Logf("sent %.0f B, received %.0f B, payload on the wire %.0f B; mean IP packet %.1f B sent, %.1f B on the receiving veth; overhead %d B; %.3f Mbit/s, link goodput [%.3f, %.3f] (%+.2f %% of the configured); %v",
+		sent, got, wirePayload, ipSize, wireSize, o.Total(), rate/1e6, lo/1e6, truth/1e6, 100*(rate-truth)/truth, w)
 	if sent != got {
 		t.Fatalf("sent %.0f, received %.0f", sent, got)
 	}
-	if math.Abs(rate-truth)/truth > 0.05 {
-		t.Fatalf("%.3f Mbit/s, want %.3f ± 5 %%", rate/1e6, truth/1e6)
+	if math.Abs(wirePayload-got)/got > 0.02 {
+		t.Fatalf("received %.0f B, the interface carried %.0f B of payload: more than 2 %% apart", got, wirePayload)
 	}
+	if rate >= 0.95*lo && rate <= 1.05*truth {
+		return
+	}
+	if rate < lo && w.starved() {
+		t.Skipf("%.3f Mbit/s is %.1f %% under the link's %.3f, but the sender was CPU-starved, not the link the limit (%v): "+
+			"the goodput is right for what was sent, and says nothing of the path; rerun on a quieter host",
+			rate/1e6, 100*(lo-rate)/lo, lo/1e6, w)
+	}
+	t.Fatalf("%.3f Mbit/s, want [%.3f, %.3f] ± 5 %% (%v)", rate/1e6, lo/1e6, truth/1e6, w)
 }
