@@ -32,7 +32,7 @@ import (
 )
 
 const (
-	rounds      = 3               // alternating rounds per tool and case
+	rounds      = harness.Runs    // alternating rounds per tool and case
 	roundTime   = 5 * time.Second // each throughput round
 	manyStreams = 1024
 	manyBytes   = "256M"
@@ -56,6 +56,7 @@ type side struct {
 		Err string
 	}
 	Elapsed time.Duration // ns
+	CPU     time.Duration // user + system of this side's process during the test
 	Totals  struct {
 		Sent, Received     uint64
 		SendRate, RecvRate float64 // bit/s
@@ -71,6 +72,8 @@ type docSide struct {
 	SendBps       float64 `json:"send_bps"`
 	ReceiveBps    float64 `json:"receive_bps"`
 	ElapsedS      float64 `json:"elapsed_s"`
+	CPUUserS      float64 `json:"cpu_user_s"`
+	CPUSystemS    float64 `json:"cpu_system_s"`
 	Retransmits   uint32  `json:"retransmits"`
 	StreamErrors  int     `json:"stream_errors"`
 	Streams       []struct {
@@ -79,7 +82,8 @@ type docSide struct {
 }
 
 func (d docSide) side() side {
-	s := side{Elapsed: time.Duration(d.ElapsedS * float64(time.Second))}
+	s := side{Elapsed: time.Duration(d.ElapsedS * float64(time.Second)),
+		CPU: time.Duration((d.CPUUserS + d.CPUSystemS) * float64(time.Second))}
 	for _, st := range d.Streams {
 		e := ""
 		if st.Error != nil {
@@ -258,18 +262,23 @@ func (b *bench) withServers(ctx context.Context, p *place, fn func() []row) []ro
 }
 
 // throughput is figure 1 at one place: at 1 and 8 streams, probe and iperf3
-// alternating, the medians of the receivers' rates.
+// alternating, the medians of the receivers' rates, and beside them each
+// tool's CPU seconds per GB received: probe's client and agent (their own
+// accounts of their processes), iperf3's client and server (its
+// cpu_utilization_percent over the test's length).
 func (b *bench) throughput(ctx context.Context, p *place) []row {
 	var rows []row
 	for _, n := range []int{1, 8} {
-		r := row{figure: fmt.Sprintf("%s -P %d: throughput", p.name, n), bound: "probe ≥ 0.95 × iperf3"}
-		var pr, ir []float64
-		var errs []string
+		r := row{figure: fmt.Sprintf("%s -P %d: throughput", p.name, n), bound: "probe ≥ 0.95 × iperf3 (medians)"}
+		cpu := row{figure: fmt.Sprintf("%s -P %d: CPU s/GB, client + server", p.name, n), bound: "(info)", info: true}
+		var pr, ir, pc, pa, ic, is []float64
+		var errs, loads []string
 		for k := range rounds {
 			if ctx.Err() != nil {
 				break
 			}
-			fmt.Fprintf(os.Stderr, "bench: %s -P %d round %d: probe...\n", p.name, n, k+1)
+			loads = append(loads, harness.Load())
+			fmt.Fprintf(os.Stderr, "bench: %s -P %d round %d (load %s): probe...\n", p.name, n, k+1, loads[k])
 			res, err := b.measure(ctx, p, 30*time.Second, "-P", strconv.Itoa(n), "-t", roundTime.String())
 			if err == nil && res.AgentSide.Totals.Errors > 0 {
 				err = fmt.Errorf("probe: %d streams failed: %s", res.AgentSide.Totals.Errors, res.AgentSide.firstErr())
@@ -278,13 +287,16 @@ func (b *bench) throughput(ctx context.Context, p *place) []row {
 				errs = append(errs, err.Error())
 			} else {
 				pr = append(pr, res.AgentSide.Totals.RecvRate)
+				gb := float64(res.AgentSide.Totals.Received) / 1e9
+				pc, pa = append(pc, res.Client.CPU.Seconds()/gb), append(pa, res.AgentSide.CPU.Seconds()/gb)
 			}
 			fmt.Fprintf(os.Stderr, "bench: %s -P %d round %d: iperf3...\n", p.name, n, k+1)
-			bps, err := b.iperf3(ctx, p, n, roundTime)
+			ip, err := b.iperf3Run(ctx, p, n, roundTime)
 			if err != nil {
 				errs = append(errs, err.Error())
 			} else {
-				ir = append(ir, bps)
+				ir = append(ir, ip.bps)
+				ic, is = append(ic, ip.clientCPU/ip.gb), append(is, ip.serverCPU/ip.gb)
 			}
 		}
 		r.probe, r.peer = medianText(pr), medianText(ir)
@@ -293,10 +305,17 @@ func (b *bench) throughput(ctx context.Context, p *place) []row {
 			r.ratio = harness.Ratio(pm, im, 3)
 			r.ok = len(errs) == 0 && len(pr) == rounds && len(ir) == rounds && pm >= 0.95*im
 		}
+		r.note = "load " + strings.Join(loads, ", ")
 		if len(errs) > 0 {
-			r.note = strings.Join(errs, "; ")
+			r.note = harness.Join(r.note, strings.Join(errs, "; "))
 		}
-		rows = append(rows, r)
+		cpu.probe = harness.Spread(pc, 3) + " + " + harness.Spread(pa, 3)
+		cpu.peer = harness.Spread(ic, 3) + " + " + harness.Spread(is, 3)
+		if len(pc) > 0 && len(ic) > 0 {
+			cpu.ratio = harness.Ratio(harness.Median(pc)+harness.Median(pa), harness.Median(ic)+harness.Median(is), 2)
+		}
+		cpu.note = "median (min–max) per side"
+		rows = append(rows, r, cpu)
 	}
 	return rows
 }
@@ -388,7 +407,8 @@ func (b *bench) goodput(ctx context.Context, p *place) []row {
 			res.AgentSide.Totals.Received, res.AgentSide.Elapsed.Seconds(), res.Client.Totals.Retrans)
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s -P 1 for 10 s: iperf3...\n", p.name)
-	bps, rt, err := b.iperf3Retrans(ctx, p, 1, 10*time.Second)
+	ip, err := b.iperf3Run(ctx, p, 1, 10*time.Second)
+	bps, rt := ip.bps, ip.retrans
 	if err != nil {
 		ref.peer, ref.note = "error", err.Error()
 	} else {
@@ -419,15 +439,16 @@ func (b *bench) measure(ctx context.Context, p *place, limit time.Duration, args
 	return res, nil
 }
 
-// iperf3 runs one iperf3 TCP test from p's client host and returns the
-// receiver's rate in bit/s.
-func (b *bench) iperf3(ctx context.Context, p *place, streams int, d time.Duration) (float64, error) {
-	bps, _, err := b.iperf3Retrans(ctx, p, streams, d)
-	return bps, err
+// iperfRun is what one iperf3 test gave: the receiver's rate, GB
+// received, both ends' CPU seconds and the sender's retransmits.
+type iperfRun struct {
+	bps, gb              float64
+	clientCPU, serverCPU float64
+	retrans              int
 }
 
-// iperf3Retrans is iperf3 that also returns the sender's retransmits.
-func (b *bench) iperf3Retrans(ctx context.Context, p *place, streams int, d time.Duration) (float64, int, error) {
+// iperf3Run runs one iperf3 TCP test from p's client host.
+func (b *bench) iperf3Run(ctx context.Context, p *place, streams int, d time.Duration) (iperfRun, error) {
 	out, err := b.run(ctx, p.client, d+25*time.Second, "iperf3", "-c", p.iperf.Addr().String(),
 		"-p", strconv.Itoa(int(p.iperf.Port())), "-P", strconv.Itoa(streams), "-t", strconv.Itoa(int(d.Seconds())), "--json")
 	// iperf3 exits non-zero on failure but still prints its JSON with the
@@ -437,33 +458,43 @@ func (b *bench) iperf3Retrans(ctx context.Context, p *place, streams int, d time
 		End   struct {
 			SumReceived *struct {
 				Seconds float64 `json:"seconds"`
+				Bytes   float64 `json:"bytes"`
 				Bps     float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
 			SumSent *struct {
-				Retransmits int `json:"retransmits"`
+				Seconds     float64 `json:"seconds"`
+				Retransmits int     `json:"retransmits"`
 			} `json:"sum_sent"`
+			CPU struct {
+				Host   float64 `json:"host_total"`
+				Remote float64 `json:"remote_total"`
+			} `json:"cpu_utilization_percent"`
 		} `json:"end"`
 	}
 	if jerr := json.Unmarshal(out, &doc); jerr != nil {
 		if err != nil {
-			return 0, 0, err
+			return iperfRun{}, err
 		}
-		return 0, 0, fmt.Errorf("read iperf3 output: %w", jerr)
+		return iperfRun{}, fmt.Errorf("read iperf3 output: %w", jerr)
 	}
 	if doc.Error != "" {
-		return 0, 0, fmt.Errorf("iperf3: %s", doc.Error)
+		return iperfRun{}, fmt.Errorf("iperf3: %s", doc.Error)
 	}
 	if err != nil {
-		return 0, 0, err
+		return iperfRun{}, err
 	}
 	if doc.End.SumReceived == nil || doc.End.SumReceived.Seconds <= 0 {
-		return 0, 0, errors.New("iperf3 output has no end.sum_received")
+		return iperfRun{}, errors.New("iperf3 output has no end.sum_received")
 	}
-	var rt int
+	r := iperfRun{bps: doc.End.SumReceived.Bps, gb: doc.End.SumReceived.Bytes / 1e9}
+	// iperf3's CPU percentages are of the test's wall time, 100 = one core.
+	secs := doc.End.SumReceived.Seconds
 	if doc.End.SumSent != nil {
-		rt = doc.End.SumSent.Retransmits
+		r.retrans = doc.End.SumSent.Retransmits
+		secs = max(secs, doc.End.SumSent.Seconds)
 	}
-	return doc.End.SumReceived.Bps, rt, nil
+	r.clientCPU, r.serverCPU = doc.End.CPU.Host/100*secs, doc.End.CPU.Remote/100*secs
+	return r, nil
 }
 
 // medianText is the median and, in brackets, every round.
