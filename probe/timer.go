@@ -36,6 +36,12 @@ type schedTimer struct {
 	old      *unix.SchedAttr // the thread's policy before, restored by close
 }
 
+// rtMinInterval is the shortest interval paced from a real-time thread:
+// below it the sender would spin most of the time, and a real-time thread
+// spinning most of a CPU starves everything else there (the receiving
+// goroutine among them).
+const rtMinInterval = 5 * spinBefore
+
 // rtPriority is the sender's SCHED_FIFO priority: above every ordinary
 // thread, below the kernel's own real-time threads (50 and up).
 const rtPriority = 10
