@@ -265,7 +265,11 @@ func (b *bench) throughput(ctx context.Context, place string, client harness.Hos
 				break
 			}
 			fmt.Fprintf(os.Stderr, "bench: %s round %d (load %s): %s...\n", place, k+1, loads[k], mode)
-			res, err := b.measure(ctx, client, addr, 30*time.Second, mode, "--reverse", "-P", "1", "-t", roundTime.String(), "--ping-interval", "0")
+			args := []string{"--reverse", "-P", "1", "-t", roundTime.String()}
+			if mode == "quic" {
+				args = append(args, "--ping-interval", "0") // tcp refuses the flag
+			}
+			res, err := b.measure(ctx, client, addr, 30*time.Second, mode, args...)
 			if err != nil {
 				errs = append(errs, mode+": "+err.Error())
 				continue
