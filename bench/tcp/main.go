@@ -214,7 +214,7 @@ func (b *bench) all(ctx context.Context) []row {
 	// The 20 Mbit/s tbf link: goodput.
 	if ctx.Err() == nil && b.want("tbf") {
 		rows = append(rows, b.withTestbed(ctx, "tbf", slowRate, func(tb *testbed.Testbed, p *place) []row {
-			return b.goodput(ctx, p)
+			return b.goodput(ctx, tb, p)
 		})...)
 	}
 	return rows
@@ -386,14 +386,24 @@ func (b *bench) accounting(ctx context.Context, tb *testbed.Testbed, p *place) [
 }
 
 // goodput is figure 4: one stream over the 20 Mbit/s link against the
-// link's TCP goodput, and iperf3's figure for reference.
-func (b *bench) goodput(ctx context.Context, p *place) []row {
+// link's TCP goodput, and iperf3's figure for reference. The link's rate is
+// a bracket: from what a backlogged flood realizes (tbf's timer wakes late
+// on a loaded host, which only lowers it) to the configured rate.
+func (b *bench) goodput(ctx context.Context, tb *testbed.Testbed, p *place) []row {
 	truth := slowRate * mss / frame
 	r := row{figure: fmt.Sprintf("%s %s -P 1 -t 10s: goodput", p.name, testbed.FormatRate(slowRate)),
-		peer: "truth " + harness.FormatRate(truth), bound: "|probe − truth| ≤ 5 % of truth"}
+		bound: "within [0.95 × realized, 1.05 × configured] link goodput"}
 	ref := row{figure: fmt.Sprintf("%s %s -P 1 -t 10s: iperf3", p.name, testbed.FormatRate(slowRate)),
 		bound: "(info)", info: true}
-	fmt.Fprintf(os.Stderr, "bench: %s -P 1 for 10 s: probe...\n", p.name)
+	realized, err := tb.RealizedRate(slowRate, 2*time.Second)
+	if err != nil {
+		r.probe, r.note = "error", err.Error()
+		return []row{r, ref}
+	}
+	lo := truth * min(realized/(slowRate*1500/frame), 1)
+	r.peer = fmt.Sprintf("truth [%s, %s]", harness.FormatRate(lo), harness.FormatRate(truth))
+	load := harness.Load()
+	fmt.Fprintf(os.Stderr, "bench: %s -P 1 for 10 s (load %s): probe...\n", p.name, load)
 	res, err := b.measure(ctx, p, 40*time.Second, "-P", "1", "-t", "10s")
 	var rate float64
 	if err != nil {
@@ -402,9 +412,9 @@ func (b *bench) goodput(ctx context.Context, p *place) []row {
 		rate = res.AgentSide.Totals.RecvRate
 		r.probe, ref.probe = harness.FormatRate(rate), harness.FormatRate(rate)
 		r.ratio = harness.Ratio(rate, truth, 3)
-		r.ok = math.Abs(rate-truth) <= 0.05*truth
-		r.note = fmt.Sprintf("%+.2f %% of truth; %d B in %.2f s; client retransmits %d", 100*(rate-truth)/truth,
-			res.AgentSide.Totals.Received, res.AgentSide.Elapsed.Seconds(), res.Client.Totals.Retrans)
+		r.ok = rate >= 0.95*lo && rate <= 1.05*truth
+		r.note = fmt.Sprintf("%+.2f %% of the configured goodput; %d B in %.2f s; client retransmits %d; load %s", 100*(rate-truth)/truth,
+			res.AgentSide.Totals.Received, res.AgentSide.Elapsed.Seconds(), res.Client.Totals.Retrans, load)
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s -P 1 for 10 s: iperf3...\n", p.name)
 	ip, err := b.iperf3Run(ctx, p, 1, 10*time.Second)
