@@ -244,8 +244,8 @@ func TestCapacity(t *testing.T) {
 	for _, vm := range env.Clients() {
 		m := measureFrom(t, ctx, vm, "--mode", "capacity", "-R") // -R: the server sends
 		est := num(t, m, "estimate_bps") / 1e6
-		t.Logf("%s <- server: estimate %.3f Mbit/s, truth %.3f (%+.2f %%), sustained %v bit/s, verdict %v, %.1f s, timestamps %v",
-			vm, est, truth, 100*(est-truth)/truth, m["sustained_bps"], m["verdict"], num(t, m, "duration_s"), m["ts_source"])
+		t.Logf("%s <- server: estimate %.3f Mbit/s, truth %.3f (%+.2f %%), sustained %s, verdict %v, %.1f s, timestamps %v",
+			vm, est, truth, 100*(est-truth)/truth, sustained(m), m["verdict"], num(t, m, "duration_s"), m["ts_source"])
 		if math.Abs(est-truth)/truth > 0.03 {
 			t.Errorf("%s: estimate %.3f Mbit/s, want %.3f ± 3 %%", vm, est, truth)
 		}
@@ -411,4 +411,13 @@ hosts:
 			}
 		}
 	}
+}
+
+// sustained formats a capacity result's sustained rate, which is null when
+// no train kept it.
+func sustained(m map[string]any) string {
+	if v, ok := m["sustained_bps"].(float64); ok {
+		return fmt.Sprintf("%.3f Mbit/s", v/1e6)
+	}
+	return "none"
 }
