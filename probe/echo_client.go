@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -120,7 +121,7 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		return nil, err
 	}
 	res.Interrupted = sent < p.Count
-	if p.Interval >= rtMinInterval && !tx.realtime {
+	if p.Interval >= rtMinInterval && runtime.NumCPU() > 1 && !tx.realtime {
 		res.Warnings = append(res.Warnings, "the sender ran in the ordinary scheduling class (SCHED_FIFO needs root or CAP_SYS_NICE): on a loaded host its sends are late")
 	}
 	res.Point.GSO = uc.GSO()
@@ -216,7 +217,7 @@ func (s *echoSender) run(ctx context.Context) (int, error) {
 	var timer *schedTimer
 	if s.p.Interval > 0 {
 		var err error
-		if timer, err = newSchedTimer(s.p.Interval >= rtMinInterval); err != nil {
+		if timer, err = newSchedTimer(s.p.Interval >= rtMinInterval && runtime.NumCPU() > 1); err != nil {
 			return 0, err
 		}
 		defer timer.close()

@@ -36,6 +36,10 @@ type schedTimer struct {
 	old      *unix.SchedAttr // the thread's policy before, restored by close
 }
 
+// A host with one CPU never paces real-time: the sender's spin would take the
+// only CPU from the goroutine that drains the replies (on 1-vCPU guests the
+// client's socket then dropped replies).
+//
 // rtMinInterval is the shortest interval paced from a real-time thread:
 // below it the sender would spin most of the time, and a real-time thread
 // spinning most of a CPU starves everything else there (the receiving
