@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -41,17 +40,10 @@ func (p QUICParams) Total() int64 {
 
 // Check validates p; the error is one line for the user.
 func (p QUICParams) Check() error {
+	if err := checkBulk("QUIC", p.Streams, p.Direction, p.Bytes, p.Duration, p.WriteSize, p.Interval); err != nil {
+		return err
+	}
 	switch {
-	case p.Streams < 1 || p.Streams > MaxStreams:
-		return fmt.Errorf("%d streams: want 1..%d", p.Streams, MaxStreams)
-	case p.Direction != DirForward && p.Direction != DirReverse && p.Direction != DirBidir:
-		return fmt.Errorf("direction %q: want forward, reverse or bidir", p.Direction)
-	case p.Bytes < 0 || (p.Bytes == 0 && p.Duration <= 0):
-		return errors.New("a QUIC test needs a duration or a byte count")
-	case p.WriteSize < 1 || p.WriteSize > 16<<20:
-		return fmt.Errorf("write size %d: want 1..%d bytes", p.WriteSize, 16<<20)
-	case p.Interval < 10*time.Millisecond:
-		return fmt.Errorf("sampling interval %v: want at least 10ms", p.Interval)
 	case p.Pings < 0 || p.Pings > 100_000:
 		return fmt.Errorf("%d pings: want 0..100000", p.Pings)
 	case p.PingEvery < 0 || (p.PingEvery > 0 && p.PingEvery < time.Millisecond):

@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -36,17 +35,8 @@ func (p TCPParams) Receives(client bool) bool {
 
 // Check validates p; the error is one line for the user.
 func (p TCPParams) Check() error {
-	switch {
-	case p.Streams < 1 || p.Streams > MaxStreams:
-		return fmt.Errorf("%d streams: want 1..%d", p.Streams, MaxStreams)
-	case p.Direction != DirForward && p.Direction != DirReverse && p.Direction != DirBidir:
-		return fmt.Errorf("direction %q: want forward, reverse or bidir", p.Direction)
-	case p.Bytes < 0 || (p.Bytes == 0 && p.Duration <= 0):
-		return errors.New("a TCP test needs a duration or a byte count")
-	case p.WriteSize < 1 || p.WriteSize > 16<<20:
-		return fmt.Errorf("write size %d: want 1..%d bytes", p.WriteSize, 16<<20)
-	case p.Interval < 10*time.Millisecond:
-		return fmt.Errorf("sampling interval %v: want at least 10ms", p.Interval)
+	if err := checkBulk("TCP", p.Streams, p.Direction, p.Bytes, p.Duration, p.WriteSize, p.Interval); err != nil {
+		return err
 	}
 	for _, s := range p.SockOpts {
 		if _, err := collector.ParseSockOpt(s); err != nil {
@@ -82,4 +72,21 @@ type TCPSide struct {
 type TCPReport struct {
 	Side TCPSide `msgpack:"side"`
 	Last bool    `msgpack:"last"`
+}
+
+// checkBulk validates what TCP and QUIC bulk tests share.
+func checkBulk(kind string, streams int, dir Direction, bytes int64, duration time.Duration, writeSize int, interval time.Duration) error {
+	switch {
+	case streams < 1 || streams > MaxStreams:
+		return fmt.Errorf("%d streams: want 1..%d", streams, MaxStreams)
+	case dir != DirForward && dir != DirReverse && dir != DirBidir:
+		return fmt.Errorf("direction %q: want forward, reverse or bidir", dir)
+	case bytes < 0 || (bytes == 0 && duration <= 0):
+		return fmt.Errorf("a %s test needs a duration or a byte count", kind)
+	case writeSize < 1 || writeSize > 16<<20:
+		return fmt.Errorf("write size %d: want 1..%d bytes", writeSize, 16<<20)
+	case interval < 10*time.Millisecond:
+		return fmt.Errorf("sampling interval %v: want at least 10ms", interval)
+	}
+	return nil
 }
