@@ -167,6 +167,16 @@ func (r *quicRun) begin(conn *quic.Conn, m *connMetrics) {
 	}()
 }
 
+// moved is the bytes this side's streams have written and read so far.
+func (r *quicRun) moved() (n uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.streams {
+		n += s.sent.Load() + s.recvd.Load()
+	}
+	return n
+}
+
 func (r *quicRun) add(s *quicStream) {
 	r.mu.Lock()
 	r.streams = append(r.streams, s)

@@ -173,11 +173,11 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *wire.Conn, p 
 	if err != nil {
 		return err
 	}
+	// Streams still running end once their data stops moving, not at a
+	// fixed time: a slow path may hold seconds of what the client sent.
 	done := make(chan struct{})
 	go func() { a.streams.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
+	if untilIdle(done, run.moved, finishIdle) {
 		cancel() // ends every stream still running
 		<-done
 	}

@@ -361,6 +361,7 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *wire.Conn, p T
 	// (or its going away) ends it early.
 	rctx, cancel := context.WithTimeout(ctx, p.Duration+s.cfg.Limits.MaxDuration)
 	defer cancel()
+	run := newTCPRun(p, false, conns)
 	finished := make(chan error, 1)
 	go func() {
 		m, err := fc.Read()
@@ -368,11 +369,13 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *wire.Conn, p T
 			err = fmt.Errorf("%w: expected finish, got %s", wire.ErrMalformed, m.Kind())
 		}
 		finished <- err
-		// The client is done (or gone): give data in flight a moment to
-		// arrive, then end this side too (Ctrl-C on the client).
-		time.AfterFunc(2*time.Second, cancel)
+		// The client is done (or gone): end this side too once data stops
+		// arriving. Not at a fixed time: a slow path's queue may still
+		// hold seconds of data the client counted as sent.
+		if untilIdle(rctx.Done(), run.received, finishIdle) {
+			cancel()
+		}
 	}()
-	run := newTCPRun(p, false, conns)
 	run.budget, run.limit = new(atomic.Int64), s.cfg.Limits.MaxBytes
 	run.budget.Store(s.cfg.Limits.MaxBytes)
 	side := run.run(rctx)
@@ -386,6 +389,38 @@ func (s *Server) serveTCP(ctx context.Context, conn net.Conn, fc *wire.Conn, p T
 		}
 	}
 	return nil
+}
+
+// finishIdle is how long the agent waits for a byte after the client's
+// Finish before it ends the streams.
+const finishIdle = 2 * time.Second
+
+// untilIdle waits until done closes (false) or count has not moved for
+// quiet (true).
+func untilIdle(done <-chan struct{}, count func() uint64, quiet time.Duration) bool {
+	tick := time.NewTicker(quiet / 8)
+	defer tick.Stop()
+	last, since := count(), time.Now()
+	for {
+		select {
+		case <-done:
+			return false
+		case now := <-tick.C:
+			if n := count(); n != last {
+				last, since = n, now
+			} else if now.Sub(since) >= quiet {
+				return true
+			}
+		}
+	}
+}
+
+// received is the bytes this side's streams have read so far.
+func (r *tcpRun) received() (n uint64) {
+	for i := range r.recvd {
+		n += r.recvd[i].Load()
+	}
+	return n
 }
 
 // streamsWait bounds the wait for a TCP session's streams after the

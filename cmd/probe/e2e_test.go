@@ -678,6 +678,26 @@ func TestTCPAcrossTestbed(t *testing.T) {
 	}
 }
 
+// At 2 Mbit/s a timed run ends with seconds of data that the client
+// counted as sent still in its socket and the queue: the agent waits for
+// it instead of cutting the streams a fixed time after Finish.
+func TestTCPDeepQueueDrains(t *testing.T) {
+	tb, _ := testbedWithAgent(t, "deep", 0)
+	if err := tb.Shape(2e6, 0, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := measureFrom(t, tb, "--mode", "tcp", "-t", "3s", "--json")
+	if code != 0 {
+		t.Fatalf("measure: exit %d\n%s", code, stderr)
+	}
+	m := decode[report.TCPDoc](t, out)
+	sent, got := m.End.Client.BytesSent, m.End.Agent.BytesReceived
+	t.Logf("sent %d B, received %d B; agent's side took %.2f s", sent, got, m.End.Agent.ElapsedS)
+	if sent != got {
+		t.Fatalf("sent %d B, the agent received %d", sent, got)
+	}
+}
+
 // probe watch runs a command held until the watcher is ready and follows its
 // children: 100 sleeps in 100 child processes show at least 100 voluntary
 // switches, and the shell's time on CPU adds up with theirs.
