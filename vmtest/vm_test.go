@@ -180,8 +180,9 @@ func rttTolerance(median, p90 float64) float64 {
 
 // loss 1% on UDP at both ends' egress: the loss there and back is each within
 // its binomial 99 % interval of the configured rate, and equals what the
-// netem qdiscs say they dropped (the client's for there, the server's, plus
-// the client socket's drops, for back).
+// netem qdiscs say they dropped plus the receiving socket's drops (the
+// client's netem and the agent's socket for there, the server's netem and
+// the client's socket for back).
 func TestEchoLoss(t *testing.T) {
 	ctx := need(t)
 	const p, n = 0.01, 3000
@@ -199,18 +200,21 @@ func TestEchoLoss(t *testing.T) {
 		c1, _ := env.NetemDrops(ctx, vm)
 		s1, _ := env.NetemDrops(ctx, "server")
 		there, back := int(num(t, m, "lost_there")), int(num(t, m, "lost_back"))
-		sock := int(num(t, m, "client_socket_drops"))
+		// A receiver's socket drops are losses too, but the host's, not
+		// the path's: each end counts its own, and the path's share is
+		// what netem's interval is for.
+		agentSock, clientSock := int(num(t, m, "agent_socket_drops")), int(num(t, m, "client_socket_drops"))
 		sent := int(num(t, m, "sent"))
 		loThere, hiThere := BinomialInterval(sent, p, 0.99)
 		loBack, hiBack := BinomialInterval(sent-there, p, 0.99)
-		t.Logf("%s -> server: %d sent, lost there %d (99 %% interval [%d, %d]; %s's netem dropped %d, agent socket %v), back %d ([%d, %d]; server's netem dropped %d, client socket %d)",
-			vm, sent, there, loThere, hiThere, vm, c1-c0, m["agent_socket_drops"], back, loBack, hiBack, s1-s0, sock)
-		if there < loThere || there > hiThere || back < loBack || back > hiBack {
-			t.Errorf("%s: lost there %d, back %d; want [%d, %d] and [%d, %d]", vm, there, back, loThere, hiThere, loBack, hiBack)
+		t.Logf("%s -> server: %d sent, lost there %d (99 %% interval [%d, %d]; %s's netem dropped %d, agent socket %d), back %d ([%d, %d]; server's netem dropped %d, client socket %d)",
+			vm, sent, there, loThere, hiThere, vm, c1-c0, agentSock, back, loBack, hiBack, s1-s0, clientSock)
+		if path := there - agentSock; path < loThere || path > hiThere || back-clientSock < loBack || back-clientSock > hiBack {
+			t.Errorf("%s: lost on the path there %d, back %d; want [%d, %d] and [%d, %d]", vm, path, back-clientSock, loThere, hiThere, loBack, hiBack)
 		}
-		if there != int(c1-c0) || back != int(s1-s0)+sock {
-			t.Errorf("%s: lost there %d, back %d; netem dropped %d at %s, %d at the server, client socket %d",
-				vm, there, back, c1-c0, vm, s1-s0, sock)
+		if there != int(c1-c0)+agentSock || back != int(s1-s0)+clientSock {
+			t.Errorf("%s: lost there %d, back %d; netem dropped %d at %s, %d at the server; sockets dropped %d at the agent, %d at the client",
+				vm, there, back, c1-c0, vm, s1-s0, agentSock, clientSock)
 		}
 	}
 }
