@@ -117,7 +117,8 @@ const (
 	// A fitted overhead is used only when the sizes agree on it this well
 	// (standard error, bytes); docs/capacity.md says why the fit is weak.
 	capOverheadMaxSE = 4
-	// A mode this far under ADR still counts as at or above it: measured as
+	// A mode whose interval reaches this far under ADR (or ADR's own 95 %
+	// interval, when wider) still counts as at or above it: measured as
 	// spans, long trains' tails and short trains read the same spacing, and
 	// on a narrow link before a loaded one ADR can sit a little above the
 	// capacity mode's centre.
@@ -239,20 +240,21 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 	if c.BinWidth > 0 {
 		c.Modes = findModes(hist, c.BinWidth)
 	}
-	var tailLo, tailHi float64
+	var tailLo, tailHi, adrLow float64
 	if len(r.tails) > 0 {
 		slices.Sort(r.tails)
 		c.Tails = r.tails
 		kept := trimmed(r.tails)
-		c.Sustained = mean(kept)
 		tailLo, tailHi = kept[0], kept[len(kept)-1]
+		c.Sustained, adrLow = sustained(r.tails)
 	}
 
-	// The capacity mode: the best merit at or above ADR.
+	// The capacity mode: the best merit at or above ADR, as far as the
+	// two can be told apart: its interval reaches ADR's.
 	adr := c.Sustained
-	atLeastADR := func(v float64) bool { return adr == 0 || v >= adr*(1-capADRSlack) }
+	atLeastADR := func(high float64) bool { return adr == 0 || high >= adrLow }
 	for i, md := range c.Modes {
-		if atLeastADR(md.Value) {
+		if _, _, high := location(hist, md); atLeastADR(high) {
 			c.Chosen = i
 			break
 		}
@@ -273,8 +275,8 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 	if easy && len(r.one) == 0 {
 		// Without Phase I every preliminary sample is the capacity's: the
 		// estimate is their median and its interval (docs/capacity.md).
-		have = atLeastADR(medianSorted(r.pre))
 		value, low, high = location(r.pre, Mode{Low: r.pre[0], High: math.Nextafter(r.pre[len(r.pre)-1], math.Inf(1))})
+		have = atLeastADR(high)
 		c.Chosen = -1
 		for i, md := range c.Modes {
 			if value >= md.Low && value < md.High {
@@ -351,6 +353,27 @@ func EstimateCapacity(trains []dump.Train, opt CapacityOptions) (Capacity, error
 		}
 	}
 	return c, nil
+}
+
+// sustained is ADR, the interquartile mean of the sorted long trains' tail
+// rates (one or two tails that cross traffic compressed or stretched do not
+// move it), and the lower end of its 95 % interval from their robust
+// spread, at least capADRSlack under it.
+func sustained(sorted []float64) (adr, low float64) {
+	n := len(sorted)
+	q := n / 4
+	adr = mean(sorted[q : n-q])
+	low = adr * (1 - capADRSlack)
+	if n >= capCIMin {
+		med := medianSorted(sorted)
+		dev := make([]float64, n)
+		for i, v := range sorted {
+			dev[i] = math.Abs(v - med)
+		}
+		slices.Sort(dev)
+		low = min(low, adr-tQuantile(n-1)*1.4826*medianSorted(dev)/math.Sqrt(float64(n)))
+	}
+	return adr, low
 }
 
 // location is the estimate a mode gives: the median of the sorted samples x

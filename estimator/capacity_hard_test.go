@@ -92,9 +92,15 @@ func TestCapacityHardPaths(t *testing.T) {
 				// Behind a shaper the estimate is the long trains' tail,
 				// which a loaded tight link still compresses as it drains
 				// the burst's backlog (+2 to +5.3 % over 10 seeds): 6 %.
+				// A quick run's mode holds its 14 short trains alone; what
+				// is asked of it is an estimate whose interval meets the
+				// truth, or a lower bound (docs/capacity.md): 5 %.
 				tol := 0.03
-				if tc.shaper {
+				switch {
+				case tc.shaper:
 					tol = 0.06
+				case tc.s.one == 0:
+					tol = 0.05
 				}
 				if c.Estimate < (1-tol)*tc.lo || c.Estimate > (1+tol)*tc.hi {
 					t.Errorf("seed %d: estimate %.2f outside [%.2f × %.2f, %.2f × %.2f]", seed, c.Estimate/1e6, 1-tol, tc.lo/1e6, 1+tol, tc.hi/1e6)

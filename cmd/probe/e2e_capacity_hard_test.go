@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -58,7 +59,12 @@ func TestCapacityNarrowNotTight(t *testing.T) {
 	}
 	defer cross.Stop()
 	time.Sleep(time.Second)
-	out, stderr, code := measureFrom(t, tb, "--mode", "capacity", "-R", "--json")
+	args := []string{"--mode", "capacity", "-R", "--json"}
+	if dir := os.Getenv("PROBE_TEST_DUMPS"); dir != "" {
+		// Keep the run's trains for estimate -r (docs/capacity.md).
+		args = append(args, "-w", filepath.Join(dir, fmt.Sprintf("narrow-not-tight-%d.msgpack", time.Now().Unix())))
+	}
+	out, stderr, code := measureFrom(t, tb, args...)
 	if code != 0 {
 		t.Fatalf("measure: exit %d\n%s", code, stderr)
 	}
