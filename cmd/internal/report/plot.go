@@ -104,22 +104,23 @@ func PlotCapacity(path string, i CapacityInfo, c estimator.Capacity) error {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
 	// The bars' top is raised so that the legend, in the upper left,
-	// stays above them; the lines are drawn to the raised top.
+	// stays above them; the lines end at the bars' top, below it.
 	p.Y.Min = 0
+	barTop := max(p.Y.Max, 1)
 	p.Y.Max *= legendRoom
 	for k, m := range c.Modes {
 		if k == c.Chosen && math.Abs(m.Value-c.Estimate) < c.BinWidth/2 {
 			continue // the estimate's line below marks it
 		}
-		if err := vline(p, mbit(m.Value), color.Gray{120}, fmt.Sprintf("mode %.2f", mbit(m.Value)), true); err != nil {
+		if err := vline(p, barTop, mbit(m.Value), color.Gray{120}, fmt.Sprintf("mode %.2f", mbit(m.Value)), true); err != nil {
 			return err
 		}
 	}
-	if err := vline(p, mbit(c.Estimate), color.RGBA{220, 30, 30, 255}, fmt.Sprintf("estimate %.2f Mbit/s", mbit(c.Estimate)), false); err != nil {
+	if err := vline(p, barTop, mbit(c.Estimate), color.RGBA{220, 30, 30, 255}, fmt.Sprintf("estimate %.2f Mbit/s", mbit(c.Estimate)), false); err != nil {
 		return err
 	}
 	if c.Sustained > 0 {
-		if err := vline(p, mbit(c.Sustained), color.RGBA{20, 140, 20, 255}, fmt.Sprintf("sustained %.2f Mbit/s", mbit(c.Sustained)), true); err != nil {
+		if err := vline(p, barTop, mbit(c.Sustained), color.RGBA{20, 140, 20, 255}, fmt.Sprintf("sustained %.2f Mbit/s", mbit(c.Sustained)), true); err != nil {
 			return err
 		}
 	}
@@ -131,13 +132,8 @@ func PlotCapacity(path string, i CapacityInfo, c estimator.Capacity) error {
 	return nil
 }
 
-// vline marks x with a vertical line across the plot's height, dashed or
-// solid.
-func vline(p *plot.Plot, x float64, clr color.Color, label string, dashed bool) error {
-	top := p.Y.Max
-	if top <= 0 {
-		top = 1
-	}
+// vline marks x with a vertical line from 0 to top, dashed or solid.
+func vline(p *plot.Plot, top, x float64, clr color.Color, label string, dashed bool) error {
 	l, err := plotter.NewLine(plotter.XYs{{X: x, Y: 0}, {X: x, Y: top}})
 	if err != nil {
 		return err
