@@ -93,23 +93,16 @@ func bitRates(bytes, frames, header int, span int64) (payload, ip float64) {
 	return payload, ip
 }
 
-// schedule compares when each probe left with when it was due. Left is the
-// eBPF TC egress stamp when there is one: the moment the probe left the
-// stack, on the client's CLOCK_MONOTONIC as the schedule is. Else it is user
-// space's stamp after the send call returned, which adds the call's own
-// time (on loopback that includes handing the probe to the receiver).
+// schedule compares each send, as user space stamped it before the syscall,
+// with when it was meant to be; both are the client's CLOCK_MONOTONIC.
 func (s *EchoSummary) schedule(p dump.EchoPoint, recs []dump.EchoRecord) {
 	var sum float64
 	for i := range recs {
 		r := &recs[i]
-		src := dump.SourceEBPF
-		if !r.ClientTx.Has(src) {
-			src = dump.SourceUser
-		}
-		if r.Scheduled == 0 || !r.ClientTx.Has(src) {
+		if r.Scheduled == 0 || !r.ClientTx.Has(dump.SourceUser) {
 			continue
 		}
-		late := time.Duration(r.ClientTx[src] - r.Scheduled)
+		late := time.Duration(r.ClientTx[dump.SourceUser] - r.Scheduled)
 		s.ScheduledSends++
 		sum += float64(late.Abs())
 		s.ScheduleMaxErr = max(s.ScheduleMaxErr, late.Abs())
