@@ -79,24 +79,14 @@ func TestCapacityNarrowNotTight(t *testing.T) {
 	}
 	t.Logf("estimate %.2f [%.2f, %.2f] verdict %v in %v s; truth [%.2f, %.2f]; overhead %s, noise floor %v µs, discarded %v",
 		est, low, up, m.Verdict, m.DurationS, lo, hi, overhead, m.NoiseFloorUs, m.Discarded)
-	// The goal on this path is [0.97 × realized, 1.03 × configured] with an
-	// interval that meets the truth; it is not met yet in every run (reads
-	// up to +8 % over the configured rate, docs/capacity.md). The test holds
-	// what is: within 10 %, and says when a run misses the goal.
 	if est < 0.97*lo || est > 1.03*hi {
-		t.Logf("GOAL MISSED: estimate %.2f outside [0.97 × %.2f, 1.03 × %.2f]", est, lo, hi)
-	}
-	if est < 0.90*lo || est > 1.10*hi {
-		t.Errorf("estimate %.2f outside [0.90 × %.2f, 1.10 × %.2f]", est, lo, hi)
+		t.Errorf("estimate %.2f outside [0.97 × %.2f, 1.03 × %.2f]", est, lo, hi)
 	}
 	if m.Verdict == "shaper suspected" {
 		t.Errorf("a one-frame tbf called a shaper")
 	}
 	if up > 0 && (low > hi || up < lo) {
-		t.Logf("GOAL MISSED: interval [%.2f, %.2f] misses the truth [%.2f, %.2f]", low, up, lo, hi)
-	}
-	if up > 0 && (low > 1.10*hi || up < 0.90*lo) {
-		t.Errorf("interval [%.2f, %.2f] is more than 10 %% off the truth [%.2f, %.2f]", low, up, lo, hi)
+		t.Errorf("interval [%.2f, %.2f] misses the truth [%.2f, %.2f]", low, up, lo, hi)
 	}
 	if d := m.DurationS; d > 20 {
 		t.Errorf("took %.1f s, want ≤ 20 s", d)
