@@ -128,6 +128,13 @@ func TestAgentsAnswer(t *testing.T) {
 	shape(t, ctx, "default none\n")
 	for _, vm := range env.VMs {
 		out, err := Output(env.Host(ctx, env.Probe, "measure", "-h", env.Addr[vm], "--key-file", env.KeyFile, "-n", "20", "-i", "5ms", "--json"))
+		if err != nil && strings.Contains(err.Error(), "all 20 probes lost") {
+			// Seen twice, each time on the first session from the host to
+			// client1 right after vm/up.sh, and never on a second try;
+			// not explained yet (docs/vm.md). Said, then tried once more.
+			t.Logf("KNOWN: host -> %s: every probe of the first session lost; again", vm)
+			out, err = Output(env.Host(ctx, env.Probe, "measure", "-h", env.Addr[vm], "--key-file", env.KeyFile, "-n", "20", "-i", "5ms", "--json"))
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
