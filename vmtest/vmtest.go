@@ -151,6 +151,48 @@ func (e *Env) NetemDrops(ctx context.Context, vm string) (uint64, error) {
 	return strconv.ParseUint(m[3], 10, 64)
 }
 
+// NetemRealized is the rate (bit/s, of Ethernet frames as netem counts
+// them) at which a VM's netem qdisc sends while it holds a backlog: 900
+// back-to-back echo probes of 1400 B to the agent at to fill its queue
+// (5.3 s of it at 2 Mbit/s), and its byte counter is read 0.5 s and 3.5 s
+// later, each read stamped in the guest at the middle of two clock reads
+// around it (a starved guest takes tens of ms for one). A TCG guest starved
+// of the host's CPU fires netem's timer late and sends less than the
+// configured rate, as tbf does on a loaded host.
+func (e *Env) NetemRealized(ctx context.Context, vm, to string) (float64, error) {
+	script := fmt.Sprintf(`ifc=$(cat /etc/probe/iface)
+read_at() { s=$(date +%%s%%N); q=$(tc -s qdisc show dev $ifc); e=$(date +%%s%%N); printf '%%s\n%%s\n' $(( (s + e) / 2 )) "$q"; }
+%s measure -h %s --key-file %s -i 0 -n 900 -l 1400 --no-gso --wait 100ms >/dev/null 2>&1 &
+sleep 0.5; a=$(read_at)
+sleep 3; b=$(read_at)
+wait
+sleep 2.5
+printf '%%s\n---\n%%s\n' "$a" "$b"
+`, GuestProbe, e.Addr[to], GuestKey)
+	cmd := e.Guest(ctx, vm, "sudo sh -s")
+	cmd.Stdin = strings.NewReader(script)
+	out, err := Output(cmd)
+	if err != nil {
+		return 0, err
+	}
+	var at [2]float64
+	var sent [2]uint64
+	for i, part := range strings.SplitN(out, "\n---\n", 2) {
+		t, rest, _ := strings.Cut(part, "\n")
+		m := netemStats.FindStringSubmatch(rest)
+		ns, terr := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+		if m == nil || terr != nil || i > 1 {
+			return 0, fmt.Errorf("%s: no netem counters in\n%s", vm, out)
+		}
+		at[i] = float64(ns) / 1e9
+		sent[i], _ = strconv.ParseUint(m[1], 10, 64)
+	}
+	if at[1] <= at[0] || sent[1] <= sent[0] {
+		return 0, fmt.Errorf("%s: netem sent %d then %d bytes at %.3f and %.3f s", vm, sent[0], sent[1], at[0], at[1])
+	}
+	return float64(sent[1]-sent[0]) * 8 / (at[1] - at[0]), nil
+}
+
 // BinomialInterval is the central interval of Binomial(n, p) holding at
 // least conf of its mass: P(X < lo) ≤ (1-conf)/2 and P(X > hi) ≤ (1-conf)/2.
 func BinomialInterval(n int, p, conf float64) (lo, hi int) {
