@@ -88,6 +88,9 @@ func (s *Server) serveQUIC(ctx context.Context, conn net.Conn, fc *wire.Conn, p 
 			if ua == nil || ua.AddrPort().Addr().Unmap() != peer || n >= maxQUICConns {
 				return nil, errors.New("not this session's client")
 			}
+			if !p.Downloads() {
+				return ctx, nil // the agent only receives: no bytes in flight to keep
+			}
 			return context.WithValue(ctx, metricsKey{}, &connMetrics{}), nil
 		}}
 	defer tr.Close()

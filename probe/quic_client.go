@@ -84,7 +84,7 @@ func (c *Client) quicSession(ctx context.Context, p QUICParams, trust QUICTrust,
 	}
 	defer cq.close()
 	res := &QUICResult{Params: p}
-	qc, metrics, err := cq.connectTwice(ctx, res, agent, tlsConf, check, c.cfg.Timeout)
+	qc, metrics, err := cq.connectTwice(ctx, res, agent, tlsConf, check, c.cfg.Timeout, p.Uploads())
 	if err != nil {
 		return abort(err)
 	}
@@ -175,18 +175,19 @@ func (cq *clientQUIC) side(d dataSide) QUICSide {
 // connectTwice connects to the server at peer twice, timing a full
 // handshake and then one that resumes the first's TLS session with its
 // request in 0-RTT (when the server issued a ticket and takes early data),
-// and returns the second connection, which carries the data phase. The
+// and returns the second connection, which carries the data phase, with
+// its bytes-in-flight tracer when sends says this side sends data. The
 // handshakes and the QUIC version go into res.
 func (cq *clientQUIC) connectTwice(ctx context.Context, res *QUICResult, peer netip.AddrPort, tlsConf *tls.Config, check *certCheck,
-	timeout time.Duration) (*quic.Conn, *connMetrics, error) {
+	timeout time.Duration, sends bool) (*quic.Conn, *connMetrics, error) {
 	conf := quicConfig()
 	conf.TokenStore = cq.tokens
-	hs, qc, _, err := quicConnect(ctx, cq.tr, conf, peer, tlsConf, check, timeout)
+	hs, qc, _, err := quicConnect(ctx, cq.tr, conf, peer, tlsConf, check, timeout, false)
 	if err != nil {
 		return nil, nil, err
 	}
 	qc.CloseWithError(0, "")
-	hs2, qc, metrics, err := quicConnect(ctx, cq.tr, conf, peer, tlsConf, check, timeout)
+	hs2, qc, metrics, err := quicConnect(ctx, cq.tr, conf, peer, tlsConf, check, timeout, sends)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -197,11 +198,16 @@ func (cq *clientQUIC) connectTwice(ctx context.Context, res *QUICResult, peer ne
 
 // quicConnect dials the server at peer and times the handshake and the
 // first byte of a one-byte perf response, sent in 0-RTT when tlsConf holds
-// a session for the server.
+// a session for the server. With trace, the connection keeps its bytes in
+// flight (connMetrics); else the returned *connMetrics is nil.
 func quicConnect(ctx context.Context, tr *quic.Transport, conf *quic.Config, peer netip.AddrPort, tlsConf *tls.Config, check *certCheck,
-	timeout time.Duration) (dump.QUICHandshake, *quic.Conn, *connMetrics, error) {
-	m := &connMetrics{}
-	dctx, cancel := context.WithTimeout(context.WithValue(ctx, metricsKey{}, m), timeout)
+	timeout time.Duration, trace bool) (dump.QUICHandshake, *quic.Conn, *connMetrics, error) {
+	var m *connMetrics
+	if trace {
+		m = &connMetrics{}
+		ctx = context.WithValue(ctx, metricsKey{}, m)
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t0 := time.Now()
 	qc, err := tr.DialEarly(dctx, net.UDPAddrFromAddrPort(peer), tlsConf, conf)

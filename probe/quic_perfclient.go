@@ -55,7 +55,7 @@ func PerfQUIC(ctx context.Context, cfg PerfConfig) (*QUICResult, error) {
 	}
 	defer cq.close()
 	res := &QUICResult{Params: p, PerfOnly: true}
-	qc, metrics, err := cq.connectTwice(ctx, res, server, tlsConf, check, cfg.Timeout)
+	qc, metrics, err := cq.connectTwice(ctx, res, server, tlsConf, check, cfg.Timeout, p.Uploads())
 	if err != nil {
 		return nil, err
 	}

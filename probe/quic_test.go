@@ -110,6 +110,14 @@ func TestQUICByteAccounting(t *testing.T) {
 		if len(res.Client.Conn) == 0 || len(res.Agent.Conn) == 0 || res.Client.Conn[len(res.Client.Conn)-1].PacketsSent == 0 {
 			t.Errorf("%s: connection samples %d and %d", tc.dir, len(res.Client.Conn), len(res.Agent.Conn))
 		}
+		// Bytes in flight come from the tracer, which only a side that
+		// sends data keeps: quic-go builds a qlog event per packet for it.
+		if got := tracedInFlight(res.Client.Conn); got != p.Uploads() {
+			t.Errorf("%s: the client's samples carry bytes in flight: %v, want %v", tc.dir, got, p.Uploads())
+		}
+		if got := tracedInFlight(res.Agent.Conn); got != p.Downloads() {
+			t.Errorf("%s: the agent's samples carry bytes in flight: %v, want %v", tc.dir, got, p.Downloads())
+		}
 		hs := res.Handshakes
 		if len(hs) != 2 || hs[0].Resumed || !hs[1].Resumed || !hs[1].Used0RTT || hs[0].FirstByte == 0 || hs[1].FirstByte == 0 {
 			t.Errorf("%s: handshakes %+v: want a full one, then one resumed in 0-RTT", tc.dir, hs)
@@ -127,6 +135,16 @@ func TestQUICByteAccounting(t *testing.T) {
 			t.Errorf("%s: %d idle pings, %d echoed; want %d", tc.dir, idle, echoed, p.Pings)
 		}
 	}
+}
+
+// tracedInFlight says whether any sample has bytes in flight.
+func tracedInFlight(conn []dump.QUICConnSample) bool {
+	for _, c := range conn {
+		if c.BytesInFlight > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // A test by time: every uploaded byte arrives, downloads stop with
