@@ -4,9 +4,12 @@
 // and prints one table: per place the receiver's rate of each, their CPU
 // seconds per GB, whether quic-go sent with GSO, and the bound; then the
 // goodput of a QUIC download over a 20 Mbit/s tbf link against the link's
-// rate less QUIC's overhead per packet, with TCP's beside it. It exits
-// non-zero when a bound fails. Run as root, from the repository: make
-// bench-quic.
+// rate less QUIC's overhead per packet, with TCP's beside it. With
+// PROBE_BENCH_QUICGO_PERF naming a binary of quic-go's own perf tool, the
+// loopback place also runs quic-go's perf client and server beside
+// probe's, every pair, and prints what each role costs per GB in each (an
+// informative table, no bound). It exits non-zero when a bound fails. Run
+// as root, from the repository: make bench-quic.
 package main
 
 import (
@@ -139,18 +142,21 @@ type row struct {
 type bench struct {
 	probeBin string
 	only     string
+	port     int // loopback ports from here; 0: free ones
 	commands harness.Commands
+	beside   []string // the quic-go perf table, or why it did not run
 }
 
 func main() {
 	bin := flag.String("bin", "bin", "directory with the probe binary")
 	only := flag.String("only", "", "run only the places whose name contains this: loopback, veth, tbf")
+	port := flag.Int("port", 0, "loopback: the agent's control port; its QUIC perf port is the next, quic-go's perf server's the one after (default: free ports)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		harness.Fail("the quic benchmark needs root (testbed namespaces, tc, UDP buffers past the sysctl limit)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	b := &bench{probeBin: filepath.Join(*bin, "probe"), only: *only}
+	b := &bench{probeBin: filepath.Join(*bin, "probe"), only: *only, port: *port}
 	rows := b.all(ctx)
 	interrupted := ctx.Err() != nil
 	stop()
@@ -175,6 +181,12 @@ func main() {
 		testbed.FormatRate(slowRate), quicOverhead.Total())
 	fmt.Printf("+ 8 UDP + 20 IP); %d = IP 20 + UDP 8 + short header %d + STREAM header %d + AEAD tag %d. TCP: × %d/%d.\n",
 		quicOverhead.Total(), quicOverhead.ShortHeader, quicOverhead.StreamHeader, quicOverhead.AEADTag, tcpPayload, frame)
+	if len(b.beside) > 0 {
+		fmt.Println("\nloopback, probe beside quic-go's perf (" + quicgoEnv + "):")
+		for _, l := range b.beside {
+			fmt.Println("  " + l)
+		}
+	}
 	fmt.Println("commands (ip netns exec NS: run inside the testbed's namespace NS):")
 	for _, c := range b.commands {
 		fmt.Println("  " + c)
@@ -192,13 +204,24 @@ func (b *bench) want(place string) bool { return strings.Contains(place, b.only)
 func (b *bench) all(ctx context.Context) []row {
 	var rows []row
 	if b.want("loopback") {
-		addr, err := harness.FreeAddr()
+		addrs, err := b.loopbackAddrs()
 		if err != nil {
 			return []row{{figure: "loopback", quic: "error", note: err.Error()}}
 		}
 		here := harness.Host{}
-		rows = append(rows, b.withAgent(ctx, "loopback", here, here, addr, func() []row {
-			return []row{b.throughput(ctx, "loopback", here, addr, loopGoal)}
+		perf, why := findQUICGoPerf()
+		var extra []string
+		if perf != "" {
+			extra = []string{"--quic-perf", addrs.probePerf.String()}
+		} else {
+			b.beside = []string{"skipped: " + why}
+		}
+		rows = append(rows, b.withAgent(ctx, "loopback", here, here, addrs.control, extra, func(agent *harness.Server) []row {
+			r := b.throughput(ctx, "loopback", here, addrs.control, loopGoal)
+			if perf != "" && ctx.Err() == nil {
+				b.beside = b.besideQUICGo(ctx, perf, addrs, agent)
+			}
+			return []row{r}
 		})...)
 	}
 	for _, place := range []struct {
@@ -216,7 +239,7 @@ func (b *bench) all(ctx context.Context) []row {
 		}
 		addr := netip.AddrPortFrom(tb.A.Addr, 7323)
 		server, client := harness.Host{TB: tb.A}, harness.Host{TB: tb.B}
-		rows = append(rows, b.withAgent(ctx, place.name, server, client, addr, func() []row {
+		rows = append(rows, b.withAgent(ctx, place.name, server, client, addr, nil, func(*harness.Server) []row {
 			if place.rate == 0 {
 				return []row{b.throughput(ctx, place.name, client, addr, 0)}
 			}
@@ -229,23 +252,42 @@ func (b *bench) all(ctx context.Context) []row {
 	return rows
 }
 
-// withAgent runs probe serve in server, waits until it answers from
-// client, runs fn, and stops it.
-func (b *bench) withAgent(ctx context.Context, name string, server, client harness.Host, addr netip.AddrPort, fn func() []row) []row {
+// loopbackAddrs are the loopback place's addresses: from -port, or free.
+func (b *bench) loopbackAddrs() (quicgoAddrs, error) {
+	if b.port > 0 {
+		if b.port > 65533 {
+			return quicgoAddrs{}, fmt.Errorf("-port %d: want at most 65533 (it takes three ports)", b.port)
+		}
+		at := func(k int) netip.AddrPort {
+			return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(b.port+k))
+		}
+		return quicgoAddrs{control: at(0), probePerf: at(1), quicgo: at(2)}, nil
+	}
+	a, err := harness.FreeAddrs(3)
+	if err != nil {
+		return quicgoAddrs{}, err
+	}
+	return quicgoAddrs{control: a[0], probePerf: a[1], quicgo: a[2]}, nil
+}
+
+// withAgent runs probe serve in server with extra arguments, waits until
+// it answers from client, runs fn, and stops it.
+func (b *bench) withAgent(ctx context.Context, name string, server, client harness.Host, addr netip.AddrPort, extra []string,
+	fn func(agent *harness.Server) []row) []row {
 	// Ready when a one-byte TCP test from the client's side passes.
 	answers := harness.Ready{What: "answering a one-byte test", Check: func(harness.Host) bool {
 		_, err := harness.Run(ctx, client, 5*time.Second, b.probeBin, "measure", "-h", addr.String(), "--ebpf", "off",
 			"--mode", "tcp", "--bytes", "1", "--json")
 		return err == nil
 	}}
-	args := []string{"serve", "--listen", addr.String(), "--ebpf", "off"}
+	args := append([]string{"serve", "--listen", addr.String(), "--ebpf", "off"}, extra...)
 	b.commands.Record(server, b.probeBin, args...)
 	agent, err := harness.Start(ctx, server, "probe agent", answers, b.probeBin, args...)
 	if err != nil {
 		return []row{{figure: name, quic: "error", note: err.Error()}}
 	}
 	defer agent.Stop()
-	return fn()
+	return fn(agent)
 }
 
 // throughput measures downloads, TCP and QUIC alternating, and compares

@@ -121,3 +121,35 @@ func TestListeningAddress(t *testing.T) {
 		t.Errorf("What = %q, want it to name %v", r.What, addr)
 	}
 }
+
+func TestCPU(t *testing.T) {
+	ctx := context.Background()
+	// A shell that spins on builtins alone (a child's CPU is not in
+	// /proc/PID/stat's), for well over 20 ms of CPU.
+	spin := "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"
+	f, err := RunAll(ctx, Host{}, 10*time.Second, "sh", "-c", spin+"; echo out; echo err >&2")
+	if err != nil || string(f.Stdout) != "out\n" || string(f.Stderr) != "err\n" {
+		t.Fatalf("RunAll = %q, %q, %v", f.Stdout, f.Stderr, err)
+	}
+	if f.CPU < 20*time.Millisecond {
+		t.Errorf("RunAll's CPU %v for a spin", f.CPU)
+	}
+	s, err := Start(ctx, Host{}, "spinner", Ready{Check: func(Host) bool { return true }}, "sh", "-c", spin+"; exec sleep 30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	var used time.Duration
+	for deadline := time.Now().Add(20 * time.Second); used < 20*time.Millisecond && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		if used, err = s.CPU(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if used < 20*time.Millisecond {
+		t.Errorf("the spinning server's CPU %v", used)
+	}
+	if d, err := statCPU("1234 (a b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0"); err != nil || d != 3*time.Second {
+		t.Errorf("statCPU = %v, %v; want 3s", d, err)
+	}
+}

@@ -59,26 +59,42 @@ func (c *Commands) Record(h Host, bin string, args ...string) {
 // Run runs a command in h to its end, within limit, and returns its standard
 // output, also when it fails.
 func Run(ctx context.Context, h Host, limit time.Duration, bin string, args ...string) ([]byte, error) {
+	r, err := RunAll(ctx, h, limit, bin, args...)
+	return r.Stdout, err
+}
+
+// Finished is what a command left: its output and the CPU it used.
+type Finished struct {
+	Stdout, Stderr []byte
+	CPU            time.Duration // user + system, of the process and its waited-for children
+}
+
+// RunAll is Run that also returns the command's standard error and CPU time.
+func RunAll(ctx context.Context, h Host, limit time.Duration, bin string, args ...string) (Finished, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := h.start(cmd); err != nil {
-		return nil, err
+		return Finished{}, err
 	}
 	err := cmd.Wait()
+	f := Finished{Stdout: out.Bytes(), Stderr: errb.Bytes()}
+	if ps := cmd.ProcessState; ps != nil {
+		f.CPU = ps.UserTime() + ps.SystemTime()
+	}
 	if ctx.Err() != nil {
-		return out.Bytes(), fmt.Errorf("%s: %w", filepath.Base(bin), ctx.Err())
+		return f, fmt.Errorf("%s: %w", filepath.Base(bin), ctx.Err())
 	}
 	if err != nil {
 		msg := strings.TrimSpace(errb.String())
 		if msg == "" {
 			msg = lastLine(out.String())
 		}
-		return out.Bytes(), fmt.Errorf("%s: %v: %s", filepath.Base(bin), err, msg)
+		return f, fmt.Errorf("%s: %v: %s", filepath.Base(bin), err, msg)
 	}
-	return out.Bytes(), nil
+	return f, nil
 }
 
 func lastLine(s string) string {
@@ -149,6 +165,36 @@ func Start(ctx context.Context, h Host, name string, ready Ready, bin string, ar
 		}
 	}
 	return s, nil
+}
+
+// userHZ is the unit of /proc/PID/stat's CPU times (USER_HZ, 100 on Linux).
+const userHZ = 100
+
+// CPU is the user + system time the server has used so far, all its threads,
+// from /proc/PID/stat (10 ms steps).
+func (s *Server) CPU() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	return statCPU(string(b))
+}
+
+// statCPU reads utime and stime from a /proc/PID/stat line; the command
+// name, in parentheses, may hold spaces.
+func statCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	f := strings.Fields(stat[i+1:])
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc stat line %.60q", stat)
+	}
+	var ticks [2]int64
+	for k, field := range f[11:13] { // utime, stime: fields 14 and 15 of the line
+		if _, err := fmt.Sscan(field, &ticks[k]); err != nil {
+			return 0, fmt.Errorf("unexpected /proc stat line %.60q: %w", stat, err)
+		}
+	}
+	return time.Duration(ticks[0]+ticks[1]) * time.Second / userHZ, nil
 }
 
 // Stop kills the server, unless it has exited, and waits for it.
