@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -53,8 +54,8 @@ type quicgoAddrs struct {
 // besideQUICGo runs every pair of quic-go's and probe's perf client and server
 // (and probe's client and agent over a control connection) on loopback, a
 // download by time (quic-go's client: by bytes, sized to the time from its
-// previous rate), pairs alternating within each round, and returns the
-// table and the ratios as lines. agent is the running probe serve.
+// previous rate), the pairs alternating in an order rotated each round,
+// and returns the table and the ratios as lines. agent is the running probe serve.
 func (b *bench) besideQUICGo(ctx context.Context, perf string, addrs quicgoAddrs, agent *harness.Server) []string {
 	qg, err := harness.Start(ctx, harness.Host{}, "quic-go perf server", harness.Listening("udp", addrs.quicgo),
 		perf, "--run-server", "--server-address", addrs.quicgo.String())
@@ -71,7 +72,9 @@ func (b *bench) besideQUICGo(ctx context.Context, perf string, addrs quicgoAddrs
 		{name: "e", client: "probe -h", server: "probe serve"},
 	}
 	for k := range rounds {
-		for _, p := range pairs {
+		// The order rotates each round, so that a load that drifts within
+		// a round favours no pair.
+		for _, p := range slices.Concat(pairs[k%len(pairs):], pairs[:k%len(pairs)]) {
 			if ctx.Err() != nil {
 				break
 			}
@@ -208,9 +211,10 @@ func besideTable(pairs []*perfPair) []string {
 		fmt.Sprintf("probe's perf client / quic-go's, CPU per GB: %s against quic-go's server, %s against probe's", ratio(c.cCPU, a.cCPU), ratio(d.cCPU, b.cCPU)),
 		fmt.Sprintf("probe's perf server / quic-go's, CPU per GB: %s with quic-go's client, %s with probe's", ratio(b.sCPU, a.sCPU), ratio(d.sCPU, c.sCPU)),
 		fmt.Sprintf("probe -h ↔ serve / quic-go ↔ quic-go: rate %s, client CPU per GB %s, server %s", ratio(e.rates, a.rates), ratio(e.cCPU, a.cCPU), ratio(e.sCPU, a.sCPU)),
-		fmt.Sprintf("download, 1 connection, 1 stream, %d rounds of %v, the pairs alternating; medians (min–max). quic-go's client", rounds, roundTime),
-		"asks for bytes, sized to the time from its previous rate; its rate is over its download's own time. CPU: user + system",
-		"of each whole process per GB received: the client's from wait4, the server's from /proc/PID/stat before and after.")
+		fmt.Sprintf("download, 1 connection, 1 stream, %d rounds of %v, the pairs alternating, their order rotated each round;", rounds, roundTime),
+		"medians (min–max). quic-go's client asks for bytes, sized to the time from its previous rate; its rate is over its",
+		"download's own time. CPU: user + system of each whole process per GB received: the client's from wait4, the",
+		"server's from /proc/PID/stat before and after.")
 	return out
 }
 
