@@ -91,6 +91,10 @@ func readResult(b []byte) (result, error) {
 // agentPort is where the agent listens in the testbed's namespaces.
 var agentPort uint16 = 7323
 
+// tbPrefix starts the testbeds' names, so that runs beside other work can
+// keep to namespaces of their own.
+var tbPrefix = "h14"
+
 func main() {
 	bin := flag.String("bin", "bin", "directory with the probe and estimate binaries")
 	only := flag.String("only", "", "run only cases whose name contains this")
@@ -99,6 +103,7 @@ func main() {
 	runs := flag.Int("runs", 5, "probe runs per side-by-side path")
 	keep := flag.String("keep", "", "keep the probe dumps of the side-by-side paths in this folder")
 	port := flag.Uint("port", 7323, "the agent's port in the testbed; cross traffic uses the next ones")
+	flag.StringVar(&tbPrefix, "name", tbPrefix, "testbed name prefix: namespaces are probe-PREFIX…-a, -b, -r")
 	flag.Parse()
 	if *port == 0 || *port > 65000 {
 		harness.Fail(fmt.Sprintf("-port %d: want 1..65000", *port))
@@ -172,7 +177,7 @@ func main() {
 }
 
 func run(c benchCase, probeBin, estimateBin, dir string) (string, bool, error) {
-	name := fmt.Sprintf("h14c%d", os.Getpid()%100000)
+	name := fmt.Sprintf("%sc%d", tbPrefix, os.Getpid()%100000)
 	cfg := testbed.Config{Name: name, Rate: uint64(c.rate), Burst: c.burst}
 	if c.htb {
 		cfg.Rate = 0

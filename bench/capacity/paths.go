@@ -94,7 +94,7 @@ func runHardPaths(only string, runs int, probeBin, keep string) bool {
 		fmt.Fprintf(os.Stderr, "bench: path %s...\n", p.name)
 		// A name per path: a testbed whose namespaces could not be
 		// removed must not stop the next path.
-		r, err := runHardPath(p, fmt.Sprintf("h14p%d%c", os.Getpid()%10000, 'a'+i), runs, probeBin, pe, keep)
+		r, err := runHardPath(p, fmt.Sprintf("%sp%d%c", tbPrefix, os.Getpid()%10000, 'a'+i), runs, probeBin, pe, keep)
 		if err != nil {
 			fmt.Printf("%s: error: %v\n", p.name, err)
 			allOK = false
