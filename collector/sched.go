@@ -211,6 +211,32 @@ func (w *SchedWatch) Threads(tgid uint32) map[uint32]SchedStats {
 	return threads
 }
 
+// Settle waits, up to timeout, until no thread of the processes tgids is
+// marked on a CPU, and says whether none is. A process's threads are
+// switched out for the last time after its parent's wait4 has returned
+// (exit_notify comes before the final schedule), and until then their
+// current run is only in /proc, which is gone once the process is reaped:
+// a busy thread never switched out (a quiet CPU has no one else to run)
+// read 0 on-CPU time for its whole run.
+func (w *SchedWatch) Settle(timeout time.Duration, tgids ...uint32) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		busy := false
+		w.each(func(t *bpf.SchedThreadEntry) {
+			if slices.Contains(tgids, t.Key.Tgid) && atomic.LoadUint32(&t.OnCpu) != 0 {
+				busy = true
+			}
+		})
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
+
 // each calls fn for each thread slot filled so far. Slots fill in order;
 // one whose key is not written yet ends the list for now. The programs
 // write each counter whole (aligned 8 bytes).

@@ -168,6 +168,11 @@ func (p *Process) setSched(s *dump.ResourceSample, st collector.SchedStats) {
 	s.OnCPU, s.Voluntary, s.Involuntary, s.RunQueue = st.OnCPU, st.Voluntary, st.Involuntary, st.RunQueue
 }
 
+// settleWait bounds the wait for an ended process's final switches out;
+// they come microseconds after wait4 returns. Only the process's own
+// threads are waited for: a descendant still running stays on its CPU.
+const settleWait = 50 * time.Millisecond
+
 // last is the sample at the process's end: /proc has no last look, so the
 // memory of the sample before stands, the CPU time is the kernel's final
 // account (wait4's, which includes the children waited for), the eBPF
@@ -194,6 +199,9 @@ func (p *Process) last(start time.Time) dump.ResourceSample {
 	}
 	at := time.Now()
 	if p.cfg.Sched != nil {
+		// The ended process's last runs are added by its threads' final
+		// switches out, which may come after wait4 returned.
+		p.cfg.Sched.Settle(settleWait, uint32(p.pid))
 		var st collector.SchedStats
 		st, at, _ = p.readSched()
 		p.setSched(&s, st)
