@@ -66,6 +66,12 @@ const (
 	minPhaseOneSize = 600
 	maxLossyInARow  = 30 // abort after 30 consecutive lost trains (docs/capacity.md)
 	maxBatchTime    = time.Second
+	// Phase I ends this long after the run began, whatever of its plan is
+	// left: its rounds visit every size, so an early end leaves fewer
+	// repeats, not fewer sizes. A noise floor that reads cross traffic's
+	// jitter (hundreds of µs on a quiet host with paced cross traffic)
+	// makes its trains long, and a full run took 19 s of its 20.
+	phaseOneUntil = 13 * time.Second
 )
 
 // senderCheckTrains long trains are sent when the short ones all arrived as
@@ -226,7 +232,7 @@ func (d *capDriver) run(ctx context.Context) error {
 		// Interleave sizes, so that a change of the path's load during the
 		// phase touches every size alike.
 		plan = interleave(plan, phaseOneRepeats)
-		if err := d.runPlan(ctx, plan); err != nil {
+		if err := d.runPlanUntil(ctx, plan, d.res.Started.Add(phaseOneUntil)); err != nil {
 			return err
 		}
 	}
@@ -322,9 +328,17 @@ func (d *capDriver) findMaxLen(ctx context.Context) (int, error) {
 
 // runPlan runs the plan in batches, retrying trains that lost packets.
 func (d *capDriver) runPlan(ctx context.Context, plan []wire.TrainSpec) error {
+	return d.runPlanUntil(ctx, plan, time.Time{})
+}
+
+// runPlanUntil is runPlan that starts no batch after until (zero: none).
+func (d *capDriver) runPlanUntil(ctx context.Context, plan []wire.TrainSpec, until time.Time) error {
 	for len(plan) > 0 {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if !until.IsZero() && time.Now().After(until) {
+			return nil
 		}
 		n := d.batchLen(plan)
 		trains, err := d.batch(ctx, plan[:n])
