@@ -17,20 +17,7 @@ import (
 func startBoth(t *testing.T, cfg ServerConfig) (s *Server, control, perf string) {
 	t.Helper()
 	s, control = startAgent(t, cfg)
-	udp, _, err := ListenQUIC("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.ServePerf(ctx, udp) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return s, control, udp.LocalAddr().String()
+	return s, control, servePerf(t, s)
 }
 
 // perfDialFrom opens a QUIC perf connection from a loopback address of the

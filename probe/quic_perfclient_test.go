@@ -12,6 +12,13 @@ import (
 func startPerf(t *testing.T, cfg ServerConfig) (*Server, string) {
 	t.Helper()
 	s := NewServer(cfg)
+	return s, servePerf(t, s)
+}
+
+// servePerf runs s's standing perf server on a loopback port until the
+// test ends, and returns its address.
+func servePerf(t *testing.T, s *Server) string {
+	t.Helper()
 	udp, _, err := ListenQUIC("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +32,7 @@ func startPerf(t *testing.T, cfg ServerConfig) (*Server, string) {
 			t.Error(err)
 		}
 	})
-	return s, udp.LocalAddr().String()
+	return udp.LocalAddr().String()
 }
 
 // Without a control connection, the client moves exactly the bytes asked

@@ -413,24 +413,12 @@ func TestUDPBuffersUnprivileged(t *testing.T) {
 // the byte limit reset.
 func TestServePerf(t *testing.T) {
 	s := NewServer(ServerConfig{Limits: Limits{MaxBytes: 1 << 20}})
-	udp, _, err := ListenQUIC("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.ServePerf(ctx, udp) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	addr := servePerf(t, s)
 	sum, _ := s.QUICFingerprint()
 	conf, _ := clientTLS(QUICTrust{Pin: sum}, "", nil, &certCheck{})
-	dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+	dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer dcancel()
-	qc, err := quic.DialAddr(dctx, udp.LocalAddr().String(), conf, &quic.Config{EnableDatagrams: true})
+	qc, err := quic.DialAddr(dctx, addr, conf, &quic.Config{EnableDatagrams: true})
 	if err != nil {
 		t.Fatal(err)
 	}
