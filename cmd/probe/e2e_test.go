@@ -169,15 +169,7 @@ func parseJSON(t *testing.T, s string) map[string]any {
 // its documented struct, which must know every key.
 func decode[T any](t *testing.T, out string) T {
 	t.Helper()
-	md, err := os.ReadFile("../../docs/json.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := report.ParseSchema(md)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.CheckDoc([]byte(out)); err != nil {
+	if err := docSchema(t).CheckDoc([]byte(out)); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	var v T

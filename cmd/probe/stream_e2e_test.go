@@ -47,6 +47,7 @@ func streamedBy(t *testing.T, cmd *exec.Cmd, start func(*exec.Cmd) error) (lines
 	return lines, at, errb.String(), code
 }
 
+// docSchema is docs/json.md's schema.
 func docSchema(t *testing.T) report.Schema {
 	t.Helper()
 	md, err := os.ReadFile("../../docs/json.md")
