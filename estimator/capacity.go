@@ -365,15 +365,20 @@ func sustained(sorted []float64) (adr, low float64) {
 	adr = mean(sorted[q : n-q])
 	low = adr * (1 - capADRSlack)
 	if n >= capCIMin {
-		med := medianSorted(sorted)
-		dev := make([]float64, n)
-		for i, v := range sorted {
-			dev[i] = math.Abs(v - med)
-		}
-		slices.Sort(dev)
-		low = min(low, adr-tQuantile(n-1)*1.4826*medianSorted(dev)/math.Sqrt(float64(n)))
+		low = min(low, adr-tQuantile(n-1)*robustSpread(sorted, medianSorted(sorted))/math.Sqrt(float64(n)))
 	}
 	return adr, low
+}
+
+// robustSpread is 1.4826 × the median absolute deviation of x from centre:
+// a standard deviation that a few outliers do not move.
+func robustSpread(x []float64, centre float64) float64 {
+	dev := make([]float64, len(x))
+	for i, v := range x {
+		dev[i] = math.Abs(v - centre)
+	}
+	slices.Sort(dev)
+	return 1.4826 * medianSorted(dev)
 }
 
 // location is the estimate a mode gives: the median of the sorted samples x
@@ -390,12 +395,7 @@ func location(x []float64, md Mode) (value, low, high float64) {
 		return md.Value, md.Low, md.High
 	}
 	value = medianSorted(in)
-	dev := make([]float64, len(in))
-	for i, v := range in {
-		dev[i] = math.Abs(v - value)
-	}
-	slices.Sort(dev)
-	sd := 1.4826 * medianSorted(dev)
+	sd := robustSpread(in, value)
 	if len(in) < capCIMin {
 		// Too few for a spread: their range is the interval.
 		return value, in[0], in[len(in)-1]

@@ -181,7 +181,7 @@ printf '%%s\n---\n%%s\n' "$a" "$b"
 		t, rest, _ := strings.Cut(part, "\n")
 		m := netemStats.FindStringSubmatch(rest)
 		ns, terr := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
-		if m == nil || terr != nil || i > 1 {
+		if m == nil || terr != nil {
 			return 0, fmt.Errorf("%s: no netem counters in\n%s", vm, out)
 		}
 		at[i] = float64(ns) / 1e9
