@@ -265,8 +265,9 @@ func TestCapacity(t *testing.T) {
 	}
 }
 
-// realized is the rate a client VM's netem sends at now, measured once per
-// VM and shaping (vmtest.NetemRealized): the low end of the truth.
+// realized is the rate a client VM's netem sends at now
+// (vmtest.NetemRealized), measured right before each goodput run: the low
+// end of its truth, at most the configured rate.
 func realized(t *testing.T, ctx context.Context, vm string) float64 {
 	t.Helper()
 	r, err := env.NetemRealized(ctx, vm, "server")
