@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/probe-dev/probe/collector/dump"
 )
 
@@ -158,5 +160,19 @@ func TestDropsAccountForEveryDatagram(t *testing.T) {
 	t.Logf("sent %d, received %d, dropped %d", sent, got, drops)
 	if drops == 0 || got+int(drops) != sent {
 		t.Fatalf("received %d + dropped %d != sent %d", got, drops, sent)
+	}
+}
+
+// MonotonicNow is the kernel's CLOCK_MONOTONIC, the clock of eBPF and socket
+// stamps, and not some other clock of the runtime's.
+func TestMonotonicNowIsClockMonotonic(t *testing.T) {
+	for range 100 {
+		var a, b unix.Timespec
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &a)
+		now := MonotonicNow()
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &b)
+		if now < a.Nano() || now > b.Nano() {
+			t.Fatalf("MonotonicNow %d outside the CLOCK_MONOTONIC readings around it [%d, %d]", now, a.Nano(), b.Nano())
+		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -121,7 +120,7 @@ func (c *Client) Echo(ctx context.Context, p EchoParams, o EchoOptions) (*EchoRe
 		return nil, err
 	}
 	res.Interrupted = sent < p.Count
-	if p.Interval >= rtMinInterval && runtime.NumCPU() > 1 && !tx.realtime {
+	if realtimePacing(p.Interval) && !tx.realtime {
 		res.Warnings = append(res.Warnings, "the sender ran in the ordinary scheduling class (SCHED_FIFO needs root or CAP_SYS_NICE): on a loaded host its sends are late")
 	}
 	res.Point.GSO = uc.GSO()
@@ -197,62 +196,53 @@ type echoSender struct {
 	p        EchoParams
 	recs     []dump.EchoRecord
 	seqOfKey []uint32 // transmit key -> sequence number
-	realtime bool     // paced from a SCHED_FIFO thread
+	realtime bool     // paced from SCHED_FIFO threads
 }
 
-// run sends every probe and returns how many it sent. Paced probes go on an
-// absolute schedule (a late one does not delay the rest), each one sent when
-// its time comes: the sender sleeps until just before and spins the rest.
-// Back-to-back probes go in sendmmsg batches.
+// run sends every probe and returns how many it sent: paced ones on their
+// schedule (see pace), back-to-back ones in sendmmsg batches.
 func (s *echoSender) run(ctx context.Context) (int, error) {
 	s.seqOfKey = make([]uint32, 0, len(s.recs))
-	batch := 1
-	if s.p.Interval == 0 {
-		batch = collector.MaxBatch
+	if s.p.Interval > 0 {
+		bufs := [][]byte{make([]byte, s.p.Size)}
+		sent, realtime, err := pace(ctx, collector.MonotonicNow(), s.p.Interval, len(s.recs), func(i int, at int64) {
+			s.recs[i].Scheduled = at
+			s.send(i, bufs)
+		})
+		s.realtime = realtime
+		return sent, err
 	}
-	bufs := make([][]byte, batch)
+	bufs := make([][]byte, collector.MaxBatch)
 	for i := range bufs {
 		bufs[i] = make([]byte, s.p.Size)
 	}
-	var timer *schedTimer
-	if s.p.Interval > 0 {
-		var err error
-		if timer, err = newSchedTimer(s.p.Interval >= rtMinInterval && runtime.NumCPU() > 1); err != nil {
-			return 0, err
-		}
-		defer timer.close()
-		s.realtime = timer.Realtime()
-	}
-	start := collector.MonotonicNow()
-	for i := 0; i < len(s.recs); i += batch {
+	for i := 0; i < len(s.recs); i += len(bufs) {
 		if ctx.Err() != nil {
 			return i, nil
 		}
-		n := min(batch, len(s.recs)-i)
-		for k := range n {
-			fillProbe(bufs[k], collector.ProbeHeader{Session: s.session, Seq: uint32(i + k), Kind: collector.KindRequest})
-		}
-		if s.p.Interval > 0 {
-			at := start + int64(i)*int64(s.p.Interval)
-			if !timer.waitUntil(ctx, at) {
-				return i, nil
-			}
-			s.recs[i].Scheduled = at
-		}
-		first, user, sent, _ := s.conn.SendBatch(bufs[:n], netip.AddrPort{})
-		// A probe the kernel refused is counted as sent and lost: the send
-		// error is part of what happened to it.
-		for k := range sent {
-			s.recs[i+k].ClientTx[dump.SourceUser] = user
-			if uint32(len(s.seqOfKey)) == first+uint32(k) {
-				s.seqOfKey = append(s.seqOfKey, uint32(i+k))
-			}
-		}
-		if (i+n)%collector.MaxBatch < n {
-			s.conn.TxStamps(s.onTx)
-		}
+		s.send(i, bufs[:min(len(bufs), len(s.recs)-i)])
 	}
 	return len(s.recs), nil
+}
+
+// send sends probes i, i+1, … in bufs, stamping each as user space sends
+// it, and reads the transmit stamps every MaxBatch probes.
+func (s *echoSender) send(i int, bufs [][]byte) {
+	for k := range bufs {
+		fillProbe(bufs[k], collector.ProbeHeader{Session: s.session, Seq: uint32(i + k), Kind: collector.KindRequest})
+	}
+	first, user, sent, _ := s.conn.SendBatch(bufs, netip.AddrPort{})
+	// A probe the kernel refused is counted as sent and lost: the send
+	// error is part of what happened to it.
+	for k := range sent {
+		s.recs[i+k].ClientTx[dump.SourceUser] = user
+		if uint32(len(s.seqOfKey)) == first+uint32(k) {
+			s.seqOfKey = append(s.seqOfKey, uint32(i+k))
+		}
+	}
+	if n := len(bufs); (i+n)%collector.MaxBatch < n {
+		s.conn.TxStamps(s.onTx)
+	}
 }
 
 func (s *echoSender) onTx(key uint32, st dump.Stamps) {
