@@ -351,7 +351,7 @@ func (b *bench) many(ctx context.Context, p *place) row {
 // received, and both the payload the receiving interface carried.
 func (b *bench) accounting(ctx context.Context, tb *testbed.Testbed, p *place) []row {
 	eq := row{figure: p.name + " -P 4: client Sent = agent Received", ratio: "-", bound: "equal"}
-	wire := row{figure: p.name + " -P 4: agent Received vs wire payload", bound: "|wire − received| ≤ 1 % of received"}
+	wire := row{figure: p.name + " -P 4: agent Received vs wire payload", bound: "|wire − retransmitted − received| ≤ 1 % of received"}
 	fmt.Fprintf(os.Stderr, "bench: %s byte accounting, -P 4 for 3 s...\n", p.name)
 	b0, p0, err := tb.A.RxCounters()
 	if err != nil {
@@ -376,10 +376,12 @@ func (b *bench) accounting(ctx context.Context, tb *testbed.Testbed, p *place) [
 	wire.peer = fmt.Sprintf("%d B", payload)
 	wire.ratio = harness.Ratio(float64(got), float64(payload), 3)
 	dev := 100 * math.Abs(float64(payload)-float64(got)) / float64(max(got, 1))
-	wire.ok = got > 0 && dev <= 1
-	// Retransmitted segments cross the wire twice but are received once.
+	// Retransmitted segments cross the wire twice but are received once
+	// (1 % of the bytes in one run, 0.6–0.9 % in others: the bound is on
+	// what is left).
 	rt := res.Client.Totals.Retrans
 	devRT := 100 * math.Abs(float64(payload-int64(rt)*mss)-float64(got)) / float64(max(got, 1))
+	wire.ok = got > 0 && devRT <= 1
 	wire.note = fmt.Sprintf("%s rx on %s: %d B, %d packets; deviation %.3f %%; client retransmits %d, "+
 		"deviation less them (× %d B) %.3f %%", tb.A.NS, tb.A.Ifname, db, dp, dev, rt, mss, devRT)
 	return []row{eq, wire}
