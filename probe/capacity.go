@@ -122,7 +122,13 @@ func (s *Server) serveCapacity(ctx context.Context, conn net.Conn, fc *wire.Conn
 	if err := fc.Write(&wire.Message{Opened: &wire.Opened{Session: id, Port: port, Sources: sources}}); err != nil {
 		return err
 	}
-	s.log.Info("capacity session", "client", peer.String(), "reverse", p.Reverse)
+	// The wire's Reverse is probe's own (the client sends), the opposite of
+	// the command line's -R: the log names the sender instead.
+	sender := "agent"
+	if p.Reverse {
+		sender = "client"
+	}
+	s.log.Info("capacity session", "client", peer.String(), "sender", sender)
 
 	// The first request must come soon; the session ends at the agent's
 	// duration limit.

@@ -2,7 +2,9 @@ package probe
 
 import (
 	"context"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +18,8 @@ import (
 // dump hook, and the progress reaches the end. (Loopback has no bottleneck,
 // so no figure is asserted here; the testbed tests do that.)
 func TestCapacityOverLoopback(t *testing.T) {
-	_, addr := startAgent(t, ServerConfig{})
+	var log logLines
+	_, addr := startAgent(t, ServerConfig{Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	for _, reverse := range []bool{false, true} {
 		c, err := Dial(context.Background(), addr, ClientConfig{})
 		if err != nil {
@@ -51,7 +54,37 @@ func TestCapacityOverLoopback(t *testing.T) {
 		if len(seen) != len(res.Trains) || last.Fraction < 0.99 || last.Phase != dump.PhaseTwo {
 			t.Fatalf("reverse=%v: %d trains, %d seen, last progress %+v", reverse, len(res.Trains), len(seen), last)
 		}
+		// The agent's log names the side that sends the trains.
+		want := map[bool]string{false: "sender=agent", true: "sender=client"}[reverse]
+		if l := log.last("capacity session"); !strings.Contains(l, want) {
+			t.Fatalf("reverse=%v: the agent logged %q, want %s", reverse, l, want)
+		}
 	}
+}
+
+// logLines is a log the agent writes to while the test reads it.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, string(b))
+	return len(b), nil
+}
+
+// last is the newest line that holds s, or "".
+func (l *logLines) last(s string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.lines) - 1; i >= 0; i-- {
+		if strings.Contains(l.lines[i], s) {
+			return l.lines[i]
+		}
+	}
+	return ""
 }
 
 // The agent refuses trains it should not send, and keeps serving.

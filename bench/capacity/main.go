@@ -291,7 +291,7 @@ func bigDump(estimateBin, dir string) (time.Duration, int, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	w, err := dump.NewWriter(f, dump.Header{Mode: "capacity", Created: time.Now(), Meta: map[string]string{"size": "1500"}})
+	w, err := dump.NewWriter(f, dump.Header{Mode: dump.ModeCapacity, Created: time.Now(), Meta: map[string]string{"size": "1500"}})
 	if err != nil {
 		return 0, 0, err
 	}

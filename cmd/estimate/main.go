@@ -52,7 +52,7 @@ func app() *cli.App {
 
 // dumpFlagModes are the flags that apply to one kind of dump only; given
 // for another, they are an error rather than ignored.
-var dumpFlagModes = map[string]string{"csv": "echo", "bin-width": "capacity", "format": "capacity"}
+var dumpFlagModes = map[string]dump.Mode{"csv": dump.ModeEcho, "bin-width": dump.ModeCapacity, "format": dump.ModeCapacity}
 
 func estimate(c *cli.Context) error {
 	src, err := report.ParseTSSource(c.String("ts-source"))
@@ -113,7 +113,7 @@ func estimate(c *cli.Context) error {
 		}
 	}
 	switch h.Mode {
-	case "echo":
+	case dump.ModeEcho:
 		format := "text"
 		if c.Bool("json") {
 			format = "json"
@@ -125,7 +125,7 @@ func estimate(c *cli.Context) error {
 			info.Start.Time = h.Created.UTC().Format(time.RFC3339Nano)
 		}
 		return report.Echo(os.Stdout, info, points, src, format, c.String("plot"))
-	case "capacity":
+	case dump.ModeCapacity:
 		info := report.CapacityInfoFromMeta(h.Meta)
 		if info.Start.Time == "" {
 			info.Start.Time = h.Created.UTC().Format(time.RFC3339Nano)

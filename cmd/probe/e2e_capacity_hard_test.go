@@ -3,14 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/probe-dev/probe/cmd/internal/report"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/probe-dev/probe/cmd/internal/report"
+	"github.com/probe-dev/probe/probe"
 	"github.com/probe-dev/probe/testbed"
 )
 
@@ -47,7 +49,7 @@ func TestCapacityNarrowNotTight(t *testing.T) {
 		t.Fatal(err)
 	}
 	lo, hi := realized/1e6, narrow*1500/1514/1e6
-	agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
+	agentAddr := net.JoinHostPort(tb.A.Addr.String(), strconv.Itoa(probe.DefaultPort))
 	startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
 		err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
 		return c, err
@@ -126,7 +128,7 @@ func TestCapacityShapers(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
+			agentAddr := net.JoinHostPort(tb.A.Addr.String(), strconv.Itoa(probe.DefaultPort))
 			startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
 				err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
 				return c, err

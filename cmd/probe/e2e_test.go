@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/probe-dev/probe/cmd/internal/report"
 	"math"
 	"net"
 	"os"
@@ -21,6 +20,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/probe-dev/probe/cmd/internal/report"
+	"github.com/probe-dev/probe/probe"
 	"github.com/probe-dev/probe/testbed"
 )
 
@@ -385,7 +387,7 @@ func testbedWithAgent(t *testing.T, name string, limit uint32) (*testbed.Testbed
 			t.Error(err)
 		}
 	})
-	agentAddr := net.JoinHostPort(tb.A.Addr.String(), "7323")
+	agentAddr := net.JoinHostPort(tb.A.Addr.String(), strconv.Itoa(probe.DefaultPort))
 	agent := startAgent(t, tb.A.Start, func() (c net.Conn, err error) {
 		err = tb.B.Do(func() error { c, err = net.Dial("tcp", agentAddr); return err })
 		return c, err

@@ -93,7 +93,7 @@ func measureEcho(ctx context.Context, c *cli.Context, cl *probe.Client, src dump
 			return fmt.Errorf("write dump: %w", err)
 		}
 		defer f.Close()
-		if w, err = dump.NewWriter(f, dump.Header{Mode: "echo", Created: time.Now(), Meta: info.Meta()}); err != nil {
+		if w, err = dump.NewWriter(f, dump.Header{Mode: dump.ModeEcho, Created: time.Now(), Meta: info.Meta()}); err != nil {
 			return err
 		}
 	}

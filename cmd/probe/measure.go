@@ -159,7 +159,7 @@ func measureCapacity(ctx context.Context, c *cli.Context, cl *probe.Client, src 
 			return fmt.Errorf("write dump: %w", err)
 		}
 		defer f.Close()
-		if w, err = dump.NewWriter(f, dump.Header{Mode: "capacity", Created: time.Now(), Meta: info.Meta()}); err != nil {
+		if w, err = dump.NewWriter(f, dump.Header{Mode: dump.ModeCapacity, Created: time.Now(), Meta: info.Meta()}); err != nil {
 			return err
 		}
 		// Each train reaches the file as soon as it is measured, so that the

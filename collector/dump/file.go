@@ -20,11 +20,19 @@ const (
 	Version = 1
 )
 
+// Mode is what a dump holds.
+type Mode string
+
+const (
+	ModeEcho     Mode = "echo"     // EchoPoints and EchoRecords
+	ModeCapacity Mode = "capacity" // Trains and an End
+)
+
 // Header starts a dump.
 type Header struct {
 	Format  string            `msgpack:"format"`
 	Version int               `msgpack:"version"`
-	Mode    string            `msgpack:"mode"`
+	Mode    Mode              `msgpack:"mode"`
 	Created time.Time         `msgpack:"created"`
 	Meta    map[string]string `msgpack:"meta,omitempty"` // free-form: host, parameters
 }

@@ -24,7 +24,7 @@ func sampleDump(t testing.TB) ([]byte, []EchoRecord) {
 		{Seq: 1, Size: 64}, // lost
 	}
 	var b bytes.Buffer
-	w, err := NewWriter(&b, Header{Mode: "echo", Created: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC),
+	w, err := NewWriter(&b, Header{Mode: ModeEcho, Created: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC),
 		Meta: map[string]string{"agent": "10.77.0.1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestGoldenEchoDump(t *testing.T) {
 	if len(trains) != 1 || !reflect.DeepEqual(trains[0], *sampleTrain()) {
 		t.Fatalf("train round trip:\n got %+v\nwant %+v", trains, sampleTrain())
 	}
-	if h.Mode != "echo" || h.Version != Version || h.Meta["agent"] != "10.77.0.1" {
+	if h.Mode != ModeEcho || h.Version != Version || h.Meta["agent"] != "10.77.0.1" {
 		t.Fatalf("header %+v", h)
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -26,7 +26,7 @@ func readAllocBound(n int) uint64 { return 1<<20 + slabPackets*32 + 64<<10 + 64*
 
 func hostileDumps(t testing.TB) map[string][]byte {
 	var head bytes.Buffer
-	if w, err := NewWriter(&head, Header{Mode: "echo", Created: time.Unix(1, 0).UTC()}); err != nil || w.Flush() != nil {
+	if w, err := NewWriter(&head, Header{Mode: ModeEcho, Created: time.Unix(1, 0).UTC()}); err != nil || w.Flush() != nil {
 		t.Fatal(err)
 	}
 	h := head.Bytes()
@@ -66,7 +66,7 @@ func TestHostileDumps(t *testing.T) {
 // stays within the bound.
 func TestDumpAllocBound(t *testing.T) {
 	var b bytes.Buffer
-	if w, err := NewWriter(&b, Header{Mode: "capacity"}); err != nil || w.Flush() != nil {
+	if w, err := NewWriter(&b, Header{Mode: ModeCapacity}); err != nil || w.Flush() != nil {
 		t.Fatal(err)
 	}
 	n := maxStampPackets - 1
