@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,44 @@ func TestCapacityTextSaysTheLayer(t *testing.T) {
 	for _, want := range []string{"at the IP layer", "19.82 Mbit/s", "easy path", "ebpf", "14.0 B per packet"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// The histogram's bins are the estimator's, aligned to their multiples,
+// unless the samples span fewer than ten of them: then a tenth of the span,
+// so that an easy path does not draw as one block (samples all at one rate
+// keep the estimator's). Every sample lands in a bin.
+func TestCapacityPlotBins(t *testing.T) {
+	mb := func(v ...float64) []float64 {
+		for i := range v {
+			v[i] *= 1e6
+		}
+		return v
+	}
+	for _, c := range []struct {
+		name      string
+		width     float64 // the estimator's, Mbit/s
+		samples   []float64
+		wantWidth float64
+	}{
+		{"spread over many bins", 2, mb(10, 13, 20, 35, 41), 2},
+		{"all in one bin", 4.4, mb(36.0, 36.2, 36.5, 37.0), 0.1},
+		{"one rate", 4.4, mb(36, 36, 36), 4.4},
+	} {
+		g := gridFor(c.width, c.samples)
+		if math.Abs(g.width-c.wantWidth) > 1e-9 {
+			t.Errorf("%s: bins of %g Mbit/s, want %g", c.name, g.width, c.wantWidth)
+		}
+		if r := math.Remainder(g.start, g.width); math.Abs(r) > 1e-9 {
+			t.Errorf("%s: first bin at %g, not a multiple of %g", c.name, g.start, g.width)
+		}
+		var n float64
+		for _, b := range g.count(c.samples) {
+			n += b.Weight
+		}
+		if n != float64(len(c.samples)) {
+			t.Errorf("%s: %g samples in the bins, want %d", c.name, n, len(c.samples))
 		}
 	}
 }

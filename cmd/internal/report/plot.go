@@ -68,41 +68,19 @@ func PlotCapacity(path string, i CapacityInfo, c estimator.Capacity) error {
 	p.X.Tick.Marker, p.Y.Tick.Marker = plainTicks{}, plainTicks{}
 	p.Y.Label.Text = "samples"
 
-	width := mbit(c.BinWidth)
-	lo, hi := math.Inf(1), math.Inf(-1)
-	for _, s := range [][]float64{c.Hist, c.Tails} {
-		if len(s) > 0 {
-			lo, hi = min(lo, mbit(s[0])), max(hi, mbit(s[len(s)-1]))
-		}
-	}
-	bins := 50
-	if width > 0 {
-		bins = int(min(max((hi-lo)/width, 1), 2000))
-	}
-	add := func(samples []float64, name string, fill color.Color) error {
+	grid := gridFor(mbit(c.BinWidth), c.Hist, c.Tails)
+	add := func(samples []float64, name string, fill color.Color) {
 		if len(samples) == 0 {
-			return nil
+			return
 		}
-		v := make(plotter.Values, len(samples))
-		for k, s := range samples {
-			v[k] = mbit(s)
-		}
-		h, err := plotter.NewHist(v, bins)
-		if err != nil {
-			return err
-		}
-		h.FillColor = fill
-		h.LineStyle.Width = 0
+		h := &plotter.Histogram{Bins: grid.count(samples), Width: grid.width, FillColor: fill}
 		p.Add(h)
 		p.Legend.Add(name, h)
-		return nil
 	}
-	if err := add(c.Hist, "short trains (Phase I, or preliminary)", color.NRGBA{70, 110, 200, 180}); err != nil {
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
-	if err := add(c.Tails, "long trains, tail rate (Phase II)", color.NRGBA{120, 190, 90, 180}); err != nil {
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
+	add(c.Hist, fmt.Sprintf("short trains (Phase I, or preliminary), bins of %.3g Mbit/s", grid.width), color.NRGBA{70, 110, 200, 180})
+	add(c.Tails, "long trains, tail rate (Phase II)", color.NRGBA{120, 190, 90, 180})
+	// A bin's room on either side, so that the outer bars show their edges.
+	p.X.Min, p.X.Max = grid.start-grid.width, grid.start+float64(grid.n+1)*grid.width
 	// The bars' top is raised so that the legend, in the upper left,
 	// stays above them; the lines end at the bars' top, below it.
 	p.Y.Min = 0
@@ -130,6 +108,46 @@ func PlotCapacity(path string, i CapacityInfo, c estimator.Capacity) error {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
 	return nil
+}
+
+// binGrid is the bins the capacity histogram is drawn in: the estimator's
+// width, aligned to its multiples, or a tenth of the samples' span where
+// that is narrower, so that an easy path's samples, all in one or two of
+// the estimator's bins, still show their shape rather than one block.
+type binGrid struct {
+	start, width float64 // Mbit/s
+	n            int
+}
+
+func gridFor(width float64, sets ...[]float64) binGrid {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, s := range sets {
+		if len(s) > 0 { // sorted, in bit/s
+			lo, hi = min(lo, mbit(s[0])), max(hi, mbit(s[len(s)-1]))
+		}
+	}
+	if span := hi - lo; span > 0 && (width <= 0 || span/width < 10) {
+		width = span / 10
+	}
+	if width <= 0 {
+		width = max(math.Abs(lo)/100, 0.001) // every sample at one rate
+	}
+	start := math.Floor(lo/width) * width
+	return binGrid{start: start, width: width, n: int(math.Floor((hi-start)/width)) + 1}
+}
+
+// count bins samples (bit/s) on the grid.
+func (g binGrid) count(samples []float64) []plotter.HistogramBin {
+	bins := make([]plotter.HistogramBin, g.n)
+	for k := range bins {
+		bins[k].Min = g.start + float64(k)*g.width
+		bins[k].Max = bins[k].Min + g.width
+	}
+	for _, s := range samples {
+		k := min(max(int((mbit(s)-g.start)/g.width), 0), g.n-1)
+		bins[k].Weight++
+	}
+	return bins
 }
 
 // vline marks x with a vertical line from 0 to top, dashed or solid.
