@@ -103,6 +103,9 @@ func inNS(target netns.NsHandle, fn func() error) error {
 // is still there. It returns the names it created, also on error, for the caller to remove.
 func createNamespaces(names []string, setup func(ns string) error) ([]string, error) {
 	var created []string
+	if err := shareNetnsDir(); err != nil {
+		return nil, err
+	}
 	orig, err := netns.Get()
 	if err != nil {
 		return nil, fmt.Errorf("get current namespace: %w", err)
@@ -127,6 +130,29 @@ func createNamespaces(names []string, setup func(ns string) error) ([]string, er
 		return nil
 	})
 	return created, err
+}
+
+// shareNetnsDir makes netnsDir a mount point of its own with shared
+// propagation, as `ip netns add` does before it mounts a namespace. A
+// namespace mounted on a plain /run/netns is hidden as soon as iproute2
+// bind-mounts the folder over itself (vm/up.sh's `ip netns add` did, while a
+// scenario ran), and can then be neither unmounted (EINVAL) nor removed
+// (EBUSY) until reboot. Shared, its unmounts also reach mount namespaces
+// copied from this one.
+func shareNetnsDir() error {
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", netnsDir, err)
+	}
+	err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) { // not a mount point yet
+		if err = unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err == nil {
+			err = unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("make %s a shared mount: %w", netnsDir, err)
+	}
+	return nil
 }
 
 // deleteNamespace unmounts and removes a named namespace; a missing one is not an error.
