@@ -276,8 +276,12 @@ func plotSeries(dir, nameA, nameB string, sa, sb IterationSeries, loopback bool)
 	return savePanels(filepath.Join(dir, "network"), plots, 16*vg.Centimeter, vg.Length(len(roles))*8*vg.Centimeter)
 }
 
-// cpuOverTime is the CPU % in each interval between samples, at its end.
+// cpuOverTime is the CPU % in each interval between samples, at its end:
+// from the eBPF on-CPU time where the series has it (exact to the
+// switch), else from /proc's user and system time, which moves in whole
+// ticks (at 100 Hz and a 100 ms sample, in steps of 10 %).
 func cpuOverTime(s dump.ResourceSeries) plotter.XYs {
+	ebpf := len(s.Samples) > 0 && s.Samples[len(s.Samples)-1].OnCPU > 0
 	var pts plotter.XYs
 	for i := 1; i < len(s.Samples); i++ {
 		a, b := s.Samples[i-1], s.Samples[i]
@@ -285,7 +289,11 @@ func cpuOverTime(s dump.ResourceSeries) plotter.XYs {
 		if dt <= 0 {
 			continue
 		}
-		cpu := max(b.User+b.System-a.User-a.System, 0)
+		cpu := b.User + b.System - a.User - a.System
+		if ebpf {
+			cpu = b.OnCPU - a.OnCPU
+		}
+		cpu = max(cpu, 0)
 		pts = append(pts, plotter.XY{X: (b.T - s.Samples[0].T).Seconds(), Y: 100 * float64(cpu) / float64(dt)})
 	}
 	return pts

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -393,5 +394,33 @@ func TestLoadResultsFolder(t *testing.T) {
 	writeScenario(t, filepath.Join(root, "one"), "other", scenarioB[:1])
 	if _, err := LoadScenario(filepath.Join(root, "one")); err == nil || !strings.Contains(err.Error(), "iterations of 2 tests") {
 		t.Errorf("two tests in one folder: %v", err)
+	}
+}
+
+// The CPU drawn over time is the eBPF on-CPU time where a series has it:
+// /proc's user and system time moves in whole ticks.
+func TestCPUOverTimeFromOnCPU(t *testing.T) {
+	ms := time.Millisecond
+	samples := []dump.ResourceSample{{T: 0}, {T: 100 * ms, User: 10 * ms, OnCPU: 4 * ms}, {T: 200 * ms, User: 10 * ms, OnCPU: 8 * ms}}
+	for _, c := range []struct {
+		name  string
+		onCPU bool
+		want  []float64
+	}{{"eBPF", true, []float64{4, 4}}, {"/proc", false, []float64{10, 0}}} {
+		s := dump.ResourceSeries{Samples: slices.Clone(samples)}
+		if !c.onCPU {
+			for i := range s.Samples {
+				s.Samples[i].OnCPU = 0
+			}
+		}
+		pts := cpuOverTime(s)
+		if len(pts) != len(c.want) {
+			t.Fatalf("%s: %d points, want %d", c.name, len(pts), len(c.want))
+		}
+		for i, p := range pts {
+			if math.Abs(p.Y-c.want[i]) > 1e-9 {
+				t.Errorf("%s: point %d at %.3f %%, want %.3f", c.name, i, p.Y, c.want[i])
+			}
+		}
 	}
 }
