@@ -187,14 +187,19 @@ func rttTolerance(spreadA, spreadB float64) float64 {
 	return math.Hypot(max(spreadA, 0), max(spreadB, 0)) + 1000
 }
 
-// loss 1% on UDP at both ends' egress: the loss there and back is each within
-// its binomial 99 % interval of the configured rate, and equals what the
-// netem qdiscs say they dropped plus the receiving socket's drops (the
-// client's netem and the agent's socket for there, the server's netem and
-// the client's socket for back).
+// loss 1% on UDP at both ends' egress: the loss there and back each equals
+// what the netem qdiscs say they dropped plus the receiving socket's drops
+// (the client's netem and the agent's socket for there, the server's netem
+// and the client's socket for back), and is within its binomial interval of
+// the configured rate, which only shows that the shaping is in place.
+//
+// The interval is 99.99 %: the exact check is against netem's counter, and
+// at 99 % the four intervals of a run missed in 4 % of runs by netem's
+// chance alone (a CI run read 15 back of 3000 against [17, 45], netem
+// itself having dropped 15).
 func TestEchoLoss(t *testing.T) {
 	ctx := need(t)
-	const p, n = 0.01, 3000
+	const p, n, conf = 0.01, 3000, 0.9999
 	shape(t, ctx, fmt.Sprintf("default udp loss %g%%\n", 100*p))
 	for _, vm := range env.Clients() {
 		c0, err := env.NetemDrops(ctx, vm)
@@ -214,10 +219,10 @@ func TestEchoLoss(t *testing.T) {
 		// what netem's interval is for.
 		agentSock, clientSock := int(num(t, m, "agent_socket_drops")), int(num(t, m, "client_socket_drops"))
 		sent := int(num(t, m, "sent"))
-		loThere, hiThere := BinomialInterval(sent, p, 0.99)
-		loBack, hiBack := BinomialInterval(sent-there, p, 0.99)
-		t.Logf("%s -> server: %d sent, lost there %d (99 %% interval [%d, %d]; %s's netem dropped %d, agent socket %d), back %d ([%d, %d]; server's netem dropped %d, client socket %d)",
-			vm, sent, there, loThere, hiThere, vm, c1-c0, agentSock, back, loBack, hiBack, s1-s0, clientSock)
+		loThere, hiThere := BinomialInterval(sent, p, conf)
+		loBack, hiBack := BinomialInterval(sent-there, p, conf)
+		t.Logf("%s -> server: %d sent, lost there %d (%g %% interval [%d, %d]; %s's netem dropped %d, agent socket %d), back %d ([%d, %d]; server's netem dropped %d, client socket %d)",
+			vm, sent, there, 100*conf, loThere, hiThere, vm, c1-c0, agentSock, back, loBack, hiBack, s1-s0, clientSock)
 		if path := there - agentSock; path < loThere || path > hiThere || back-clientSock < loBack || back-clientSock > hiBack {
 			t.Errorf("%s: lost on the path there %d, back %d; want [%d, %d] and [%d, %d]", vm, path, back-clientSock, loThere, hiThere, loBack, hiBack)
 		}
