@@ -75,8 +75,9 @@ func pace(ctx context.Context, start int64, interval time.Duration, n int, send 
 	return paceOn(ctx, cpus, start, interval, n, send)
 }
 
-// paceOn is pace from a pacer per CPU in cpus, real-time where the CPU is
-// ≥ 0 and of the ordinary class, unpinned, where it is -1.
+// paceOn is pace from a pacer per CPU in cpus: real-time and pinned there
+// where the CPU is ≥ 0 and the kernel allows it, else of the ordinary
+// class, unpinned.
 func paceOn(ctx context.Context, cpus []int, start int64, interval time.Duration, n int, send func(i int, at int64)) (sent int, realtime bool, err error) {
 	s := &schedule{start: start, interval: int64(interval), n: n, send: send}
 	pacers := make([]*pacer, len(cpus))
