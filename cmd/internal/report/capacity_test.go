@@ -52,7 +52,8 @@ func TestCapacityTextSaysTheLayer(t *testing.T) {
 // The histogram's bins are the estimator's, aligned to their multiples,
 // unless the samples span fewer than ten of them: then a tenth of the span,
 // so that an easy path does not draw as one block (samples all at one rate
-// keep the estimator's). Every sample lands in a bin.
+// keep the estimator's), and never more than maxPlotBins bins, whatever
+// width was asked for. Every sample lands in a bin.
 func TestCapacityPlotBins(t *testing.T) {
 	mb := func(v ...float64) []float64 {
 		for i := range v {
@@ -69,10 +70,11 @@ func TestCapacityPlotBins(t *testing.T) {
 		{"spread over many bins", 2, mb(10, 13, 20, 35, 41), 2},
 		{"all in one bin", 4.4, mb(36.0, 36.2, 36.5, 37.0), 0.1},
 		{"one rate", 4.4, mb(36, 36, 36), 4.4},
+		{"a width too fine to draw", 1e-9, mb(10, 500, 2010), 1},
 	} {
 		g := gridFor(c.width, c.samples)
-		if math.Abs(g.width-c.wantWidth) > 1e-9 {
-			t.Errorf("%s: bins of %g Mbit/s, want %g", c.name, g.width, c.wantWidth)
+		if math.Abs(g.width-c.wantWidth) > 1e-9 || g.n > maxPlotBins+1 {
+			t.Errorf("%s: %d bins of %g Mbit/s, want %g", c.name, g.n, g.width, c.wantWidth)
 		}
 		if r := math.Remainder(g.start, g.width); math.Abs(r) > 1e-9 {
 			t.Errorf("%s: first bin at %g, not a multiple of %g", c.name, g.start, g.width)

@@ -113,11 +113,15 @@ func PlotCapacity(path string, i CapacityInfo, c estimator.Capacity) error {
 // binGrid is the bins the capacity histogram is drawn in: the estimator's
 // width, aligned to its multiples, or a tenth of the samples' span where
 // that is narrower, so that an easy path's samples, all in one or two of
-// the estimator's bins, still show their shape rather than one block.
+// the estimator's bins, still show their shape rather than one block. At
+// most maxPlotBins bins span the samples, whatever width was asked for
+// (--bin-width, or a dump's).
 type binGrid struct {
 	start, width float64 // Mbit/s
 	n            int
 }
+
+const maxPlotBins = 2000
 
 func gridFor(width float64, sets ...[]float64) binGrid {
 	lo, hi := math.Inf(1), math.Inf(-1)
@@ -128,6 +132,8 @@ func gridFor(width float64, sets ...[]float64) binGrid {
 	}
 	if span := hi - lo; span > 0 && (width <= 0 || span/width < 10) {
 		width = span / 10
+	} else if span/width > maxPlotBins {
+		width = span / maxPlotBins
 	}
 	if width <= 0 {
 		width = max(math.Abs(lo)/100, 0.001) // every sample at one rate
