@@ -315,7 +315,11 @@ func EstimateCapacity(trains []dump.Train, src dump.Source, binWidth float64) (e
 		return estimator.Capacity{}, fmt.Errorf("bin width %g Mbit/s: want a positive width, or 0 for automatic", binWidth)
 	}
 	est, err := estimator.EstimateCapacity(trains, estimator.CapacityOptions{Source: src, BinWidth: binWidth * 1e6})
-	if err == nil && est.Verdict == estimator.VerdictNone {
+	switch {
+	case err != nil || est.Verdict != estimator.VerdictNone:
+	case binWidth > 0:
+		err = fmt.Errorf("no estimate from %d trains in bins of %g Mbit/s: try a wider --bin-width, or 0 for automatic", len(trains), binWidth)
+	default:
 		err = fmt.Errorf("no estimate from %d trains: the run ended before its preliminary trains gave one", len(trains))
 	}
 	return est, err

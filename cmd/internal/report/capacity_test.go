@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,34 @@ func TestCapacityPlotBins(t *testing.T) {
 		if n != float64(len(c.samples)) {
 			t.Errorf("%s: %g samples in the bins, want %d", c.name, n, len(c.samples))
 		}
+	}
+}
+
+// Trains that give an estimate in automatic bins give none in bins far
+// finer than their spread, and the error says the bins are why, not that
+// the run was cut short.
+func TestCapacityTooFineBins(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var trains []dump.Train
+	at := int64(1e9)
+	for i := range 3000 {
+		phase, size, n := dump.PhaseOne, 600+900*(i%40)/39, 2
+		if i < 400 {
+			phase, size, n = dump.PhasePrelim, 1500, 4+i%7
+		}
+		tr := dump.Train{ID: uint32(i + 1), Phase: phase, Size: size, Tx: make([]dump.Stamps, n), Rx: make([]dump.Stamps, n)}
+		for k := range n {
+			at += int64(float64(8*(size+14))/100e6*1e9) + int64(rng.NormFloat64()*200) // 100 Mbit/s
+			tr.Rx[k][dump.SourceEBPF] = at
+		}
+		at += 1e6
+		trains = append(trains, tr)
+	}
+	if est, err := EstimateCapacity(trains, estimator.AutoSource, 0); err != nil || math.Abs(est.Estimate-100e6) > 5e6 {
+		t.Fatalf("automatic bins: %.2f Mbit/s, %v; want about 100", est.Estimate/1e6, err)
+	}
+	_, err := EstimateCapacity(trains, estimator.AutoSource, 1e-9)
+	if err == nil || !strings.Contains(err.Error(), "bins of 1e-09 Mbit/s") {
+		t.Fatalf("bins of 1e-9 Mbit/s: %v; want an error that names the bins", err)
 	}
 }
